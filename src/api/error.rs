@@ -1,0 +1,31 @@
+//! The one place domain errors become gRPC statuses.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::Error;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in &violations.0 {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    format!("invalid argument: {violations}"),
+                    details,
+                )
+            }
+            Error::NotFound(what) => Status::not_found(format!("{what} not found")),
+            Error::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
+            Error::PermissionDenied(why) => Status::permission_denied(why),
+            Error::Unauthenticated => Status::unauthenticated("missing or invalid credentials"),
+            Error::FailedPrecondition(why) => Status::failed_precondition(why),
+            Error::Unavailable(why) => Status::unavailable(why),
+            Error::Internal(_) => Status::internal("internal error"),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The gRPC surface: one file per service. Handlers authenticate the caller,
+//! decode and validate the request into domain types, call the store, and
+//! encode the answer. No SQL and no business rules live here.
+
+pub mod accounts;
+pub mod auth;
+pub mod error;
+
+use prost_types::Timestamp;
+
+pub(crate) fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    })
+}

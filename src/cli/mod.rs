@@ -1,0 +1,187 @@
+//! The command line. `serve` runs the server; `operator create` and `migrate`
+//! talk to the database directly.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+
+use crate::{
+    domain::principal::PrincipalKind,
+    embedded::{self, DataDir},
+    server,
+    store::Store,
+};
+
+/// clef: accounts, users, rights and connection keys over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "clef", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the gRPC server.
+    Serve(ServeArgs),
+    /// Manages operators (talks to the database directly).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+    /// Applies pending database migrations and exits.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Creates an operator and prints its connection key, alone on the last line.
+    Create {
+        /// A unique name for the operator.
+        name: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+/// Where the database is.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Postgres to use. Without it, clef runs an embedded Postgres in --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Home of the embedded Postgres [default: /var/lib/clef as root,
+    /// else $XDG_DATA_HOME/clef or ~/.local/share/clef].
+    #[arg(long, env = "CLEF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "CLEF_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Connections to Postgres in the pool.
+    #[arg(long, env = "CLEF_DB_POOL_SIZE", default_value_t = 32)]
+    pub db_pool_size: u32,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+impl DatabaseArgs {
+    fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        if nix::unistd::geteuid().is_root() {
+            return PathBuf::from("/var/lib/clef");
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("clef")
+    }
+
+    /// The URL's database, or the data dir's (started, or attached to when
+    /// `attach` and a `clef serve` owns it).
+    async fn open(&self, attach: bool) -> anyhow::Result<(PgConnectOptions, Option<DataDir>)> {
+        match &self.database_url {
+            Some(url) => Ok((url.parse().context("invalid --database-url")?, None)),
+            None => {
+                let dir = self.data_dir();
+                let data = embedded::open(&dir, attach).await?;
+                Ok((data.connect_options(), Some(data)))
+            }
+        }
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Operator {
+            command: OperatorCommand::Create { name, db },
+        } => operator_create(&name, db).await,
+        Command::Migrate(db) => {
+            let (options, data) = db.open(true).await?;
+            let store = Store::connect_lazy(options, 2);
+            store.migrate().await.context("migration failed")?;
+            stop(data).await
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (options, data) = args.db.open(false).await?;
+    let embedded = data.is_some();
+    let result = async {
+        let store = Store::connect_lazy(options, args.db_pool_size);
+        store.migrate().await.context("migration failed")?;
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        if embedded && store.count_operators().await? == 0 {
+            let op = store
+                .create_principal(None, PrincipalKind::Operator, "admin")
+                .await?;
+            print_welcome(addr, op.key.expose_secret());
+        }
+        tracing::info!(%addr, embedded, "clef serving");
+        // On stdout too, so that scripts (and tests) can use `--listen 127.0.0.1:0`.
+        println!("clef serving on {addr}");
+        server::serve(store, listener, server::shutdown_signal()).await
+    }
+    .await;
+    let stopped = stop(data).await;
+    result.and(stopped)
+}
+
+async fn stop(data: Option<DataDir>) -> anyhow::Result<()> {
+    match data {
+        Some(DataDir::Started(pg)) => pg.stop().await,
+        _ => Ok(()),
+    }
+}
+
+async fn operator_create(name: &str, db: DatabaseArgs) -> anyhow::Result<()> {
+    let name = name.trim();
+    anyhow::ensure!(
+        !name.is_empty() && name.len() <= 100 && !name.chars().any(char::is_control),
+        "operator name must be 1-100 printable characters"
+    );
+    let (options, data) = db.open(true).await?;
+    let result = async {
+        let store = Store::connect_lazy(options, 2);
+        store.migrate().await.context("migration failed")?;
+        let op = store
+            .create_principal(None, PrincipalKind::Operator, name)
+            .await?;
+        println!(
+            "created operator {name:?} (id {}); its connection key, shown once:",
+            op.id
+        );
+        println!("{}", op.key.expose_secret());
+        anyhow::Ok(())
+    }
+    .await;
+    let stopped = stop(data).await;
+    result.and(stopped)
+}
+
+fn print_welcome(addr: SocketAddr, key: &str) {
+    println!(
+        "\nclef: this database had no operator; created operator \"admin\".\n\
+         Its connection key is shown once, now; keep it:\n\n    {key}\n\n\
+         Try:\n\
+         \x20   export CLEF_KEY={key}\n\
+         \x20   grpcurl -plaintext {addr} list\n\
+         \x20   grpcurl -plaintext -d '{{\"service\":\"\"}}' {addr} grpc.health.v1.Health/Check\n\
+         \x20   grpcurl -plaintext -H \"authorization: Bearer $CLEF_KEY\" -d '{{\"display_name\":\"Acme\"}}' {addr} clef.v1.AccountService/CreateOrganization\n"
+    );
+}

@@ -1,0 +1,9 @@
+//! Pure rules and validated types. No tonic, no sqlx, no IO: everything here
+//! can be unit-tested in isolation, and every other module may depend on it.
+
+pub mod account;
+pub mod error;
+pub mod key;
+pub mod principal;
+
+pub use error::{Error, FieldViolation, Result, Violations};

@@ -1,0 +1,34 @@
+//! clef: a gRPC identity and entitlement service.
+//!
+//! Customer accounts grouped in organizations, the users acting for them, the
+//! rights each user holds on each account, and the connection keys machines
+//! use instead of passwords.
+//!
+//! # Layout
+//!
+//! - [`domain`]: pure rules and validated types (account codes, key format,
+//!   errors). Depends on nothing else of ours.
+//! - [`store`]: every SQL query; maps database errors onto [`domain::Error`].
+//! - [`api`]: one module per gRPC service; authenticates, validates, calls the
+//!   store, encodes. Generated types ([`pb`]) stay in `api` and `cli`.
+//! - [`server`]: assembles services, health, reflection and shutdown.
+//! - [`embedded`]: the Postgres clef runs itself when given no database URL.
+//! - [`cli`]: the command line (`serve`, `operator create`, `migrate`).
+//! - [`telemetry`]: logs and OTLP traces.
+
+pub mod api;
+pub mod cli;
+pub mod domain;
+pub mod embedded;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+/// Types generated from `proto/clef/v1/*.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("clef.v1");
+
+    /// The encoded descriptors of every clef proto, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("clef_descriptor");
+}

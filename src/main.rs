@@ -1,0 +1,24 @@
+//! The `clef` binary: parses the command line, sets up telemetry, and hands
+//! over to [`clef::cli`].
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = clef::cli::Cli::parse();
+    let _telemetry = match clef::telemetry::init() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: cannot set up telemetry: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match clef::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Assembles the gRPC server: the clef services, health, reflection (v1 and
+//! v1alpha), one tracing span per RPC, and graceful shutdown.
+
+use std::{future::Future, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::{server::HealthReporter, ServingStatus};
+
+use crate::{
+    api::{accounts::AccountApi, auth::Authenticator},
+    pb::{self, account_service_server::AccountServiceServer},
+    store::Store,
+};
+
+/// The services whose health follows Postgres' reachability. The empty name
+/// is the server as a whole.
+pub const SERVICES: &[&str] = &["", "clef.v1.AccountService"];
+
+/// How often the health monitor pings Postgres.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Serves on `listener` until `shutdown` resolves, then drains in-flight RPCs.
+pub async fn serve(
+    store: Store,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let monitor = tokio::spawn(monitor_health(store.clone(), reporter));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let auth = Authenticator::new(store.clone());
+    let result = Server::builder()
+        .trace_fn(|req| tracing::info_span!("rpc", rpc.method = %req.uri().path()))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AccountServiceServer::new(AccountApi::new(store, auth)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    monitor.abort();
+    result?;
+    Ok(())
+}
+
+/// Keeps health in step with Postgres: `NOT_SERVING` while it cannot be
+/// reached, `SERVING` again by itself when it returns.
+async fn monitor_health(store: Store, reporter: HealthReporter) {
+    let mut last = None;
+    loop {
+        let ok = tokio::time::timeout(Duration::from_secs(2), store.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let status = if ok {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(ok) {
+            if ok {
+                tracing::info!("database reachable: serving");
+            } else {
+                tracing::warn!("database unreachable: not serving");
+            }
+            for service in SERVICES {
+                reporter.set_service_status(*service, status).await;
+            }
+            last = Some(ok);
+        }
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

@@ -1,0 +1,137 @@
+//! Everything that talks SQL. Queries are checked at compile time against the
+//! committed `.sqlx/` data; database errors become domain errors here and
+//! nowhere else.
+//!
+//! Every write runs in one transaction that takes the next revision
+//! ([`next_revision`]), writes its audit event ([`audit`]) and commits.
+
+mod accounts;
+mod principals;
+
+use std::time::Duration;
+
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool, Postgres, Transaction,
+};
+use uuid::Uuid;
+
+use crate::domain::Error;
+
+pub use principals::NewPrincipal;
+
+/// The migrations of `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The handle to Postgres shared by every request.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// A pool that connects lazily: the server starts, and reports
+    /// `NOT_SERVING`, even while Postgres is down.
+    pub fn connect_lazy(options: PgConnectOptions, max_connections: u32) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            // Fail fast while Postgres is unreachable: callers get UNAVAILABLE
+            // within this delay instead of hanging.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations. sqlx holds a Postgres advisory lock while it
+    /// migrates, so replicas starting together apply each migration once.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+
+    /// One round trip; used by the health monitor.
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db_error)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
+        self.pool.begin().await.map_err(db_error)
+    }
+}
+
+/// Takes the next revision for the write in `tx`. The row lock it takes is
+/// held until commit, so revisions are assigned in commit order.
+pub(crate) async fn next_revision(tx: &mut Transaction<'_, Postgres>) -> Result<i64, Error> {
+    sqlx::query_scalar!("UPDATE revision_counter SET value = value + 1 RETURNING value")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)
+}
+
+/// Appends the audit event of the write in `tx`.
+pub(crate) async fn audit(
+    tx: &mut Transaction<'_, Postgres>,
+    revision: i64,
+    actor: Option<Uuid>,
+    action: &str,
+    target: &str,
+    summary: &str,
+) -> Result<(), Error> {
+    sqlx::query!(
+        "INSERT INTO audit_events (revision, actor_id, action, target, summary) VALUES ($1, $2, $3, $4, $5)",
+        revision,
+        actor,
+        action,
+        target,
+        summary
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Maps a database error onto the domain. Connection-level failures become
+/// `Unavailable`; unique and foreign-key violations are mapped by callers
+/// that know what was being written (see [`db_error_for`]).
+pub(crate) fn db_error(e: sqlx::Error) -> Error {
+    db_error_for(e, "record", "record")
+}
+
+/// Like [`db_error`], naming what a unique violation (`duplicate`) or a
+/// foreign-key violation (`missing`) is about.
+pub(crate) fn db_error_for(e: sqlx::Error, duplicate: &str, missing: &str) -> Error {
+    match &e {
+        sqlx::Error::Database(d) => match d.code().as_deref() {
+            Some("23505") => Error::AlreadyExists(duplicate.to_owned()),
+            Some("23503") => Error::NotFound(missing.to_owned()),
+            // connection exceptions, admin/crash shutdown, cannot connect now,
+            // too many connections
+            Some(c)
+                if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300") =>
+            {
+                Error::Unavailable("database unavailable".into())
+            }
+            _ => internal(e),
+        },
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_) => Error::Unavailable("database unavailable".into()),
+        _ => internal(e),
+    }
+}
+
+fn internal(e: sqlx::Error) -> Error {
+    tracing::error!(error = %e, "unexpected database error");
+    Error::Internal("unexpected database error".into())
+}

@@ -1,0 +1,120 @@
+//! Principals (users, operators, service principals) and their connection keys.
+
+use uuid::Uuid;
+
+use super::{audit, db_error, db_error_for, next_revision, Store};
+use crate::domain::{
+    key::{KeyHash, NewKey},
+    principal::{Actor, PrincipalKind},
+    Error,
+};
+
+/// A principal of the service itself (operator or service), created with its
+/// first connection key.
+#[derive(Debug)]
+pub struct NewPrincipal {
+    pub id: Uuid,
+    pub revision: i64,
+    /// Shown once to whoever created the principal.
+    pub key: NewKey,
+}
+
+impl Store {
+    /// Creates an operator or service principal and its first key. `actor` is
+    /// `None` when done from the command line.
+    pub async fn create_principal(
+        &self,
+        actor: Option<Uuid>,
+        kind: PrincipalKind,
+        name: &str,
+    ) -> Result<NewPrincipal, Error> {
+        debug_assert!(matches!(
+            kind,
+            PrincipalKind::Operator | PrincipalKind::Service
+        ));
+        let key = NewKey::generate().map_err(|e| Error::Internal(format!("os rng: {e}")))?;
+        let id = Uuid::now_v7();
+        let mut tx = self.begin().await?;
+        let revision = next_revision(&mut tx).await?;
+        sqlx::query!(
+            "INSERT INTO users (id, kind, status, login, display_name, revision) VALUES ($1, $2, 'active', $3, $3, $4)",
+            id,
+            kind.as_str(),
+            name,
+            revision
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error_for(e, &format!("principal {name:?}"), "principal"))?;
+        sqlx::query!(
+            "INSERT INTO connection_keys (id, user_id, secret_hash, display_prefix) VALUES ($1, $2, $3, $4)",
+            Uuid::now_v7(),
+            id,
+            &key.hash()[..],
+            key.display_prefix()
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        audit(
+            &mut tx,
+            revision,
+            actor,
+            &format!("{}.create", kind.as_str()),
+            &format!("user/{id}"),
+            &format!(
+                "created {} {name:?} with key {}…",
+                kind.as_str(),
+                key.display_prefix()
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(NewPrincipal { id, revision, key })
+    }
+
+    /// How many operators exist (any status).
+    pub async fn count_operators(&self) -> Result<i64, Error> {
+        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM users WHERE kind = 'operator'"#)
+            .fetch_one(self.pool())
+            .await
+            .map_err(db_error)
+    }
+
+    /// The active principal holding a live key with this hash.
+    pub async fn actor_by_key_hash(&self, hash: &KeyHash) -> Result<Option<Actor>, Error> {
+        let row = sqlx::query!(
+            "SELECT k.id AS key_id, u.id AS user_id, u.kind
+               FROM connection_keys k JOIN users u ON u.id = k.user_id
+              WHERE k.secret_hash = $1
+                AND k.revoked_at IS NULL
+                AND (k.expires_at IS NULL OR k.expires_at > now())
+                AND u.status = 'active'",
+            &hash[..]
+        )
+        .fetch_optional(self.pool())
+        .await
+        .map_err(db_error)?;
+        row.map(|r| {
+            Ok(Actor {
+                user_id: r.user_id,
+                kind: PrincipalKind::from_db(&r.kind)?,
+                key_id: r.key_id,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records that a key was used. Callers throttle this (see
+    /// `api::auth`), so it never runs once per request.
+    pub async fn touch_key(&self, key_id: Uuid) -> Result<(), Error> {
+        sqlx::query!(
+            "UPDATE connection_keys SET last_used_at = now() WHERE id = $1",
+            key_id
+        )
+        .execute(self.pool())
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+}

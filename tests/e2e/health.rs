@@ -1,0 +1,84 @@
+//! Health follows Postgres: NOT_SERVING and UNAVAILABLE while it is down,
+//! back to SERVING by itself when it returns, with no restart of clef.
+
+use std::time::Duration;
+
+use clef::{embedded, pb};
+use tonic::Code;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
+
+use crate::{common::*, embedded::temp_dir};
+
+async fn health(app: &TestApp, service: &str) -> i32 {
+    HealthClient::new(app.channel().await)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+async fn wait_health(app: &TestApp, want: ServingStatus) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while health(app, "").await != want as i32 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health never became {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_and_errors_follow_postgres_down_and_back() {
+    let dir = temp_dir("health");
+    let embedded::DataDir::Started(pg) = embedded::open(&dir, false).await.unwrap() else {
+        panic!("fresh dir is ours")
+    };
+    let app = spawn_app_on(pg.connect_options()).await;
+    wait_health(&app, ServingStatus::Serving).await;
+    assert_eq!(
+        health(&app, "clef.v1.AccountService").await,
+        ServingStatus::Serving as i32
+    );
+    let mut c = app.operator_accounts().await;
+    let org = create_org(&mut c, "Before").await;
+
+    pg.stop().await.unwrap();
+    wait_health(&app, ServingStatus::NotServing).await;
+    assert_eq!(
+        health(&app, "clef.v1.AccountService").await,
+        ServingStatus::NotServing as i32
+    );
+    expect_code(
+        c.list_accounts(pb::ListAccountsRequest::default()).await,
+        Code::Unavailable,
+    );
+    expect_code(
+        c.create_organization(pb::CreateOrganizationRequest {
+            display_name: "During".into(),
+            request_id: String::new(),
+        })
+        .await,
+        Code::Unavailable,
+    );
+
+    let embedded::DataDir::Started(pg) = embedded::open(&dir, false).await.unwrap() else {
+        panic!("dir released by stop")
+    };
+    wait_health(&app, ServingStatus::Serving).await;
+    create_account(&mut c, &org, "AFTER").await;
+    let all = c
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.accounts.len(), 1);
+    drop(app);
+    pg.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real gRPC API over TCP against a real Postgres.
+//! One binary so the crate is linked once; each test gets its own database
+//! (see `common::spawn_app`).
+
+mod accounts;
+mod common;
+mod embedded;
+mod grpcurl;
+mod health;
