@@ -11,6 +11,8 @@
 //! - [`store`]: every SQL query; maps database errors onto [`domain::Error`].
 //! - [`api`]: one module per gRPC service; authenticates, validates, calls the
 //!   store, encodes. Generated types ([`pb`]) stay in `api` and `cli`.
+//! - [`service`]: use cases; one transaction each: the actor's authority,
+//!   the domain's rules, the writes.
 //! - [`server`]: assembles services, health, reflection and shutdown.
 //! - [`embedded`]: the Postgres clef runs itself when given no database URL.
 //! - [`cli`]: the command line (`serve`, `operator create`, `migrate`).
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod domain;
 pub mod embedded;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 

@@ -9,14 +9,29 @@ use tonic::transport::Server;
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    api::{accounts::AccountApi, auth::Authenticator},
-    pb::{self, account_service_server::AccountServiceServer},
+    api::{
+        accounts::AccountApi, auth::Authenticator, grants::GrantApi, keys::KeyApi, links::LinkApi,
+        users::UserApi, Ctx,
+    },
+    pb::{
+        self, account_service_server::AccountServiceServer,
+        connection_key_service_server::ConnectionKeyServiceServer,
+        grant_service_server::GrantServiceServer, link_service_server::LinkServiceServer,
+        user_service_server::UserServiceServer,
+    },
     store::Store,
 };
 
 /// The services whose health follows Postgres' reachability. The empty name
 /// is the server as a whole.
-pub const SERVICES: &[&str] = &["", "clef.v1.AccountService"];
+pub const SERVICES: &[&str] = &[
+    "",
+    "clef.v1.AccountService",
+    "clef.v1.UserService",
+    "clef.v1.LinkService",
+    "clef.v1.GrantService",
+    "clef.v1.ConnectionKeyService",
+];
 
 /// How often the health monitor pings Postgres.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
@@ -40,12 +55,20 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let auth = Authenticator::new(store.clone());
+    let ctx = Ctx {
+        store: store.clone(),
+        auth: auth.clone(),
+    };
     let result = Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", rpc.method = %req.uri().path()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AccountServiceServer::new(AccountApi::new(store, auth)))
+        .add_service(UserServiceServer::new(UserApi(ctx.clone())))
+        .add_service(LinkServiceServer::new(LinkApi(ctx.clone())))
+        .add_service(GrantServiceServer::new(GrantApi(ctx.clone())))
+        .add_service(ConnectionKeyServiceServer::new(KeyApi(ctx)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     monitor.abort();

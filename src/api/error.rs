@@ -25,6 +25,21 @@ impl From<Error> for Status {
             Error::Unauthenticated => Status::unauthenticated("missing or invalid credentials"),
             Error::FailedPrecondition(why) => Status::failed_precondition(why),
             Error::Unavailable(why) => Status::unavailable(why),
+            Error::PerAccount(refusals) => {
+                let code = if refusals.iter().any(|r| r.reason == "permission_denied") {
+                    Code::PermissionDenied
+                } else if refusals.iter().any(|r| r.reason == "not_found") {
+                    Code::NotFound
+                } else {
+                    Code::FailedPrecondition
+                };
+                let message = Error::PerAccount(refusals.clone()).to_string();
+                let mut details = ErrorDetails::new();
+                for r in refusals {
+                    details.add_precondition_failure_violation(r.reason, r.account, r.description);
+                }
+                Status::with_error_details(code, format!("nothing was changed: {message}"), details)
+            }
             Error::Internal(_) => Status::internal("internal error"),
         }
     }

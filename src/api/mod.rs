@@ -4,7 +4,19 @@
 
 pub mod accounts;
 pub mod auth;
+mod convert;
 pub mod error;
+pub mod grants;
+pub mod keys;
+pub mod links;
+pub mod users;
+
+/// What every service needs: the store and the authenticator.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub store: crate::store::Store,
+    pub auth: auth::Authenticator,
+}
 
 use prost_types::Timestamp;
 

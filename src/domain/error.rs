@@ -30,6 +30,9 @@ pub enum Error {
     /// Postgres cannot be reached; retrying later may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A change over several accounts refused, with each account at fault.
+    #[error("refused on {}", .0.iter().map(|r| format!("{} ({})", r.account, r.description)).collect::<Vec<_>>().join(", "))]
+    PerAccount(Vec<AccountRefusal>),
     /// A bug or an unexpected fault; details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -41,6 +44,32 @@ impl Error {
         let mut v = Violations::default();
         v.add(field, description);
         Error::Invalid(v)
+    }
+}
+
+/// Why one account of a multi-account change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRefusal {
+    pub account: String,
+    /// `not_found`, `permission_denied` or `failed_precondition`.
+    pub reason: &'static str,
+    pub description: String,
+}
+
+impl AccountRefusal {
+    /// Classifies a domain error met on one account.
+    pub fn from_error(account: &str, e: Error) -> Result<Self, Error> {
+        let (reason, description) = match e {
+            Error::NotFound(what) => ("not_found", format!("{what} not found")),
+            Error::PermissionDenied(why) => ("permission_denied", why),
+            Error::FailedPrecondition(why) => ("failed_precondition", why),
+            other => return Err(other),
+        };
+        Ok(Self {
+            account: account.to_owned(),
+            reason,
+            description,
+        })
     }
 }
 

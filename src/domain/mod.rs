@@ -5,5 +5,7 @@ pub mod account;
 pub mod error;
 pub mod key;
 pub mod principal;
+pub mod rights;
+pub mod user;
 
-pub use error::{Error, FieldViolation, Result, Violations};
+pub use error::{AccountRefusal, Error, FieldViolation, Result, Violations};

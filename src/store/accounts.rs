@@ -229,3 +229,20 @@ impl Store {
         Ok(row.into())
     }
 }
+
+impl super::Tx {
+    /// An account by code, or `NotFound`.
+    pub async fn account(&mut self, code: &str) -> Result<Account, Error> {
+        sqlx::query_as!(
+            AccountRow,
+            "SELECT id, code, organization_id, display_name, status, created_at, updated_at, revision
+             FROM accounts WHERE code = $1",
+            code
+        )
+        .fetch_optional(self.conn())
+        .await
+        .map_err(db_error)?
+        .map(Account::from)
+        .ok_or_else(|| Error::NotFound(format!("account {code:?}")))
+    }
+}

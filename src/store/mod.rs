@@ -6,7 +6,11 @@
 //! ([`next_revision`]), writes its audit event ([`audit`]) and commits.
 
 mod accounts;
+mod grants;
+mod keys;
 mod principals;
+mod tx;
+mod users;
 
 use std::time::Duration;
 
@@ -18,7 +22,11 @@ use uuid::Uuid;
 
 use crate::domain::Error;
 
+pub use grants::Grant;
+pub use keys::KeyMeta;
 pub use principals::NewPrincipal;
+pub use tx::Tx;
+pub use users::{Link, LinkedAccount, NewUser, UserFilter};
 
 /// The migrations of `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

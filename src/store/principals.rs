@@ -87,7 +87,7 @@ impl Store {
             "SELECT k.id AS key_id, u.id AS user_id, u.kind
                FROM connection_keys k JOIN users u ON u.id = k.user_id
               WHERE k.secret_hash = $1
-                AND k.revoked_at IS NULL
+                AND (k.revoked_at IS NULL OR k.revoked_at > now())
                 AND (k.expires_at IS NULL OR k.expires_at > now())
                 AND u.status = 'active'",
             &hash[..]
@@ -116,5 +116,20 @@ impl Store {
         .await
         .map_err(db_error)?;
         Ok(())
+    }
+}
+
+impl super::Tx {
+    /// The login and kind of any principal (operators and services included).
+    pub async fn principal(&mut self, id: Uuid) -> Result<Option<(String, PrincipalKind)>, Error> {
+        let row = sqlx::query!(
+            r#"SELECT login AS "login!", kind FROM users WHERE id = $1"#,
+            id
+        )
+        .fetch_optional(self.conn())
+        .await
+        .map_err(db_error)?;
+        row.map(|r| Ok((r.login, PrincipalKind::from_db(&r.kind)?)))
+            .transpose()
     }
 }

@@ -1,0 +1,224 @@
+//! `clef.v1.UserService`.
+
+use tonic::{Request, Response, Status};
+
+use super::{convert::*, Ctx};
+use crate::{
+    domain::{
+        user::{parse_login, UserKey, UserStatus},
+        Error, Violations,
+    },
+    pb::{self, user_service_server::UserService},
+    service::users::{self, CreateUser, UpdateUser, UserLookup},
+    store::UserFilter,
+};
+
+/// Serves `clef.v1.UserService`.
+#[derive(Debug, Clone)]
+pub struct UserApi(pub Ctx);
+
+#[tonic::async_trait]
+impl UserService for UserApi {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let actor = self.0.auth.actor(&request).await?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let Some(user) = &req.user else {
+            return Err(Error::invalid("user", "is required").into());
+        };
+        let cmd = CreateUser {
+            kind: kind_from_pb(user.kind),
+            profile: raw_profile(user),
+            login: match user.login.trim() {
+                "" => None,
+                l => v.check("user.login", parse_login(l)),
+            },
+            account: match req.account_code.as_str() {
+                "" => None,
+                c => code("account_code", c, &mut v),
+            },
+            default_account: match user.default_account_code.as_str() {
+                "" => None,
+                c => code("user.default_account_code", c, &mut v),
+            },
+            tags: req.tags.clone(),
+            grants: raw_grants(&req.rights, "rights", &mut v),
+        };
+        v.finish()?;
+        let created = users::create(&self.0.store, &actor, cmd).await?;
+        Ok(Response::new(pb::CreateUserResponse {
+            user: Some(user_to_pb(created.user)),
+            connection_key: created.key.expose_secret().to_owned(),
+        }))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let actor = self.0.auth.actor(&request).await?;
+        let mut v = Violations::default();
+        let by = match &request.get_ref().by {
+            Some(pb::get_user_request::By::Id(s)) => id("id", s, &mut v).map(UserLookup::Id),
+            Some(pb::get_user_request::By::UserKey(s)) => {
+                v.check("user_key", UserKey::parse(s)).map(UserLookup::Key)
+            }
+            Some(pb::get_user_request::By::Login(s)) if !s.trim().is_empty() => {
+                Some(UserLookup::Login(s.trim().to_owned()))
+            }
+            _ => {
+                v.add("by", "give one of id, user_key, login");
+                None
+            }
+        };
+        let by = done(v, by)?;
+        let user = users::get(&self.0.store, &actor, by).await?;
+        Ok(Response::new(user_to_pb(user)))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let actor = self.0.auth.actor(&request).await?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let account = code("account_code", &req.account_code, &mut v);
+        let limit = page_size(req.page_size, &mut v);
+        let after =
+            decode_token(&req.page_token, 1, &mut v).and_then(|p| id("page_token", &p[0], &mut v));
+        if req.query.chars().count() > 100 {
+            v.add("query", "must be at most 100 characters");
+        }
+        let status = match req.status {
+            0 => None,
+            s => {
+                let parsed = status_from_pb(s);
+                if parsed.is_none() {
+                    v.add("status", format!("unknown status {s}"));
+                }
+                parsed
+            }
+        };
+        let kind = match req.kind {
+            0 => None,
+            k => {
+                let parsed = kind_from_pb(k);
+                if parsed.is_none() {
+                    v.add("kind", "must be USER_KIND_STANDARD or USER_KIND_ADVANCED");
+                }
+                parsed
+            }
+        };
+        let account = done(v, account)?;
+        let filter = UserFilter {
+            account_id: uuid::Uuid::nil(),
+            status,
+            kind,
+            query: req.query.trim().to_lowercase(),
+            after,
+            limit: limit + 1,
+        };
+        let mut found = users::list(&self.0.store, &actor, &account, filter).await?;
+        let next_page_token = paginate(&mut found, limit, |u| encode_token(&[&u.id.to_string()]));
+        Ok(Response::new(pb::ListUsersResponse {
+            users: found.into_iter().map(user_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let actor = self.0.auth.actor(&request).await?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let Some(user) = &req.user else {
+            return Err(Error::invalid("user", "is required").into());
+        };
+        let user_id = id("user.id", &user.id, &mut v);
+        let default_account = match user.default_account_code.as_str() {
+            "" => None,
+            c => code("user.default_account_code", c, &mut v),
+        };
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        let id = done(v, user_id)?;
+        let updated = users::update(
+            &self.0.store,
+            &actor,
+            UpdateUser {
+                id,
+                profile: raw_profile(user),
+                default_account,
+                paths,
+            },
+        )
+        .await?;
+        Ok(Response::new(user_to_pb(updated)))
+    }
+
+    async fn deactivate_user(
+        &self,
+        request: Request<pb::UserRef>,
+    ) -> Result<Response<pb::User>, Status> {
+        self.set_one(request, UserStatus::Deactivated).await
+    }
+
+    async fn reactivate_user(
+        &self,
+        request: Request<pb::UserRef>,
+    ) -> Result<Response<pb::User>, Status> {
+        self.set_one(request, UserStatus::Active).await
+    }
+
+    async fn archive_user(
+        &self,
+        request: Request<pb::UserRef>,
+    ) -> Result<Response<pb::User>, Status> {
+        self.set_one(request, UserStatus::Archived).await
+    }
+
+    async fn deactivate_users(
+        &self,
+        request: Request<pb::DeactivateUsersRequest>,
+    ) -> Result<Response<pb::DeactivateUsersResponse>, Status> {
+        let actor = self.0.auth.actor(&request).await?;
+        let mut v = Violations::default();
+        let ids: Vec<_> = request
+            .get_ref()
+            .user_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| id(&format!("user_ids[{i}]"), s, &mut v))
+            .collect();
+        v.finish()?;
+        let (found, revision) =
+            users::set_status(&self.0.store, &actor, &ids, UserStatus::Deactivated).await?;
+        Ok(Response::new(pb::DeactivateUsersResponse {
+            users: found.into_iter().map(user_to_pb).collect(),
+            revision,
+        }))
+    }
+}
+
+impl UserApi {
+    async fn set_one(
+        &self,
+        request: Request<pb::UserRef>,
+        to: UserStatus,
+    ) -> Result<Response<pb::User>, Status> {
+        let actor = self.0.auth.actor(&request).await?;
+        let mut v = Violations::default();
+        let user = id("id", &request.get_ref().id, &mut v);
+        let user = done(v, user)?;
+        let (mut found, _) = users::set_status(&self.0.store, &actor, &[user], to).await?;
+        let user = found
+            .pop()
+            .ok_or_else(|| Status::internal("internal error"))?;
+        Ok(Response::new(user_to_pb(user)))
+    }
+}

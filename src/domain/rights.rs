@@ -1,0 +1,269 @@
+//! The rights catalog, scopes, and the delegation rule.
+
+use super::{user::UserKind, Error, Violations};
+
+/// The administration right: manage users and delegate rights on an account.
+pub const ADMIN: &str = "admin.users";
+
+/// How much of an account's parcels a tracking grant shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Parcels carrying the user's own key.
+    UserKey,
+    /// Parcels carrying one of the user's tags on the account.
+    UserTag,
+    /// Every parcel of the account.
+    Consolidated,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::UserKey => "user_key",
+            Scope::UserTag => "user_tag",
+            Scope::Consolidated => "consolidated",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Option<Self> {
+        match s {
+            "user_key" => Some(Scope::UserKey),
+            "user_tag" => Some(Scope::UserTag),
+            "consolidated" => Some(Scope::Consolidated),
+            _ => None,
+        }
+    }
+
+    /// Whether a holder of `self` may delegate `other`: the same scope, or
+    /// anything when `self` is consolidated (the widest).
+    pub fn covers(self, other: Scope) -> bool {
+        self == other || self == Scope::Consolidated
+    }
+}
+
+/// An entry of the rights catalog.
+#[derive(Debug, Clone)]
+pub struct RightDef {
+    pub code: String,
+    pub category: String,
+    pub label_fr: String,
+    pub label_en: String,
+    pub kinds: Vec<UserKind>,
+    pub scoped: bool,
+}
+
+impl RightDef {
+    /// Validates a right code: dotted lowercase words, 1-64 characters.
+    pub fn parse_code(s: &str) -> Result<String, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.split('.').all(|w| {
+                w.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    && w.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            });
+        if ok {
+            Ok(s.to_owned())
+        } else {
+            Err(format!(
+                "{s:?} is not a right code (dotted lowercase words, e.g. tracking.tool)"
+            ))
+        }
+    }
+}
+
+/// A grant as asked for, validated against the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantSpec {
+    pub right: String,
+    pub scope: Option<Scope>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A grant as asked for, before validation.
+#[derive(Debug, Clone)]
+pub struct RawGrant {
+    pub right: String,
+    pub scope: Option<Scope>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Checks each asked grant against the catalog and the target's kind.
+pub fn validate_grants(
+    catalog: &[RightDef],
+    kind: UserKind,
+    asked: &[RawGrant],
+    field: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    v: &mut Violations,
+) -> Vec<GrantSpec> {
+    let mut out: Vec<GrantSpec> = Vec::new();
+    for (i, g) in asked.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let Some(def) = catalog.iter().find(|d| d.code == g.right) else {
+            v.add(
+                format!("{at}.right"),
+                format!("unknown right {:?}", g.right),
+            );
+            continue;
+        };
+        if !def.kinds.contains(&kind) {
+            v.add(
+                format!("{at}.right"),
+                format!("{} cannot be held by {} users", def.code, kind.as_str()),
+            );
+            continue;
+        }
+        match (def.scoped, g.scope) {
+            (true, None) => {
+                v.add(
+                    format!("{at}.scope"),
+                    format!(
+                        "{} is scoped: give user_key, user_tag or consolidated",
+                        def.code
+                    ),
+                );
+                continue;
+            }
+            (false, Some(_)) => {
+                v.add(
+                    format!("{at}.scope"),
+                    format!("{} takes no scope", def.code),
+                );
+                continue;
+            }
+            _ => {}
+        }
+        if g.expires_at.is_some_and(|t| t <= now) {
+            v.add(format!("{at}.expires_at"), "is in the past");
+            continue;
+        }
+        if out.iter().any(|o| o.right == def.code) {
+            v.add(
+                format!("{at}.right"),
+                format!("{} is listed twice", def.code),
+            );
+            continue;
+        }
+        out.push(GrantSpec {
+            right: def.code.clone(),
+            scope: g.scope,
+            expires_at: g.expires_at,
+        });
+    }
+    out
+}
+
+/// A live right an actor holds on an account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub right: String,
+    pub scope: Option<Scope>,
+}
+
+/// What an actor may do on one account.
+#[derive(Debug, Clone)]
+pub enum Authority {
+    /// Operators may do anything.
+    Operator,
+    /// Anyone else: the live rights held on the account.
+    Holder(Vec<Held>),
+}
+
+impl Authority {
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Authority::Operator => true,
+            Authority::Holder(held) => held.iter().any(|h| h.right == ADMIN),
+        }
+    }
+
+    /// Refuses an actor without `admin.users` on the account.
+    pub fn require_admin(&self, account: &str) -> Result<(), Error> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(format!(
+                "{ADMIN} on account {account} is required"
+            )))
+        }
+    }
+
+    /// The delegation rule: the actor may grant or revoke `right` (with
+    /// `scope`) on the account only if he administers it and holds `right`
+    /// there with a scope covering `scope`.
+    pub fn may_delegate(
+        &self,
+        account: &str,
+        right: &str,
+        scope: Option<Scope>,
+    ) -> Result<(), Error> {
+        self.require_admin(account)?;
+        let Authority::Holder(held) = self else {
+            return Ok(());
+        };
+        let Some(h) = held.iter().find(|h| h.right == right) else {
+            return Err(Error::PermissionDenied(format!(
+                "you cannot delegate {right} on account {account}: you do not hold it there"
+            )));
+        };
+        match (h.scope, scope) {
+            (Some(mine), Some(theirs)) if !mine.covers(theirs) => Err(Error::PermissionDenied(format!(
+                "you cannot delegate {right} with scope {} on account {account}: you hold it with scope {}",
+                theirs.as_str(),
+                mine.as_str()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(rights: &[(&str, Option<Scope>)]) -> Authority {
+        Authority::Holder(
+            rights
+                .iter()
+                .map(|(r, s)| Held {
+                    right: r.to_string(),
+                    scope: *s,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn delegation_needs_admin_and_the_right_with_a_covering_scope() {
+        let a = holder(&[
+            (ADMIN, None),
+            ("shipping.ws", None),
+            ("tracking.tool", Some(Scope::UserTag)),
+        ]);
+        assert!(a.may_delegate("1", "shipping.ws", None).is_ok());
+        assert!(a.may_delegate("1", ADMIN, None).is_ok());
+        assert!(a.may_delegate("1", "tracking.ws", None).is_err());
+        assert!(a
+            .may_delegate("1", "tracking.tool", Some(Scope::UserTag))
+            .is_ok());
+        let e = a
+            .may_delegate("1", "tracking.tool", Some(Scope::Consolidated))
+            .unwrap_err();
+        assert!(e.to_string().contains("tracking.tool"));
+        assert!(a
+            .may_delegate("1", "tracking.tool", Some(Scope::UserKey))
+            .is_err());
+
+        let not_admin = holder(&[("shipping.ws", None)]);
+        assert!(not_admin.may_delegate("1", "shipping.ws", None).is_err());
+
+        let wide = holder(&[(ADMIN, None), ("tracking.tool", Some(Scope::Consolidated))]);
+        for s in [Scope::UserKey, Scope::UserTag, Scope::Consolidated] {
+            assert!(wide.may_delegate("1", "tracking.tool", Some(s)).is_ok());
+        }
+        assert!(Authority::Operator
+            .may_delegate("1", "anything", None)
+            .is_ok());
+    }
+}

@@ -1,0 +1,332 @@
+//! Creating, reading, updating and changing the status of users.
+
+use uuid::Uuid;
+
+use super::{managed_user, require_admin_everywhere, visible_user};
+use crate::{
+    domain::{
+        account::{AccountCode, AccountStatus},
+        key::NewKey,
+        principal::Actor,
+        rights::{validate_grants, RawGrant},
+        user::{
+            apply_profile_paths, default_login, parse_tags, Profile, RawProfile, User, UserKey,
+            UserKind, UserStatus,
+        },
+        Error, Violations,
+    },
+    store::{NewUser, Store, Tx, UserFilter},
+};
+
+/// `CreateUser`, decoded.
+#[derive(Debug, Default)]
+pub struct CreateUser {
+    pub kind: Option<UserKind>,
+    pub profile: RawProfile,
+    pub login: Option<String>,
+    pub account: Option<AccountCode>,
+    pub default_account: Option<AccountCode>,
+    pub tags: Vec<String>,
+    pub grants: Vec<RawGrant>,
+}
+
+/// A created user and his first connection key.
+#[derive(Debug)]
+pub struct Created {
+    pub user: User,
+    pub key: NewKey,
+}
+
+fn rng_error(e: getrandom::Error) -> Error {
+    Error::Internal(format!("os rng: {e}"))
+}
+
+pub async fn create(store: &Store, actor: &Actor, req: CreateUser) -> Result<Created, Error> {
+    let mut tx = store.write(Some(actor.user_id)).await?;
+    let created = create_in(&mut tx, actor, req, "user.", false).await?;
+    let revision = tx.commit().await?;
+    Ok(Created {
+        user: User {
+            revision,
+            ..created.user
+        },
+        key: created.key,
+    })
+}
+
+/// Creates a user inside `tx`. `linked_later`: the caller links him to
+/// accounts it has checked (`GrantAcrossAccounts`), so no account is needed.
+pub(crate) async fn create_in(
+    tx: &mut Tx,
+    actor: &Actor,
+    req: CreateUser,
+    prefix: &str,
+    linked_later: bool,
+) -> Result<Created, Error> {
+    let mut v = Violations::default();
+    let kind = match req.kind {
+        Some(k) => k,
+        None => {
+            v.add(
+                format!("{prefix}kind"),
+                "must be USER_KIND_STANDARD or USER_KIND_ADVANCED",
+            );
+            UserKind::Advanced
+        }
+    };
+    let profile = Profile::parse(&req.profile, kind, req.login.is_some(), prefix, &mut v);
+    let tags = parse_tags(&req.tags, "tags", &mut v);
+    if kind == UserKind::Standard && req.account.is_none() {
+        v.add(
+            "account_code",
+            "is required for a standard user (his account)",
+        );
+    }
+    if req.account.is_none() && !actor.is_operator() && !linked_later {
+        v.add(
+            "account_code",
+            "is required: the user is created on one of your accounts",
+        );
+    }
+    if req.account.is_none() && !(req.grants.is_empty() && req.tags.is_empty()) {
+        v.add("account_code", "is required to give tags or rights");
+    }
+    let catalog = tx.rights().await?;
+    let grants = validate_grants(
+        &catalog,
+        kind,
+        &req.grants,
+        "rights",
+        chrono::Utc::now(),
+        &mut v,
+    );
+    v.finish()?;
+
+    let account = match &req.account {
+        Some(code) => {
+            let account = tx.account(code.as_str()).await?;
+            if account.status == AccountStatus::Closed {
+                return Err(Error::FailedPrecondition(format!(
+                    "account {code} is closed"
+                )));
+            }
+            let authority = tx.authority(actor, account.id).await?;
+            authority.require_admin(code.as_str())?;
+            for g in &grants {
+                authority.may_delegate(code.as_str(), &g.right, g.scope)?;
+            }
+            Some(account)
+        }
+        None => None,
+    };
+    let default_account_id = match &req.default_account {
+        Some(code) if Some(code.as_str()) == account.as_ref().map(|a| a.code.as_str()) => {
+            account.as_ref().map(|a| a.id)
+        }
+        Some(code) => {
+            return Err(Error::invalid(
+                "user.default_account_code",
+                format!("{code} is not an account the user is created on"),
+            ))
+        }
+        None => account.as_ref().map(|a| a.id),
+    };
+    let user_key = match kind {
+        UserKind::Advanced => Some(UserKey::generate().map_err(rng_error)?),
+        UserKind::Standard => None,
+    };
+    let user = tx
+        .insert_user(&NewUser {
+            kind,
+            status: UserStatus::Active,
+            login: req.login.as_deref(),
+            derived_login: default_login(&profile),
+            profile: &profile,
+            user_key: user_key.as_ref(),
+            home_account_id: match kind {
+                UserKind::Standard => account.as_ref().map(|a| a.id),
+                UserKind::Advanced => None,
+            },
+            default_account_id,
+        })
+        .await?;
+    if let Some(account) = &account {
+        tx.insert_link(user.id, account.id, &tags).await?;
+        for g in &grants {
+            tx.upsert_grant(user.id, account.id, g).await?;
+        }
+    }
+    let key = NewKey::generate().map_err(rng_error)?;
+    tx.insert_key(user.id, &key, None).await?;
+    let rights: Vec<&str> = grants.iter().map(|g| g.right.as_str()).collect();
+    tx.audit(
+        "user.create",
+        &format!("user/{}", user.id),
+        &format!(
+            "created {} user {:?} (login {:?}){}{}",
+            kind.as_str(),
+            profile.display_name(),
+            user.login,
+            account
+                .as_ref()
+                .map(|a| format!(" on account {}", a.code))
+                .unwrap_or_default(),
+            if rights.is_empty() {
+                String::new()
+            } else {
+                format!(" with {}", rights.join(", "))
+            }
+        ),
+    )
+    .await?;
+    Ok(Created { user, key })
+}
+
+/// How `GetUser` names its user.
+#[derive(Debug)]
+pub enum UserLookup {
+    Id(Uuid),
+    Key(UserKey),
+    Login(String),
+}
+
+pub async fn get(store: &Store, actor: &Actor, by: UserLookup) -> Result<User, Error> {
+    let mut tx = store.read().await?;
+    let id = match &by {
+        UserLookup::Id(id) => Some(*id),
+        UserLookup::Key(key) => tx.user_id_by_key(key).await?,
+        UserLookup::Login(login) => tx.user_id_by_login(login).await?,
+    }
+    .ok_or_else(|| Error::NotFound("user".into()))?;
+    let (user, _) = visible_user(&mut tx, actor, id).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+pub async fn list(
+    store: &Store,
+    actor: &Actor,
+    account: &AccountCode,
+    filter: UserFilter,
+) -> Result<Vec<User>, Error> {
+    let mut tx = store.read().await?;
+    let account = tx.account(account.as_str()).await?;
+    tx.authority(actor, account.id)
+        .await?
+        .require_admin(&account.code)?;
+    let users = tx
+        .list_users(&UserFilter {
+            account_id: account.id,
+            ..filter
+        })
+        .await?;
+    tx.commit().await?;
+    Ok(users)
+}
+
+/// `UpdateUser`, decoded.
+#[derive(Debug)]
+pub struct UpdateUser {
+    pub id: Uuid,
+    pub profile: RawProfile,
+    pub default_account: Option<AccountCode>,
+    pub paths: Vec<String>,
+}
+
+pub async fn update(store: &Store, actor: &Actor, req: UpdateUser) -> Result<User, Error> {
+    let mut tx = store.write(Some(actor.user_id)).await?;
+    tx.lock_users(&[req.id]).await?;
+    let (user, accounts) = managed_user(&mut tx, actor, req.id).await?;
+    if user.status == UserStatus::Archived {
+        return Err(Error::FailedPrecondition("the user is archived".into()));
+    }
+    let mut v = Violations::default();
+    if req.paths.is_empty() {
+        v.add("update_mask", "is required: name the fields to change");
+    }
+    let mut raw = user.profile.to_raw();
+    apply_profile_paths(&mut raw, &req.profile, &req.paths, &mut v);
+    let kind = user.kind;
+    let profile = Profile::parse(&raw, kind, true, "user.", &mut v);
+    let mut default_account_id = accounts
+        .iter()
+        .find(|a| Some(&a.code) == user.default_account.as_ref())
+        .map(|a| a.account_id);
+    if req.paths.iter().any(|p| p == "default_account_code") {
+        default_account_id = match &req.default_account {
+            None => None,
+            Some(code) => match accounts.iter().find(|a| a.code == code.as_str()) {
+                Some(a) => Some(a.account_id),
+                None => {
+                    v.add(
+                        "user.default_account_code",
+                        format!("the user is not linked to account {code}"),
+                    );
+                    None
+                }
+            },
+        };
+    }
+    v.finish()?;
+    let updated = tx
+        .update_user_profile(user.id, &profile, &user.login, default_account_id)
+        .await?;
+    tx.audit(
+        "user.update",
+        &format!("user/{}", user.id),
+        &format!("updated {}", req.paths.join(", ")),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(updated)
+}
+
+/// Moves users to `to` in one transaction: all or none.
+pub async fn set_status(
+    store: &Store,
+    actor: &Actor,
+    ids: &[Uuid],
+    to: UserStatus,
+) -> Result<(Vec<User>, i64), Error> {
+    if ids.is_empty() {
+        return Err(Error::invalid("user_ids", "give at least one user"));
+    }
+    let mut tx = store.write(Some(actor.user_id)).await?;
+    tx.lock_users(ids).await?;
+    let mut ids_done = Vec::with_capacity(ids.len());
+    for &id in ids {
+        if ids_done.contains(&id) {
+            continue;
+        }
+        let (user, accounts) = visible_user(&mut tx, actor, id).await?;
+        if actor.user_id == id {
+            return Err(Error::FailedPrecondition(
+                "you cannot change your own status".into(),
+            ));
+        }
+        require_admin_everywhere(actor, &accounts)?;
+        user.status
+            .transition(to)
+            .map_err(|why| Error::FailedPrecondition(format!("user {id}: {why}")))?;
+        tx.set_user_status(id, to).await?;
+        tx.audit(
+            &format!("user.{}", verb(to)),
+            &format!("user/{id}"),
+            &format!("{} -> {}", user.status.as_str(), to.as_str()),
+        )
+        .await?;
+        ids_done.push(id);
+    }
+    let users = tx.users_by_ids(&ids_done).await?;
+    let revision = tx.commit().await?;
+    Ok((users, revision))
+}
+
+fn verb(to: UserStatus) -> &'static str {
+    match to {
+        UserStatus::Active => "reactivate",
+        UserStatus::Deactivated => "deactivate",
+        UserStatus::Archived => "archive",
+        UserStatus::Invited => "invite",
+    }
+}

@@ -1,0 +1,102 @@
+//! Connection keys of users.
+
+use uuid::Uuid;
+
+use super::{db_error, tx::Tx};
+use crate::domain::{key::NewKey, Error};
+
+/// What may be shown of a key: never its secret.
+#[derive(Debug, Clone)]
+pub struct KeyMeta {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub display_prefix: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Tx {
+    /// Stores the hash of a new key.
+    pub async fn insert_key(
+        &mut self,
+        user: Uuid,
+        key: &NewKey,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<KeyMeta, Error> {
+        let id = Uuid::now_v7();
+        sqlx::query!(
+            "INSERT INTO connection_keys (id, user_id, secret_hash, display_prefix, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            id,
+            user,
+            &key.hash()[..],
+            key.display_prefix(),
+            expires_at
+        )
+        .execute(self.conn())
+        .await
+        .map_err(db_error)?;
+        self.key(id)
+            .await?
+            .ok_or_else(|| Error::Internal("inserted key vanished".into()))
+    }
+
+    /// Retires the user's live keys other than `keep`, `overlap_seconds` from
+    /// now (0: at once).
+    pub async fn retire_keys(
+        &mut self,
+        user: Uuid,
+        keep: Uuid,
+        overlap_seconds: i32,
+    ) -> Result<(), Error> {
+        sqlx::query!(
+            "UPDATE connection_keys SET revoked_at = now() + make_interval(secs => $3)
+              WHERE user_id = $1 AND id <> $2 AND (revoked_at IS NULL OR revoked_at > now() + make_interval(secs => $3))",
+            user,
+            keep,
+            f64::from(overlap_seconds)
+        )
+        .execute(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn key(&mut self, id: Uuid) -> Result<Option<KeyMeta>, Error> {
+        sqlx::query_as!(
+            KeyMeta,
+            "SELECT id, user_id, display_prefix, created_at, last_used_at, expires_at, revoked_at
+               FROM connection_keys WHERE id = $1",
+            id
+        )
+        .fetch_optional(self.conn())
+        .await
+        .map_err(db_error)
+    }
+
+    /// A user's keys, newest first.
+    pub async fn keys_of(&mut self, user: Uuid) -> Result<Vec<KeyMeta>, Error> {
+        sqlx::query_as!(
+            KeyMeta,
+            "SELECT id, user_id, display_prefix, created_at, last_used_at, expires_at, revoked_at
+               FROM connection_keys WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+            user
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(db_error)
+    }
+
+    /// Stops a key at once.
+    pub async fn revoke_key(&mut self, id: Uuid) -> Result<(), Error> {
+        sqlx::query!(
+            "UPDATE connection_keys SET revoked_at = now() WHERE id = $1 AND (revoked_at IS NULL OR revoked_at > now())",
+            id
+        )
+        .execute(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+}
