@@ -198,3 +198,134 @@ pub async fn create_account(client: &mut AccountClient, org: &str, code: &str) -
         .expect("create account")
         .into_inner()
 }
+
+pub type UserClient = pb::user_service_client::UserServiceClient<InterceptedService<Channel, Bearer>>;
+pub type LinkClient = pb::link_service_client::LinkServiceClient<InterceptedService<Channel, Bearer>>;
+pub type GrantClient = pb::grant_service_client::GrantServiceClient<InterceptedService<Channel, Bearer>>;
+pub type KeyClient = pb::connection_key_service_client::ConnectionKeyServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// One client per service, all presenting the same key.
+pub struct Clients {
+    pub accounts: AccountClient,
+    pub users: UserClient,
+    pub links: LinkClient,
+    pub grants: GrantClient,
+    pub keys: KeyClient,
+}
+
+impl TestApp {
+    /// Clients presenting `key`.
+    pub async fn client(&self, key: &str) -> Clients {
+        let ch = self.channel().await;
+        let b = Bearer::new(Some(key));
+        Clients {
+            accounts: pb::account_service_client::AccountServiceClient::with_interceptor(ch.clone(), b.clone()),
+            users: pb::user_service_client::UserServiceClient::with_interceptor(ch.clone(), b.clone()),
+            links: pb::link_service_client::LinkServiceClient::with_interceptor(ch.clone(), b.clone()),
+            grants: pb::grant_service_client::GrantServiceClient::with_interceptor(ch.clone(), b.clone()),
+            keys: pb::connection_key_service_client::ConnectionKeyServiceClient::with_interceptor(ch, b),
+        }
+    }
+
+    pub async fn operator(&self) -> Clients {
+        self.client(&self.operator_key.clone()).await
+    }
+}
+
+/// A complete advanced-user profile.
+pub fn advanced(first: &str, last: &str, email: &str) -> pb::User {
+    pb::User {
+        kind: pb::UserKind::Advanced as i32,
+        first_name: first.into(),
+        last_name: last.into(),
+        job_title: "Logisticien".into(),
+        email: email.into(),
+        phone: "+33 1 23 45 67 89".into(),
+        address_lines: vec!["12 rue de la Gare".into()],
+        postal_code: "88000".into(),
+        city: "Épinal".into(),
+        ..Default::default()
+    }
+}
+
+/// A standard user profile.
+pub fn standard(first: &str, last: &str) -> pb::User {
+    pb::User {
+        kind: pb::UserKind::Standard as i32,
+        first_name: first.into(),
+        last_name: last.into(),
+        login: format!("{first}.{last}").to_lowercase(),
+        ..Default::default()
+    }
+}
+
+pub fn right(code: &str) -> pb::RightGrant {
+    pb::RightGrant {
+        right: code.into(),
+        ..Default::default()
+    }
+}
+
+pub fn scoped(code: &str, scope: pb::Scope) -> pb::RightGrant {
+    pb::RightGrant {
+        right: code.into(),
+        scope: scope as i32,
+        expires_at: None,
+    }
+}
+
+/// Creates a user on `account` with `rights`; returns (user, key).
+pub async fn create_user(
+    c: &mut Clients,
+    user: pb::User,
+    account: &str,
+    tags: &[&str],
+    rights: Vec<pb::RightGrant>,
+) -> Result<(pb::User, String), Status> {
+    let r = c
+        .users
+        .create_user(pb::CreateUserRequest {
+            user: Some(user),
+            account_code: account.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            rights,
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok((r.user.expect("user"), r.connection_key))
+}
+
+/// An admin (standard user with `admin.users` and `extra`) of `account`,
+/// created by the operator; returns (user, key).
+pub async fn make_admin(app: &TestApp, account: &str, name: &str, extra: Vec<pb::RightGrant>) -> (pb::User, String) {
+    let mut ops = app.operator().await;
+    let mut rights = vec![right("admin.users")];
+    rights.extend(extra);
+    create_user(&mut ops, standard(name, "Admin"), account, &[], rights)
+        .await
+        .expect("create admin")
+}
+
+/// A serialisation of every access-relevant row, to prove refused calls
+/// changed nothing.
+pub async fn snapshot(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT 'u' || row_to_json(t)::text FROM (SELECT id, status, login, email, last_name, first_name, revision FROM users ORDER BY id) t
+         UNION ALL SELECT 'l' || row_to_json(t)::text FROM (SELECT * FROM links ORDER BY user_id, account_id) t
+         UNION ALL SELECT 'g' || row_to_json(t)::text FROM (SELECT * FROM grants ORDER BY user_id, account_id, right_code) t
+         UNION ALL SELECT 'k' || row_to_json(t)::text FROM (SELECT id, revoked_at, expires_at FROM connection_keys ORDER BY id) t
+         UNION ALL SELECT 'r' || (SELECT value FROM revision_counter)::text",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .expect("snapshot")
+}
+
+/// An organization with one account, created by the operator.
+pub async fn org_with_account(app: &TestApp, org: &str, code: &str) -> String {
+    let mut c = app.operator_accounts().await;
+    let org = create_org(&mut c, org).await;
+    create_account(&mut c, &org, code).await;
+    org
+}

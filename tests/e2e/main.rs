@@ -3,7 +3,9 @@
 //! (see `common::spawn_app`).
 
 mod accounts;
+mod story;
 mod common;
+mod delegation;
 mod embedded;
 mod grpcurl;
 mod health;
