@@ -19,7 +19,7 @@ async fn require_key_manager(
     user: Uuid,
 ) -> Result<Option<User>, Error> {
     if actor.user_id == user {
-        return Ok(tx.user(user).await?);
+        return tx.user(user).await;
     }
     Ok(Some(managed_user(tx, actor, user).await?.0))
 }

@@ -71,7 +71,9 @@ pub(crate) async fn create_in(
                 format!("{prefix}kind"),
                 "must be USER_KIND_STANDARD or USER_KIND_ADVANCED",
             );
-            UserKind::Advanced
+            // Check the rest with the lighter requirements, so that only real
+            // faults are reported besides the kind.
+            UserKind::Standard
         }
     };
     let profile = Profile::parse(&req.profile, kind, req.login.is_some(), prefix, &mut v);

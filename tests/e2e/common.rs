@@ -199,10 +199,15 @@ pub async fn create_account(client: &mut AccountClient, org: &str, code: &str) -
         .into_inner()
 }
 
-pub type UserClient = pb::user_service_client::UserServiceClient<InterceptedService<Channel, Bearer>>;
-pub type LinkClient = pb::link_service_client::LinkServiceClient<InterceptedService<Channel, Bearer>>;
-pub type GrantClient = pb::grant_service_client::GrantServiceClient<InterceptedService<Channel, Bearer>>;
-pub type KeyClient = pb::connection_key_service_client::ConnectionKeyServiceClient<InterceptedService<Channel, Bearer>>;
+pub type UserClient =
+    pb::user_service_client::UserServiceClient<InterceptedService<Channel, Bearer>>;
+pub type LinkClient =
+    pb::link_service_client::LinkServiceClient<InterceptedService<Channel, Bearer>>;
+pub type GrantClient =
+    pb::grant_service_client::GrantServiceClient<InterceptedService<Channel, Bearer>>;
+pub type KeyClient = pb::connection_key_service_client::ConnectionKeyServiceClient<
+    InterceptedService<Channel, Bearer>,
+>;
 
 /// One client per service, all presenting the same key.
 pub struct Clients {
@@ -219,11 +224,25 @@ impl TestApp {
         let ch = self.channel().await;
         let b = Bearer::new(Some(key));
         Clients {
-            accounts: pb::account_service_client::AccountServiceClient::with_interceptor(ch.clone(), b.clone()),
-            users: pb::user_service_client::UserServiceClient::with_interceptor(ch.clone(), b.clone()),
-            links: pb::link_service_client::LinkServiceClient::with_interceptor(ch.clone(), b.clone()),
-            grants: pb::grant_service_client::GrantServiceClient::with_interceptor(ch.clone(), b.clone()),
-            keys: pb::connection_key_service_client::ConnectionKeyServiceClient::with_interceptor(ch, b),
+            accounts: pb::account_service_client::AccountServiceClient::with_interceptor(
+                ch.clone(),
+                b.clone(),
+            ),
+            users: pb::user_service_client::UserServiceClient::with_interceptor(
+                ch.clone(),
+                b.clone(),
+            ),
+            links: pb::link_service_client::LinkServiceClient::with_interceptor(
+                ch.clone(),
+                b.clone(),
+            ),
+            grants: pb::grant_service_client::GrantServiceClient::with_interceptor(
+                ch.clone(),
+                b.clone(),
+            ),
+            keys: pb::connection_key_service_client::ConnectionKeyServiceClient::with_interceptor(
+                ch, b,
+            ),
         }
     }
 
@@ -298,7 +317,12 @@ pub async fn create_user(
 
 /// An admin (standard user with `admin.users` and `extra`) of `account`,
 /// created by the operator; returns (user, key).
-pub async fn make_admin(app: &TestApp, account: &str, name: &str, extra: Vec<pb::RightGrant>) -> (pb::User, String) {
+pub async fn make_admin(
+    app: &TestApp,
+    account: &str,
+    name: &str,
+    extra: Vec<pb::RightGrant>,
+) -> (pb::User, String) {
     let mut ops = app.operator().await;
     let mut rights = vec![right("admin.users")];
     rights.extend(extra);

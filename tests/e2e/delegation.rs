@@ -26,7 +26,10 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
         &app,
         "900138",
         "Alice",
-        vec![right("shipping.ws"), scoped("tracking.tool", Scope::UserTag)],
+        vec![
+            right("shipping.ws"),
+            scoped("tracking.tool", Scope::UserTag),
+        ],
     )
     .await;
     let (_, key_b) = make_admin(&app, "850061", "Bruno", vec![right("shipping.ws")]).await;
@@ -34,11 +37,21 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
     let mut b = app.client(&key_b).await;
     let mut ops = app.operator().await;
 
-    let (ua, ua_key) = create_user(&mut a, standard("Ugo", "Aubert"), "900138", &[], vec![]).await.unwrap();
-    let (ub, _) = create_user(&mut b, standard("Ulla", "Bech"), "850061", &[], vec![]).await.unwrap();
-    let (uv, _) = create_user(&mut a, advanced("Vera", "Vidal", "vera@example.com"), "900138", &[], vec![])
+    let (ua, ua_key) = create_user(&mut a, standard("Ugo", "Aubert"), "900138", &[], vec![])
         .await
         .unwrap();
+    let (ub, _) = create_user(&mut b, standard("Ulla", "Bech"), "850061", &[], vec![])
+        .await
+        .unwrap();
+    let (uv, _) = create_user(
+        &mut a,
+        advanced("Vera", "Vidal", "vera@example.com"),
+        "900138",
+        &[],
+        vec![],
+    )
+    .await
+    .unwrap();
     // B links V too: V now works for both tenants.
     b.links
         .link_user(pb::LinkUserRequest {
@@ -54,7 +67,10 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
         .grant_rights(pb::GrantRightsRequest {
             account_code: "900138".into(),
             user_id: ua.id.clone(),
-            rights: vec![right("shipping.ws"), scoped("tracking.tool", Scope::UserTag)],
+            rights: vec![
+                right("shipping.ws"),
+                scoped("tracking.tool", Scope::UserTag),
+            ],
         })
         .await
         .expect("A delegates what he holds");
@@ -82,7 +98,11 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
             .await,
         Code::PermissionDenied,
     );
-    assert!(s.message().contains("delivery.pickup_point_ws"), "{}", s.message());
+    assert!(
+        s.message().contains("delivery.pickup_point_ws"),
+        "{}",
+        s.message()
+    );
     // A wider scope than his.
     let s = expect_code(
         a.grants
@@ -94,7 +114,11 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
             .await,
         Code::PermissionDenied,
     );
-    assert!(s.message().contains("tracking.tool") && s.message().contains("consolidated"), "{}", s.message());
+    assert!(
+        s.message().contains("tracking.tool") && s.message().contains("consolidated"),
+        "{}",
+        s.message()
+    );
     // Another scope, not narrower.
     expect_code(
         a.grants
@@ -130,7 +154,14 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
     );
     // Creating a user with a right he lacks.
     expect_code(
-        create_user(&mut a, standard("Nouveau", "Venu"), "900138", &[], vec![right("billing.invoices")]).await,
+        create_user(
+            &mut a,
+            standard("Nouveau", "Venu"),
+            "900138",
+            &[],
+            vec![right("billing.invoices")],
+        )
+        .await,
         Code::PermissionDenied,
     );
     // Anything on account B.
@@ -160,11 +191,24 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
             .await,
         Code::PermissionDenied,
     );
-    let failures = s.get_error_details().precondition_failure().cloned().expect("per-account details");
-    let subjects: Vec<_> = failures.violations.iter().map(|v| v.subject.as_str()).collect();
+    let failures = s
+        .get_error_details()
+        .precondition_failure()
+        .cloned()
+        .expect("per-account details");
+    let subjects: Vec<_> = failures
+        .violations
+        .iter()
+        .map(|v| v.subject.as_str())
+        .collect();
     assert_eq!(subjects, ["850061"]);
     // Reading B's users.
-    expect_code(a.users.get_user(pb::GetUserRequest { by: by_id(&ub.id) }).await, Code::NotFound);
+    expect_code(
+        a.users
+            .get_user(pb::GetUserRequest { by: by_id(&ub.id) })
+            .await,
+        Code::NotFound,
+    );
     expect_code(
         a.users
             .list_users(pb::ListUsersRequest {
@@ -208,7 +252,12 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
             .await,
         Code::NotFound,
     );
-    expect_code(a.users.deactivate_user(pb::UserRef { id: ub.id.clone() }).await, Code::NotFound);
+    expect_code(
+        a.users
+            .deactivate_user(pb::UserRef { id: ub.id.clone() })
+            .await,
+        Code::NotFound,
+    );
     expect_code(
         a.users
             .deactivate_users(pb::DeactivateUsersRequest {
@@ -219,7 +268,9 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
     );
     expect_code(
         a.grants
-            .revoke_everywhere(pb::RevokeEverywhereRequest { user: select_id(&ub.id) })
+            .revoke_everywhere(pb::RevokeEverywhereRequest {
+                user: select_id(&ub.id),
+            })
             .await,
         Code::NotFound,
     );
@@ -242,11 +293,18 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
             .await,
         Code::PermissionDenied,
     );
-    let s = expect_code(a.users.deactivate_user(pb::UserRef { id: uv.id.clone() }).await, Code::PermissionDenied);
+    let s = expect_code(
+        a.users
+            .deactivate_user(pb::UserRef { id: uv.id.clone() })
+            .await,
+        Code::PermissionDenied,
+    );
     assert!(s.message().contains("850061"), "{}", s.message());
     expect_code(
         a.grants
-            .revoke_everywhere(pb::RevokeEverywhereRequest { user: select_id(&uv.id) })
+            .revoke_everywhere(pb::RevokeEverywhereRequest {
+                user: select_id(&uv.id),
+            })
             .await,
         Code::PermissionDenied,
     );
@@ -298,7 +356,11 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
         Code::PermissionDenied,
     );
 
-    assert_eq!(snapshot(&app).await, before, "a refused call changed the database");
+    assert_eq!(
+        snapshot(&app).await,
+        before,
+        "a refused call changed the database"
+    );
 
     // The standard user's home link cannot be removed.
     expect_code(

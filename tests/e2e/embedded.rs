@@ -21,7 +21,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-fn clef(args: &[&str]) -> Command {
+pub fn clef(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clef"));
     cmd.args(args)
         .env_remove("DATABASE_URL")
@@ -63,7 +63,7 @@ pub async fn wait_serving(addr: SocketAddr) {
 /// Reads the child's stdout up to "clef serving on ADDR"; returns the address
 /// and the connection key printed before it, if any. The rest of stdout is
 /// drained in the background and returned by the handle.
-async fn started(
+pub async fn started(
     child: &mut Child,
 ) -> (SocketAddr, Option<String>, tokio::task::JoinHandle<String>) {
     let stdout = child.stdout.take().unwrap();
@@ -95,7 +95,7 @@ async fn started(
     (addr, key, rest)
 }
 
-async fn terminate(mut child: Child) -> std::process::ExitStatus {
+pub async fn terminate(mut child: Child) -> std::process::ExitStatus {
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     tokio::time::timeout(Duration::from_secs(30), child.wait())

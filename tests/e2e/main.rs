@@ -3,9 +3,12 @@
 //! (see `common::spawn_app`).
 
 mod accounts;
-mod story;
 mod common;
 mod delegation;
 mod embedded;
 mod grpcurl;
 mod health;
+mod keys;
+mod logs;
+mod story;
+mod validation;

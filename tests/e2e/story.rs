@@ -13,8 +13,20 @@ async fn advanced_user_linked_across_two_organizations() {
     org_with_account(&app, "Shipper A", "900138").await;
     org_with_account(&app, "Shipper B", "850061").await;
     let tracking_all = || scoped("tracking.tool", Scope::Consolidated);
-    let (_, key_a) = make_admin(&app, "900138", "Alice", vec![right("shipping.ws"), tracking_all()]).await;
-    let (_, key_b) = make_admin(&app, "850061", "Bruno", vec![right("shipping.ws"), tracking_all()]).await;
+    let (_, key_a) = make_admin(
+        &app,
+        "900138",
+        "Alice",
+        vec![right("shipping.ws"), tracking_all()],
+    )
+    .await;
+    let (_, key_b) = make_admin(
+        &app,
+        "850061",
+        "Bruno",
+        vec![right("shipping.ws"), tracking_all()],
+    )
+    .await;
     let mut a = app.client(&key_a).await;
     let mut b = app.client(&key_b).await;
 
@@ -30,7 +42,10 @@ async fn advanced_user_linked_across_two_organizations() {
     .expect("admin A creates U");
     assert_eq!(u.kind, UserKind::Advanced as i32);
     assert_eq!(u.status, pb::UserStatus::Active as i32);
-    assert_eq!(u.login, "zoe.dupre@example.com", "login defaults to the email");
+    assert_eq!(
+        u.login, "zoe.dupre@example.com",
+        "login defaults to the email"
+    );
     assert_eq!(u.city, "Épinal");
     let user_key = u.user_key.clone();
     assert_eq!(user_key.len(), 14, "shown grouped: {user_key}");
@@ -38,7 +53,12 @@ async fn advanced_user_linked_across_two_organizations() {
 
     // U reads his own user key and hands it to admin B, who types it sloppily.
     let mut zoe = app.client(&u_key).await;
-    let me = zoe.keys.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    let me = zoe
+        .keys
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(me.user.as_ref().unwrap().user_key, user_key);
     let typed = user_key.to_lowercase().replace('-', " ");
 
@@ -53,14 +73,19 @@ async fn advanced_user_linked_across_two_organizations() {
     );
     let found = b
         .links
-        .lookup_user_key(pb::LookupUserKeyRequest { user_key: typed.clone() })
+        .lookup_user_key(pb::LookupUserKeyRequest {
+            user_key: typed.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(found.user_id, u.id);
     assert_eq!(found.first_name, "Zoé");
     assert_eq!(found.job_title, "Logisticien");
-    assert_eq!(found.email_masked, "z***@example.com", "the email is masked");
+    assert_eq!(
+        found.email_masked, "z***@example.com",
+        "the email is masked"
+    );
 
     let linked = b
         .links
@@ -112,27 +137,48 @@ async fn advanced_user_linked_across_two_organizations() {
         .await
         .unwrap()
         .into_inner();
-    let codes: Vec<_> = links_seen_by_a.links.iter().map(|l| l.account_code.as_str()).collect();
+    let codes: Vec<_> = links_seen_by_a
+        .links
+        .iter()
+        .map(|l| l.account_code.as_str())
+        .collect();
     assert_eq!(codes, ["900138"]);
 
     // U's own view of his rights, per account.
-    let me = zoe.keys.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
-    let view: Vec<(String, Vec<String>, Vec<(String, i32)>)> = me
+    let me = zoe
+        .keys
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    type AccountView = (String, Vec<String>, Vec<(String, i32)>);
+    let view: Vec<AccountView> = me
         .accounts
         .iter()
         .map(|a| {
             (
                 a.account_code.clone(),
                 a.tags.clone(),
-                a.grants.iter().map(|g| (g.right.clone(), g.scope)).collect(),
+                a.grants
+                    .iter()
+                    .map(|g| (g.right.clone(), g.scope))
+                    .collect(),
             )
         })
         .collect();
     assert_eq!(
         view,
         [
-            ("850061".to_owned(), vec!["ATELIER-7".to_owned()], vec![("tracking.tool".to_owned(), Scope::UserTag as i32)]),
-            ("900138".to_owned(), vec![], vec![("shipping.ws".to_owned(), Scope::Unspecified as i32)]),
+            (
+                "850061".to_owned(),
+                vec!["ATELIER-7".to_owned()],
+                vec![("tracking.tool".to_owned(), Scope::UserTag as i32)]
+            ),
+            (
+                "900138".to_owned(),
+                vec![],
+                vec![("shipping.ws".to_owned(), Scope::Unspecified as i32)]
+            ),
         ]
     );
     let grants = zoe
@@ -165,7 +211,12 @@ async fn advanced_user_linked_across_two_organizations() {
         .unwrap()
         .into_inner();
     assert_eq!(unlinked.revoked, 1, "shipping.ws went with the link");
-    let me = zoe.keys.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    let me = zoe
+        .keys
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(me.accounts.len(), 1);
     assert_eq!(me.accounts[0].account_code, "850061");
     assert_eq!(me.accounts[0].tags, ["ATELIER-7", "QUAI-Été"]);
@@ -212,7 +263,10 @@ async fn grant_across_accounts_and_revoke_everywhere() {
         .expect("operator creates a super admin across agencies")
         .into_inner();
     assert_eq!(created.outcomes.len(), 3);
-    assert!(created.outcomes.iter().all(|o| o.outcome == "linked_and_granted"));
+    assert!(created
+        .outcomes
+        .iter()
+        .all(|o| o.outcome == "linked_and_granted"));
     let mut chloe = app.client(&created.connection_key).await;
 
     // She grants an existing user (by email) the same right on all three.
@@ -239,10 +293,18 @@ async fn grant_across_accounts_and_revoke_everywhere() {
         .into_inner();
     assert_eq!(across.user_id, worker.id);
     assert!(across.connection_key.is_empty());
-    let outcomes: Vec<_> = across.outcomes.iter().map(|o| (o.account_code.as_str(), o.outcome.as_str())).collect();
+    let outcomes: Vec<_> = across
+        .outcomes
+        .iter()
+        .map(|o| (o.account_code.as_str(), o.outcome.as_str()))
+        .collect();
     assert_eq!(
         outcomes,
-        [("AG-01", "granted"), ("AG-02", "linked_and_granted"), ("AG-03", "linked_and_granted")]
+        [
+            ("AG-01", "granted"),
+            ("AG-02", "linked_and_granted"),
+            ("AG-03", "linked_and_granted")
+        ]
     );
 
     // Remove everything everywhere, in one call.
