@@ -19,6 +19,7 @@
 //! - [`telemetry`]: logs and OTLP traces.
 
 pub mod api;
+pub mod authz;
 pub mod cli;
 pub mod domain;
 pub mod embedded;

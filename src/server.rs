@@ -10,11 +10,13 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     api::{
-        accounts::AccountApi, auth::Authenticator, grants::GrantApi, keys::KeyApi, links::LinkApi,
-        users::UserApi, Ctx,
+        accounts::AccountApi, auth::Authenticator, authz::AuthzApi, grants::GrantApi, keys::KeyApi,
+        links::LinkApi, users::UserApi, Ctx,
     },
+    authz::{Engine, EngineConfig},
     pb::{
         self, account_service_server::AccountServiceServer,
+        authorization_service_server::AuthorizationServiceServer,
         connection_key_service_server::ConnectionKeyServiceServer,
         grant_service_server::GrantServiceServer, link_service_server::LinkServiceServer,
         user_service_server::UserServiceServer,
@@ -31,6 +33,7 @@ pub const SERVICES: &[&str] = &[
     "clef.v1.LinkService",
     "clef.v1.GrantService",
     "clef.v1.ConnectionKeyService",
+    "clef.v1.AuthorizationService",
 ];
 
 /// How often the health monitor pings Postgres.
@@ -42,7 +45,25 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    serve_with(store, listener, EngineConfig::default(), shutdown).await
+}
+
+/// [`serve`] with explicit decision-cache sizes.
+pub async fn serve_with(
+    store: Store,
+    listener: TcpListener,
+    engine_config: EngineConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let engine = Engine::new(store.clone(), engine_config);
+    let change_listener = engine.spawn_listener();
     let (reporter, health) = tonic_health::server::health_reporter();
+    // Nothing is SERVING until the monitor has reached Postgres once.
+    for service in SERVICES {
+        reporter
+            .set_service_status(*service, ServingStatus::NotServing)
+            .await;
+    }
     let monitor = tokio::spawn(monitor_health(store.clone(), reporter));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -69,9 +90,11 @@ pub async fn serve(
         .add_service(LinkServiceServer::new(LinkApi(ctx.clone())))
         .add_service(GrantServiceServer::new(GrantApi(ctx.clone())))
         .add_service(ConnectionKeyServiceServer::new(KeyApi(ctx)))
+        .add_service(AuthorizationServiceServer::new(AuthzApi::new(engine)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     monitor.abort();
+    change_listener.abort();
     result?;
     Ok(())
 }
@@ -79,7 +102,7 @@ pub async fn serve(
 /// Keeps health in step with Postgres: `NOT_SERVING` while it cannot be
 /// reached, `SERVING` again by itself when it returns.
 async fn monitor_health(store: Store, reporter: HealthReporter) {
-    let mut last = None;
+    let mut last = Some(false);
     loop {
         let ok = tokio::time::timeout(Duration::from_secs(2), store.ping())
             .await

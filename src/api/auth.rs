@@ -79,7 +79,8 @@ impl Authenticator {
     }
 }
 
-fn bearer_token(header: &str) -> Option<&str> {
+/// The token of an `authorization: Bearer <token>` header value.
+pub(crate) fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod authz;
 mod convert;
 pub mod error;
 pub mod grants;

@@ -203,9 +203,47 @@ impl UserService for UserApi {
             revision,
         }))
     }
+
+    async fn create_service_principal(
+        &self,
+        request: Request<pb::CreateServicePrincipalRequest>,
+    ) -> Result<Response<pb::CreateServicePrincipalResponse>, Status> {
+        Ok(Response::new(self.create_service(request).await?))
+    }
 }
 
 impl UserApi {
+    async fn create_service(
+        &self,
+        request: Request<pb::CreateServicePrincipalRequest>,
+    ) -> Result<pb::CreateServicePrincipalResponse, Status> {
+        let actor = self.0.auth.actor(&request).await?;
+        actor.require_operator()?;
+        let mut v = Violations::default();
+        let name = v.check("name", parse_login(&request.get_ref().name));
+        let name = done(v, name)?;
+        let created = self
+            .0
+            .store
+            .create_principal(
+                Some(actor.user_id),
+                crate::domain::principal::PrincipalKind::Service,
+                &name,
+            )
+            .await
+            .map_err(|e| match e {
+                Error::AlreadyExists(_) => {
+                    Error::AlreadyExists(format!("a principal named {name:?}"))
+                }
+                other => other,
+            })?;
+        Ok(pb::CreateServicePrincipalResponse {
+            id: created.id.to_string(),
+            connection_key: created.key.expose_secret().to_owned(),
+            revision: created.revision,
+        })
+    }
+
     async fn set_one(
         &self,
         request: Request<pb::UserRef>,

@@ -90,7 +90,7 @@ pub async fn revoke(store: &Store, actor: &Actor, key: Uuid) -> Result<i64, Erro
             Error::NotFound(_) => Error::NotFound(format!("connection key {key}")),
             other => other,
         })?;
-    tx.revoke_key(key).await?;
+    tx.revoke_key(meta.user_id, key).await?;
     tx.audit(
         "key.revoke",
         &format!("user/{}", meta.user_id),

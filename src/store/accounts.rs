@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{audit, db_error, db_error_for, next_revision, Store};
+use super::{db_error, db_error_for, Store};
 use crate::domain::{
     account::{
         Account, AccountChanges, AccountFilter, AccountStatus, DisplayName, NewAccount,
@@ -59,8 +59,8 @@ impl Store {
                 return Ok(org);
             }
         }
-        let mut tx = self.begin().await?;
-        let revision = next_revision(&mut tx).await?;
+        let mut tx = self.write(actor).await?;
+        let revision = tx.revision()?;
         let org = sqlx::query_as!(
             Organization,
             "INSERT INTO organizations (id, display_name, request_id, revision) VALUES ($1, $2, $3, $4)
@@ -70,19 +70,16 @@ impl Store {
             request_id,
             revision
         )
-        .fetch_one(&mut *tx)
+        .fetch_one(tx.conn())
         .await
         .map_err(|e| db_error_for(e, "organization with this request_id", "organization"))?;
-        audit(
-            &mut tx,
-            revision,
-            actor,
+        tx.audit(
             "organization.create",
             &format!("organization/{}", org.id),
             &format!("created organization {:?}", org.display_name),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         Ok(org)
     }
 
@@ -107,8 +104,8 @@ impl Store {
                 return Ok(row.into());
             }
         }
-        let mut tx = self.begin().await?;
-        let revision = next_revision(&mut tx).await?;
+        let mut tx = self.write(actor).await?;
+        let revision = tx.revision()?;
         let row = sqlx::query_as!(
             AccountRow,
             "INSERT INTO accounts (id, code, organization_id, display_name, status, request_id, revision)
@@ -122,7 +119,7 @@ impl Store {
             new.request_id.as_deref(),
             revision
         )
-        .fetch_one(&mut *tx)
+        .fetch_one(tx.conn())
         .await
         .map_err(|e| {
             db_error_for(
@@ -131,10 +128,9 @@ impl Store {
                 &format!("organization {}", new.organization_id),
             )
         })?;
-        audit(
-            &mut tx,
-            revision,
-            actor,
+        // Decisions answered "unknown account" for this code until now.
+        tx.touch_everything();
+        tx.audit(
             "account.create",
             &format!("account/{}", row.code),
             &format!(
@@ -143,7 +139,7 @@ impl Store {
             ),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         Ok(row.into())
     }
 
@@ -189,8 +185,8 @@ impl Store {
         code: &str,
         changes: &AccountChanges,
     ) -> Result<Account, Error> {
-        let mut tx = self.begin().await?;
-        let revision = next_revision(&mut tx).await?;
+        let mut tx = self.write(actor).await?;
+        let revision = tx.revision()?;
         let row = sqlx::query_as!(
             AccountRow,
             "UPDATE accounts
@@ -205,10 +201,12 @@ impl Store {
             changes.status.map(AccountStatus::as_str),
             revision
         )
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx.conn())
         .await
         .map_err(db_error)?
         .ok_or_else(|| Error::NotFound(format!("account {code:?}")))?;
+        // An account's status is part of every decision on it.
+        tx.touch_everything();
         let mut summary = Vec::new();
         if let Some(name) = &changes.display_name {
             summary.push(format!("display_name={:?}", name.as_str()));
@@ -216,16 +214,13 @@ impl Store {
         if let Some(status) = changes.status {
             summary.push(format!("status={}", status.as_str()));
         }
-        audit(
-            &mut tx,
-            revision,
-            actor,
+        tx.audit(
             "account.update",
             &format!("account/{code}"),
             &summary.join(", "),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         Ok(row.into())
     }
 }

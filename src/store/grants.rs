@@ -178,6 +178,7 @@ impl Tx {
 
     /// Removes every grant of a user on every account.
     pub async fn delete_all_grants(&mut self, user: Uuid) -> Result<i64, Error> {
+        self.touch_user(user);
         let done = sqlx::query!("DELETE FROM grants WHERE user_id = $1", user)
             .execute(self.conn())
             .await

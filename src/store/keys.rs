@@ -25,6 +25,7 @@ impl Tx {
         key: &NewKey,
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<KeyMeta, Error> {
+        self.touch_user(user);
         let id = Uuid::now_v7();
         sqlx::query!(
             "INSERT INTO connection_keys (id, user_id, secret_hash, display_prefix, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -88,8 +89,9 @@ impl Tx {
         .map_err(db_error)
     }
 
-    /// Stops a key at once.
-    pub async fn revoke_key(&mut self, id: Uuid) -> Result<(), Error> {
+    /// Stops a key of `user` at once.
+    pub async fn revoke_key(&mut self, user: Uuid, id: Uuid) -> Result<(), Error> {
+        self.touch_user(user);
         sqlx::query!(
             "UPDATE connection_keys SET revoked_at = now() WHERE id = $1 AND (revoked_at IS NULL OR revoked_at > now())",
             id

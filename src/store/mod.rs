@@ -6,13 +6,17 @@
 //! ([`next_revision`]), writes its audit event ([`audit`]) and commits.
 
 mod accounts;
+mod authz;
 mod grants;
 mod keys;
 mod principals;
 mod tx;
 mod users;
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -22,10 +26,11 @@ use uuid::Uuid;
 
 use crate::domain::Error;
 
+pub use authz::{Loaded, SubjectRef};
 pub use grants::Grant;
 pub use keys::KeyMeta;
 pub use principals::NewPrincipal;
-pub use tx::Tx;
+pub use tx::{Changes, CommitObserver, Tx, CHANGES_CHANNEL};
 pub use users::{Link, LinkedAccount, NewUser, UserFilter};
 
 /// The migrations of `migrations/`, embedded in the binary.
@@ -35,6 +40,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// Told of every commit of this process (the decision engine).
+    observer: Arc<OnceLock<Arc<dyn CommitObserver>>>,
 }
 
 impl Store {
@@ -47,7 +54,19 @@ impl Store {
             // within this delay instead of hanging.
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy_with(options);
-        Self { pool }
+        Self {
+            pool,
+            observer: Arc::default(),
+        }
+    }
+
+    /// Registers the one observer of this process's commits.
+    pub fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observer(&self) -> Option<Arc<dyn CommitObserver>> {
+        self.observer.get().cloned()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -67,10 +86,6 @@ impl Store {
             .await
             .map(|_| ())
             .map_err(db_error)
-    }
-
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
-        self.pool.begin().await.map_err(db_error)
     }
 }
 

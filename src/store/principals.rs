@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{audit, db_error, db_error_for, next_revision, Store};
+use super::{db_error, db_error_for, Store};
 use crate::domain::{
     key::{KeyHash, NewKey},
     principal::{Actor, PrincipalKind},
@@ -34,8 +34,8 @@ impl Store {
         ));
         let key = NewKey::generate().map_err(|e| Error::Internal(format!("os rng: {e}")))?;
         let id = Uuid::now_v7();
-        let mut tx = self.begin().await?;
-        let revision = next_revision(&mut tx).await?;
+        let mut tx = self.write(actor).await?;
+        let revision = tx.revision()?;
         sqlx::query!(
             "INSERT INTO users (id, kind, status, login, display_name, revision) VALUES ($1, $2, 'active', $3, $3, $4)",
             id,
@@ -43,9 +43,10 @@ impl Store {
             name,
             revision
         )
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(|e| db_error_for(e, &format!("principal {name:?}"), "principal"))?;
+        tx.touch_user(id);
         sqlx::query!(
             "INSERT INTO connection_keys (id, user_id, secret_hash, display_prefix) VALUES ($1, $2, $3, $4)",
             Uuid::now_v7(),
@@ -53,13 +54,10 @@ impl Store {
             &key.hash()[..],
             key.display_prefix()
         )
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_error)?;
-        audit(
-            &mut tx,
-            revision,
-            actor,
+        tx.audit(
             &format!("{}.create", kind.as_str()),
             &format!("user/{id}"),
             &format!(
@@ -69,7 +67,7 @@ impl Store {
             ),
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         Ok(NewPrincipal { id, revision, key })
     }
 

@@ -2,17 +2,80 @@
 //! snapshot); writes use `Store::write`, which takes the next revision first
 //! and appends audit events under it.
 
+use std::sync::Arc;
+
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{db_error, Store};
 use crate::domain::Error;
 
+/// The channel every write notifies, in the same transaction, so that every
+/// replica's decision cache drops what the write changed.
+pub const CHANGES_CHANNEL: &str = "clef_changes";
+
+/// Above this many users, a write invalidates everything instead of listing
+/// them (a NOTIFY payload is limited to 8000 bytes).
+const MAX_LISTED_USERS: usize = 100;
+
+/// What a committed write changed, as far as decisions are concerned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub revision: i64,
+    /// Users whose keys, status, links or grants changed.
+    pub users: Vec<Uuid>,
+    /// Something that affects every decision (an account's status, a new
+    /// account).
+    pub everything: bool,
+}
+
+impl Changes {
+    /// `"<revision>"`, `"<revision> *"` or `"<revision> <uuid> <uuid>..."`.
+    pub fn payload(&self) -> String {
+        if self.everything || self.users.len() > MAX_LISTED_USERS {
+            return format!("{} *", self.revision);
+        }
+        let mut p = self.revision.to_string();
+        for u in &self.users {
+            p.push(' ');
+            p.push_str(&u.to_string());
+        }
+        p
+    }
+
+    /// Parses a payload written by [`Changes::payload`].
+    pub fn parse(payload: &str) -> Option<Self> {
+        let mut parts = payload.split(' ');
+        let revision = parts.next()?.parse().ok()?;
+        let mut changes = Changes {
+            revision,
+            ..Default::default()
+        };
+        for p in parts {
+            if p == "*" {
+                changes.everything = true;
+            } else {
+                changes.users.push(p.parse().ok()?);
+            }
+        }
+        Some(changes)
+    }
+}
+
+/// Told of every write this process commits, right after the commit and
+/// before the caller gets its answer (read-your-writes on this replica; other
+/// replicas learn through the notification).
+pub trait CommitObserver: Send + Sync + std::fmt::Debug {
+    fn committed(&self, changes: &Changes);
+}
+
 /// One open transaction; dropped without `commit`, it rolls back.
 pub struct Tx {
     inner: Transaction<'static, Postgres>,
     revision: Option<i64>,
     actor: Option<Uuid>,
+    changes: Changes,
+    observer: Option<Arc<dyn CommitObserver>>,
 }
 
 impl Store {
@@ -27,6 +90,8 @@ impl Store {
             inner,
             revision: None,
             actor: None,
+            changes: Changes::default(),
+            observer: None,
         })
     }
 
@@ -39,6 +104,11 @@ impl Store {
             inner,
             revision: Some(revision),
             actor,
+            changes: Changes {
+                revision,
+                ..Default::default()
+            },
+            observer: self.observer(),
         })
     }
 }
@@ -65,9 +135,35 @@ impl Tx {
         super::audit(&mut self.inner, revision, actor, action, target, summary).await
     }
 
-    /// Commits; returns the revision of a write (0 for a read).
-    pub async fn commit(self) -> Result<i64, Error> {
+    /// Records that `user`'s decisions may change with this write.
+    pub(crate) fn touch_user(&mut self, user: Uuid) {
+        if !self.changes.users.contains(&user) {
+            self.changes.users.push(user);
+        }
+    }
+
+    /// Records that this write may change any decision.
+    pub(crate) fn touch_everything(&mut self) {
+        self.changes.everything = true;
+    }
+
+    /// Commits; returns the revision of a write (0 for a read). A write
+    /// notifies `clef_changes` in the same transaction.
+    pub async fn commit(mut self) -> Result<i64, Error> {
+        let Some(revision) = self.revision else {
+            self.inner.commit().await.map_err(db_error)?;
+            return Ok(0);
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(self.changes.payload())
+            .execute(&mut *self.inner)
+            .await
+            .map_err(db_error)?;
         self.inner.commit().await.map_err(db_error)?;
-        Ok(self.revision.unwrap_or(0))
+        if let Some(observer) = &self.observer {
+            observer.committed(&self.changes);
+        }
+        Ok(revision)
     }
 }

@@ -189,6 +189,7 @@ impl Tx {
         .execute(self.conn())
         .await
         .map_err(user_error)?;
+        self.touch_user(id);
         self.user(id)
             .await?
             .ok_or_else(|| Error::Internal("inserted user vanished".into()))
@@ -257,6 +258,7 @@ impl Tx {
 
     pub async fn set_user_status(&mut self, id: Uuid, status: UserStatus) -> Result<(), Error> {
         let revision = self.revision()?;
+        self.touch_user(id);
         sqlx::query!(
             "UPDATE users SET status = $2, updated_at = now(), revision = $3 WHERE id = $1",
             id,
@@ -440,6 +442,7 @@ impl Tx {
     /// Removes a link; its grants go with it (foreign key cascade). Returns
     /// how many grants were removed.
     pub async fn delete_link(&mut self, user: Uuid, account: Uuid) -> Result<i64, Error> {
+        self.touch_user(user);
         let grants = sqlx::query_scalar!(
             r#"SELECT count(*) AS "n!" FROM grants WHERE user_id = $1 AND account_id = $2"#,
             user,

@@ -1,0 +1,300 @@
+//! Authorization decisions, computed from a subject's entitlements in memory.
+//! Pure: the engine (`authz`) loads and caches `Entitlements`; the rules that
+//! turn them into answers are here.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::{key::KeyHash, principal::PrincipalKind, rights::Scope};
+
+/// Microseconds since the Unix epoch: how instants are kept on the hot path.
+pub type Micros = i64;
+
+/// The current instant in [`Micros`].
+pub fn now_micros() -> Micros {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Everything decisions about one principal need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entitlements {
+    pub user_id: Uuid,
+    pub kind: PrincipalKind,
+    /// Only active principals are ever allowed anything.
+    pub active: bool,
+    /// Advanced users: the stored (undashed, upper-case) user key.
+    pub user_key: Option<String>,
+    /// Live keys (not revoked, or revoked in the future during an overlap).
+    pub keys: Vec<KeyEntitlement>,
+    /// Linked accounts by code.
+    pub accounts: HashMap<Box<str>, AccountEntitlement>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyEntitlement {
+    pub hash: KeyHash,
+    pub id: Uuid,
+    pub expires_at: Option<Micros>,
+    pub revoked_at: Option<Micros>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountEntitlement {
+    pub closed: bool,
+    pub tags: Vec<String>,
+    pub grants: Vec<GrantEntitlement>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantEntitlement {
+    pub right: Box<str>,
+    pub scope: Option<Scope>,
+    pub expires_at: Option<Micros>,
+}
+
+/// Why a decision is negative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Denial {
+    UnknownSubject,
+    InactiveUser,
+    UnknownAccount,
+    NotLinked,
+    NoGrant,
+    ExpiredGrant,
+    AccountClosed,
+    /// Parcel visibility: the grant exists but its scope does not cover the
+    /// parcel.
+    OutOfScope,
+}
+
+/// The answer to a `Check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The scope of the grant that allowed (scoped rights only).
+    pub scope: Option<Scope>,
+    pub reason: Option<Denial>,
+}
+
+impl Decision {
+    pub fn allow(scope: Option<Scope>) -> Self {
+        Self {
+            allowed: true,
+            scope,
+            reason: None,
+        }
+    }
+
+    pub fn deny(reason: Denial) -> Self {
+        Self {
+            allowed: false,
+            scope: None,
+            reason: Some(reason),
+        }
+    }
+}
+
+/// A parcel as a tracking service sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Parcel<'a> {
+    pub account_code: &'a str,
+    /// The user key the parcel was franked with, if any (stored form).
+    pub user_key: Option<&'a str>,
+    pub tag: Option<&'a str>,
+}
+
+/// What a subject may see of one account's parcels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    All,
+    UserKey(String),
+    Tags(Vec<String>),
+}
+
+impl Entitlements {
+    /// The live key with this hash, if it is one of this principal's.
+    pub fn key(&self, hash: &KeyHash, now: Micros) -> Option<&KeyEntitlement> {
+        self.keys.iter().find(|k| {
+            &k.hash == hash
+                && k.expires_at.is_none_or(|t| t > now)
+                && k.revoked_at.is_none_or(|t| t > now)
+        })
+    }
+
+    /// Whether the subject holds `right` on `account`. `NotLinked` is
+    /// returned for any account the subject is not linked to; the engine
+    /// tells it apart from an unknown account.
+    pub fn check(&self, account: &str, right: &str, now: Micros) -> Decision {
+        match self.grant(account, right, now) {
+            Ok(g) => Decision::allow(g.scope),
+            Err(d) => Decision::deny(d),
+        }
+    }
+
+    fn grant(&self, account: &str, right: &str, now: Micros) -> Result<&GrantEntitlement, Denial> {
+        if !self.active {
+            return Err(Denial::InactiveUser);
+        }
+        let a = self.accounts.get(account).ok_or(Denial::NotLinked)?;
+        if a.closed {
+            return Err(Denial::AccountClosed);
+        }
+        let g = a
+            .grants
+            .iter()
+            .find(|g| &*g.right == right)
+            .ok_or(Denial::NoGrant)?;
+        if g.expires_at.is_some_and(|t| t <= now) {
+            return Err(Denial::ExpiredGrant);
+        }
+        Ok(g)
+    }
+
+    /// Whether the subject may see a parcel through a tracking right: every
+    /// parcel of the account (`consolidated`), parcels carrying one of his tags
+    /// on it (`user_tag`), or parcels franked with his own key (`user_key`).
+    pub fn parcel(&self, right: &str, parcel: &Parcel<'_>, now: Micros) -> Decision {
+        let g = match self.grant(parcel.account_code, right, now) {
+            Ok(g) => g,
+            Err(d) => return Decision::deny(d),
+        };
+        let visible = match g.scope {
+            None | Some(Scope::Consolidated) => true,
+            Some(Scope::UserTag) => parcel.tag.is_some_and(|t| {
+                self.accounts
+                    .get(parcel.account_code)
+                    .is_some_and(|a| a.tags.iter().any(|x| x == t))
+            }),
+            Some(Scope::UserKey) => match (parcel.user_key, &self.user_key) {
+                (Some(p), Some(mine)) => p == mine,
+                _ => false,
+            },
+        };
+        if visible {
+            Decision::allow(g.scope)
+        } else {
+            Decision {
+                allowed: false,
+                scope: g.scope,
+                reason: Some(Denial::OutOfScope),
+            }
+        }
+    }
+
+    /// Per account where the subject holds `right`, what he may see; in
+    /// account-code order. Accounts where he sees nothing are left out.
+    pub fn visibility(&self, right: &str, now: Micros) -> Vec<(&str, Visibility)> {
+        let mut out: Vec<(&str, Visibility)> = self
+            .accounts
+            .keys()
+            .filter_map(|code| {
+                let g = self.grant(code, right, now).ok()?;
+                let v = match g.scope {
+                    None | Some(Scope::Consolidated) => Visibility::All,
+                    Some(Scope::UserKey) => Visibility::UserKey(self.user_key.clone()?),
+                    Some(Scope::UserTag) => {
+                        let tags = &self.accounts.get(code)?.tags;
+                        if tags.is_empty() {
+                            return None;
+                        }
+                        Visibility::Tags(tags.clone())
+                    }
+                };
+                Some((&**code, v))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+
+    /// How much room the entry takes in the cache.
+    pub fn weight(&self) -> u64 {
+        1 + self.keys.len() as u64
+            + self
+                .accounts
+                .values()
+                .map(|a| 1 + a.grants.len() as u64)
+                .sum::<u64>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ent() -> Entitlements {
+        let mut accounts = HashMap::new();
+        accounts.insert(
+            "900138".into(),
+            AccountEntitlement {
+                closed: false,
+                tags: vec!["ATELIER-7".into()],
+                grants: vec![
+                    GrantEntitlement {
+                        right: "tracking.tool".into(),
+                        scope: Some(Scope::UserTag),
+                        expires_at: None,
+                    },
+                    GrantEntitlement {
+                        right: "shipping.ws".into(),
+                        scope: None,
+                        expires_at: Some(1_000),
+                    },
+                ],
+            },
+        );
+        Entitlements {
+            user_id: Uuid::nil(),
+            kind: PrincipalKind::Advanced,
+            active: true,
+            user_key: Some("K7QH2M9DXW4P".into()),
+            keys: vec![],
+            accounts,
+        }
+    }
+
+    #[test]
+    fn check_reasons() {
+        let e = ent();
+        assert_eq!(e.check("900138", "shipping.ws", 999), Decision::allow(None));
+        assert_eq!(
+            e.check("900138", "shipping.ws", 1_000).reason,
+            Some(Denial::ExpiredGrant)
+        );
+        assert_eq!(
+            e.check("900138", "tracking.ws", 0).reason,
+            Some(Denial::NoGrant)
+        );
+        assert_eq!(
+            e.check("850061", "shipping.ws", 0).reason,
+            Some(Denial::NotLinked)
+        );
+        let inactive = Entitlements {
+            active: false,
+            ..ent()
+        };
+        assert_eq!(
+            inactive.check("900138", "shipping.ws", 0).reason,
+            Some(Denial::InactiveUser)
+        );
+    }
+
+    #[test]
+    fn parcels_follow_scopes() {
+        let e = ent();
+        let p = |tag: Option<&'static str>| Parcel {
+            account_code: "900138",
+            user_key: None,
+            tag,
+        };
+        assert!(e.parcel("tracking.tool", &p(Some("ATELIER-7")), 0).allowed);
+        let d = e.parcel("tracking.tool", &p(Some("ATELIER-8")), 0);
+        assert_eq!(d.reason, Some(Denial::OutOfScope));
+        assert!(!e.parcel("tracking.tool", &p(None), 0).allowed);
+        assert_eq!(
+            e.visibility("tracking.tool", 0),
+            vec![("900138", Visibility::Tags(vec!["ATELIER-7".into()]))]
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! Loading a subject's entitlements for the decision engine: one query,
+//! whatever the subject.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{db_error, Store};
+use crate::domain::{
+    decision::{AccountEntitlement, Entitlements, GrantEntitlement, KeyEntitlement, Micros},
+    key::KeyHash,
+    principal::PrincipalKind,
+    rights::Scope,
+    Error,
+};
+
+/// How a decision names its subject.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SubjectRef {
+    Key(KeyHash),
+    Id(Uuid),
+    /// Stored form of a user key.
+    UserKey(String),
+}
+
+/// What one load returns: the subject (if it exists), the state of the
+/// account asked about (`None`: unknown; `Some(closed)`), and the revision
+/// the answer is as of.
+#[derive(Debug)]
+pub struct Loaded {
+    pub subject: Option<Entitlements>,
+    pub account: Option<bool>,
+    pub revision: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyJson {
+    h: String,
+    id: Uuid,
+    e: Option<Micros>,
+    r: Option<Micros>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AccountJson {
+    c: String,
+    closed: bool,
+    t: Vec<String>,
+    g: Vec<GrantJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GrantJson {
+    r: String,
+    s: Option<String>,
+    e: Option<Micros>,
+}
+
+impl Store {
+    /// Loads a subject's entitlements, the state of `account`, and the
+    /// revision they are as of, in one statement (one snapshot).
+    pub async fn load_entitlements(
+        &self,
+        subject: &SubjectRef,
+        account: Option<&str>,
+    ) -> Result<Loaded, Error> {
+        let (hash, id, user_key) = match subject {
+            SubjectRef::Key(h) => (Some(&h[..]), None, None),
+            SubjectRef::Id(i) => (None, Some(*i), None),
+            SubjectRef::UserKey(k) => (None, None, Some(k.as_str())),
+        };
+        let row = sqlx::query!(
+            r#"WITH subject AS (
+                 SELECT u.id, u.kind, u.status, u.user_key FROM users u
+                  WHERE ($1::bytea IS NOT NULL AND u.id = (SELECT user_id FROM connection_keys WHERE secret_hash = $1))
+                     OR ($2::uuid IS NOT NULL AND u.id = $2)
+                     OR ($3::text IS NOT NULL AND u.user_key = $3)
+               )
+               SELECT s.id AS "id?", s.kind AS "kind?", s.status AS "status?", s.user_key,
+                 (SELECT COALESCE(json_agg(json_build_object(
+                        'h', encode(k.secret_hash, 'hex'), 'id', k.id,
+                        'e', (extract(epoch FROM k.expires_at) * 1000000)::bigint,
+                        'r', (extract(epoch FROM k.revoked_at) * 1000000)::bigint)), '[]')
+                    FROM connection_keys k
+                   WHERE k.user_id = s.id AND (k.revoked_at IS NULL OR k.revoked_at > now())) AS "keys!: Json<Vec<KeyJson>>",
+                 (SELECT COALESCE(json_agg(json_build_object(
+                        'c', a.code, 'closed', a.status = 'closed', 't', l.tags,
+                        'g', (SELECT COALESCE(json_agg(json_build_object(
+                                  'r', g.right_code, 's', g.scope,
+                                  'e', (extract(epoch FROM g.expires_at) * 1000000)::bigint)), '[]')
+                                FROM grants g WHERE g.user_id = l.user_id AND g.account_id = l.account_id))), '[]')
+                    FROM links l JOIN accounts a ON a.id = l.account_id
+                   WHERE l.user_id = s.id) AS "accounts!: Json<Vec<AccountJson>>",
+                 (SELECT status = 'closed' FROM accounts WHERE code = $4) AS "account_closed?",
+                 (SELECT value FROM revision_counter) AS "revision!"
+               FROM (SELECT 1) one LEFT JOIN subject s ON true"#,
+            hash,
+            id,
+            user_key,
+            account
+        )
+        .fetch_one(self.pool())
+        .await
+        .map_err(db_error)?;
+
+        let subject = match (row.id, row.kind, row.status) {
+            (Some(id), Some(kind), Some(status)) => {
+                let keys = row
+                    .keys
+                    .0
+                    .into_iter()
+                    .filter_map(|k| {
+                        let bytes = data_encoding::HEXLOWER.decode(k.h.as_bytes()).ok()?;
+                        Some(KeyEntitlement {
+                            hash: bytes.try_into().ok()?,
+                            id: k.id,
+                            expires_at: k.e,
+                            revoked_at: k.r,
+                        })
+                    })
+                    .collect();
+                let accounts: HashMap<Box<str>, AccountEntitlement> = row
+                    .accounts
+                    .0
+                    .into_iter()
+                    .map(|a| {
+                        let grants =
+                            a.g.into_iter()
+                                .map(|g| GrantEntitlement {
+                                    right: g.r.into(),
+                                    scope: g.s.as_deref().and_then(Scope::from_db),
+                                    expires_at: g.e,
+                                })
+                                .collect();
+                        (
+                            a.c.into_boxed_str(),
+                            AccountEntitlement {
+                                closed: a.closed,
+                                tags: a.t,
+                                grants,
+                            },
+                        )
+                    })
+                    .collect();
+                Some(Entitlements {
+                    user_id: id,
+                    kind: PrincipalKind::from_db(&kind)?,
+                    active: status == "active",
+                    user_key: row.user_key,
+                    keys,
+                    accounts,
+                })
+            }
+            _ => None,
+        };
+        Ok(Loaded {
+            subject,
+            account: row.account_closed,
+            revision: row.revision,
+        })
+    }
+
+    /// The state of an account: `None` unknown, `Some(closed)`.
+    pub async fn account_state(&self, code: &str) -> Result<Option<bool>, Error> {
+        sqlx::query_scalar!(
+            r#"SELECT status = 'closed' AS "closed!" FROM accounts WHERE code = $1"#,
+            code
+        )
+        .fetch_optional(self.pool())
+        .await
+        .map_err(db_error)
+    }
+
+    /// The latest committed revision.
+    pub async fn current_revision(&self) -> Result<i64, Error> {
+        sqlx::query_scalar!("SELECT value FROM revision_counter")
+            .fetch_one(self.pool())
+            .await
+            .map_err(db_error)
+    }
+}
