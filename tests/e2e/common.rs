@@ -353,3 +353,61 @@ pub async fn org_with_account(app: &TestApp, org: &str, code: &str) -> String {
     create_account(&mut c, &org, code).await;
     org
 }
+
+pub type AuthzClient = pb::authorization_service_client::AuthorizationServiceClient<
+    InterceptedService<Channel, Bearer>,
+>;
+
+impl TestApp {
+    /// An AuthorizationService client for a new service principal.
+    pub async fn decider(&self) -> AuthzClient {
+        let key = self
+            .service_key(&format!("svc-{}", uuid::Uuid::new_v4().simple()))
+            .await;
+        self.authz(&key).await
+    }
+
+    pub async fn authz(&self, key: &str) -> AuthzClient {
+        pb::authorization_service_client::AuthorizationServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(Some(key)),
+        )
+    }
+}
+
+pub fn by_key(k: &str) -> Option<pb::Subject> {
+    Some(pb::Subject {
+        by: Some(pb::subject::By::ConnectionKey(k.into())),
+    })
+}
+
+pub fn by_user(id: &str) -> Option<pb::Subject> {
+    Some(pb::Subject {
+        by: Some(pb::subject::By::UserId(id.into())),
+    })
+}
+
+pub fn by_user_key(k: &str) -> Option<pb::Subject> {
+    Some(pb::Subject {
+        by: Some(pb::subject::By::UserKey(k.into())),
+    })
+}
+
+/// Runs a Check; returns (allowed, scope, reason, revision).
+pub async fn check(
+    c: &mut AuthzClient,
+    subject: Option<pb::Subject>,
+    account: &str,
+    right: &str,
+    min_revision: i64,
+) -> pb::CheckResponse {
+    c.check(pb::CheckRequest {
+        subject,
+        account_code: account.into(),
+        right: right.into(),
+        min_revision,
+    })
+    .await
+    .expect("check")
+    .into_inner()
+}

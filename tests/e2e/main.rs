@@ -4,6 +4,7 @@
 
 mod accounts;
 mod common;
+mod decisions;
 mod delegation;
 mod embedded;
 mod grpcurl;
