@@ -135,6 +135,7 @@ impl Tx {
         account: Uuid,
         g: &GrantSpec,
     ) -> Result<(), Error> {
+        self.touch_user(user);
         let revision = self.revision()?;
         let by = self.actor();
         sqlx::query!(
@@ -164,6 +165,7 @@ impl Tx {
         account: Uuid,
         rights: &[String],
     ) -> Result<i64, Error> {
+        self.touch_user(user);
         let done = sqlx::query!(
             "DELETE FROM grants WHERE user_id = $1 AND account_id = $2 AND right_code = ANY($3)",
             user,

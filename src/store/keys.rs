@@ -51,6 +51,7 @@ impl Tx {
         keep: Uuid,
         overlap_seconds: i32,
     ) -> Result<(), Error> {
+        self.touch_user(user);
         sqlx::query!(
             "UPDATE connection_keys SET revoked_at = now() + make_interval(secs => $3)
               WHERE user_id = $1 AND id <> $2 AND (revoked_at IS NULL OR revoked_at > now() + make_interval(secs => $3))",

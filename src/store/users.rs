@@ -405,6 +405,7 @@ impl Tx {
         account: Uuid,
         tags: &[String],
     ) -> Result<(), Error> {
+        self.touch_user(user);
         let revision = self.revision()?;
         sqlx::query!(
             "INSERT INTO links (user_id, account_id, tags, revision) VALUES ($1, $2, $3, $4)",
@@ -425,6 +426,7 @@ impl Tx {
         account: Uuid,
         tags: &[String],
     ) -> Result<bool, Error> {
+        self.touch_user(user);
         let revision = self.revision()?;
         let done = sqlx::query!(
             "UPDATE links SET tags = $3, updated_at = now(), revision = $4 WHERE user_id = $1 AND account_id = $2",

@@ -22,6 +22,8 @@ pub struct TestApp {
     /// An operator's connection key.
     pub operator_key: String,
     pub store: Store,
+    /// Where its database is, to start a second replica on it.
+    pub db_options: PgConnectOptions,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -63,7 +65,11 @@ pub async fn spawn_app_on(db_options: PgConnectOptions) -> TestApp {
     let store = Store::connect_lazy(db_options.clone(), 8);
     store.migrate().await.expect("migrate");
     let operator = store
-        .create_principal(None, PrincipalKind::Operator, "test-operator")
+        .create_principal(
+            None,
+            PrincipalKind::Operator,
+            &format!("test-operator-{}", uuid::Uuid::new_v4().simple()),
+        )
         .await
         .expect("create operator");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -81,6 +87,7 @@ pub async fn spawn_app_on(db_options: PgConnectOptions) -> TestApp {
         addr,
         operator_key: operator.key.expose_secret().to_owned(),
         store,
+        db_options,
         shutdown: Some(tx),
     }
 }
