@@ -1,5 +1,7 @@
 //! The command line. `serve` runs the server; `operator create` and `migrate`
-//! talk to the database directly.
+//! talk to the database directly; `bench` holds the benchmark's tools.
+
+pub mod bench;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -34,6 +36,11 @@ pub enum Command {
     },
     /// Applies pending database migrations and exits.
     Migrate(DatabaseArgs),
+    /// Tools of the benchmark script (dataset generator, request bodies).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Operator {
             command: OperatorCommand::Create { name, db },
         } => operator_create(&name, db).await,
+        Command::Bench { command } => bench::run(command).await,
         Command::Migrate(db) => {
             let (options, data) = db.open(true).await?;
             let store = Store::connect_lazy(options, 2);
