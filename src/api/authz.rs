@@ -6,16 +6,12 @@ use std::{pin::Pin, sync::Arc};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{
-    auth::bearer_token,
-    convert::{id, scope_to_pb},
-};
+use super::{auth::bearer_token, convert::scope_to_pb};
 use crate::{
     authz::Engine,
     domain::{
         account::AccountCode,
         decision::{now_micros, Decision, Denial, Parcel, Visibility},
-        key,
         principal::{Actor, PrincipalKind},
         rights::RightDef,
         user::UserKey,
@@ -49,7 +45,7 @@ impl AuthzApi {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token)
-            .and_then(key::parse_presented)
+            .and_then(|k| self.engine.key_hash(k))
             .ok_or(Error::Unauthenticated)?;
         let actor = self
             .engine
@@ -67,25 +63,49 @@ impl AuthzApi {
 
 /// Decodes a subject. A malformed connection key is an unknown subject (it
 /// comes from the end user); a malformed id or user key is a caller's bug.
-fn subject(s: &Option<pb::Subject>, field: &str, v: &mut Violations) -> Option<Option<SubjectRef>> {
+/// Field names are only built for violations (this runs on every Check).
+fn subject(
+    engine: &Engine,
+    s: &Option<pb::Subject>,
+    prefix: &str,
+    v: &mut Violations,
+) -> Option<Option<SubjectRef>> {
     use pb::subject::By;
     match s.as_ref().and_then(|s| s.by.as_ref()) {
-        Some(By::ConnectionKey(k)) => Some(key::parse_presented(k.trim()).map(SubjectRef::Key)),
-        Some(By::UserId(u)) => {
-            id(&format!("{field}.user_id"), u, v).map(|u| Some(SubjectRef::Id(u)))
-        }
-        Some(By::UserKey(k)) => v
-            .check(&format!("{field}.user_key"), UserKey::parse(k))
-            .map(|k| Some(SubjectRef::UserKey(k.as_str().to_owned()))),
+        Some(By::ConnectionKey(k)) => Some(engine.key_hash(k.trim()).map(SubjectRef::Key)),
+        Some(By::UserId(u)) => match crate::domain::account::parse_id(u) {
+            Ok(u) => Some(Some(SubjectRef::Id(u))),
+            Err(why) => {
+                v.add(format!("{prefix}subject.user_id"), why);
+                None
+            }
+        },
+        Some(By::UserKey(k)) => match UserKey::parse(k) {
+            Ok(k) => Some(Some(SubjectRef::UserKey(k.as_str().to_owned()))),
+            Err(why) => {
+                v.add(format!("{prefix}subject.user_key"), why);
+                None
+            }
+        },
         None => {
-            v.add(field, "give connection_key, user_id or user_key");
+            v.add(
+                format!("{prefix}subject"),
+                "give connection_key, user_id or user_key",
+            );
             None
         }
     }
 }
 
-fn right(s: &str, field: &str, v: &mut Violations) -> Option<String> {
-    v.check(field, RightDef::parse_code(s.trim()))
+/// Keeps the value of a parse, or records its error under `prefix` + `name`.
+fn lazy<T>(v: &mut Violations, prefix: &str, name: &str, parsed: Result<T, String>) -> Option<T> {
+    match parsed {
+        Ok(t) => Some(t),
+        Err(why) => {
+            v.add(format!("{prefix}{name}"), why);
+            None
+        }
+    }
 }
 
 fn tracking_right(s: &str, field: &str, v: &mut Violations) -> Option<String> {
@@ -101,9 +121,9 @@ fn tracking_right(s: &str, field: &str, v: &mut Violations) -> Option<String> {
     }
 }
 
-fn min_revision(n: i64, field: &str, v: &mut Violations) -> i64 {
+fn min_revision(n: i64, prefix: &str, v: &mut Violations) -> i64 {
     if n < 0 {
-        v.add(field, "must not be negative");
+        v.add(format!("{prefix}min_revision"), "must not be negative");
     }
     n
 }
@@ -131,14 +151,21 @@ struct CheckArgs {
     min_revision: i64,
 }
 
-fn check_args(r: &pb::CheckRequest, prefix: &str, v: &mut Violations) -> Option<CheckArgs> {
-    let subject = subject(&r.subject, &format!("{prefix}subject"), v);
-    let account = v.check(
-        &format!("{prefix}account_code"),
+fn check_args(
+    engine: &Engine,
+    r: &pb::CheckRequest,
+    prefix: &str,
+    v: &mut Violations,
+) -> Option<CheckArgs> {
+    let subject = subject(engine, &r.subject, prefix, v);
+    let account = lazy(
+        v,
+        prefix,
+        "account_code",
         AccountCode::parse(&r.account_code),
     );
-    let right = right(&r.right, &format!("{prefix}right"), v);
-    let min_revision = min_revision(r.min_revision, &format!("{prefix}min_revision"), v);
+    let right = lazy(v, prefix, "right", RightDef::parse_code(r.right.trim()));
+    let min_revision = min_revision(r.min_revision, prefix, v);
     Some(CheckArgs {
         subject: subject?,
         account: account?,
@@ -180,7 +207,7 @@ impl AuthorizationService for AuthzApi {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         self.caller(&request).await?;
         let mut v = Violations::default();
-        let args = check_args(request.get_ref(), "", &mut v);
+        let args = check_args(&self.engine, request.get_ref(), "", &mut v);
         v.finish()?;
         let args = args.ok_or_else(|| Status::internal("internal error"))?;
         Ok(Response::new(self.check_one(&args, now_micros()).await?))
@@ -203,7 +230,7 @@ impl AuthorizationService for AuthzApi {
         let args: Vec<Option<CheckArgs>> = checks
             .iter()
             .enumerate()
-            .map(|(i, c)| check_args(c, &format!("checks[{i}]."), &mut v))
+            .map(|(i, c)| check_args(&self.engine, c, &format!("checks[{i}]."), &mut v))
             .collect();
         v.finish()?;
         let now = now_micros();
@@ -221,9 +248,9 @@ impl AuthorizationService for AuthzApi {
         self.caller(&request).await?;
         let r = request.get_ref();
         let mut v = Violations::default();
-        let subject = subject(&r.subject, "subject", &mut v);
+        let subject = subject(&self.engine, &r.subject, "", &mut v);
         let right = tracking_right(&r.right, "right", &mut v);
-        let min_revision = min_revision(r.min_revision, "min_revision", &mut v);
+        let min_revision = min_revision(r.min_revision, "", &mut v);
         let parcel = r.parcel.clone().unwrap_or_default();
         let account = v.check(
             "parcel.account_code",
@@ -280,9 +307,9 @@ impl AuthorizationService for AuthzApi {
         self.caller(&request).await?;
         let r = request.get_ref();
         let mut v = Violations::default();
-        let subject = subject(&r.subject, "subject", &mut v);
+        let subject = subject(&self.engine, &r.subject, "", &mut v);
         let right = tracking_right(&r.right, "right", &mut v);
-        let min_revision = min_revision(r.min_revision, "min_revision", &mut v);
+        let min_revision = min_revision(r.min_revision, "", &mut v);
         v.finish()?;
         let (Some(subject), Some(right)) = (subject, right) else {
             return Err(Status::internal("internal error"));

@@ -22,6 +22,9 @@ use crate::{
     store::{Changes, CommitObserver, Loaded, Store, SubjectRef, CHANGES_CHANNEL},
 };
 
+/// Presented keys whose hash is memoised.
+const HASH_MEMO_CAPACITY: usize = 100_000;
+
 /// Sizes of the caches.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
@@ -72,6 +75,9 @@ pub struct Engine {
     user_keys: Cache<String, Uuid>,
     /// Account code → `None` unknown, `Some(closed)`.
     accounts: Cache<String, Option<bool>>,
+    /// Presented key → its SHA-256. A pure function memoised (it never goes
+    /// stale): callers present the same keys again and again.
+    hashes: Cache<Box<str>, KeyHash>,
     /// Highest revision whose notification this replica has applied; every
     /// change up to it is reflected in the caches (notifications arrive in
     /// commit order, and revisions are assigned in commit order).
@@ -99,6 +105,7 @@ impl Engine {
             keys: Cache::new(config.lookup_capacity),
             user_keys: Cache::new(config.lookup_capacity),
             accounts: Cache::new(config.lookup_capacity),
+            hashes: Cache::new(HASH_MEMO_CAPACITY),
             seen: AtomicI64::new(0),
             live: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
@@ -263,6 +270,17 @@ impl Engine {
         if let Some(e) = loaded {
             self.subjects.insert(e.user_id, e.clone());
         }
+    }
+
+    /// The hash of a presented connection key, or `None` when it cannot be a
+    /// key (see `domain::key::parse_presented`).
+    pub fn key_hash(&self, presented: &str) -> Option<KeyHash> {
+        if let Some(hash) = self.hashes.get(presented) {
+            return Some(hash);
+        }
+        let hash = crate::domain::key::parse_presented(presented)?;
+        self.hashes.insert(presented.into(), hash);
+        Some(hash)
     }
 
     /// Decides whether `subject` holds `right` on `account`.

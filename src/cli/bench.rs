@@ -153,7 +153,7 @@ impl Plan {
         let mut rng = Rng::new(i + 1);
         let (advanced, n) = if i < self.partners {
             (true, 1000 + rng.below(4000))
-        } else if i % 10 == 0 {
+        } else if i.is_multiple_of(10) {
             (true, 1 + rng.below(3))
         } else {
             (false, 1)
@@ -252,14 +252,24 @@ async fn dataset(args: DatasetArgs) -> anyhow::Result<()> {
         .execute(&mut conn)
         .await?;
 
-    let links_estimate =
-        args.partners as f64 * 3000.0 + (args.users - args.partners.min(args.users)) as f64 * 1.1;
-    let plan = Plan {
+    let mut plan = Plan {
         users: args.users,
         accounts: args.accounts.max(1),
         partners: args.partners.min(args.users),
-        grants_per_link: (args.grants as f64 / links_estimate.max(1.0)).max(1.0),
+        grants_per_link: 1.0,
     };
+    // Calibrate rights per link so that the total lands near the target
+    // (advanced users can hold fewer rights than standard ones).
+    for _ in 0..3 {
+        let total: u64 = (0..plan.users)
+            .map(|i| {
+                let u = plan.user(i);
+                u.accounts.len() as u64 * u.rights_per_link as u64
+            })
+            .sum();
+        plan.grants_per_link =
+            (plan.grants_per_link * args.grants as f64 / total.max(1) as f64).max(1.0);
+    }
     eprintln!(
         "generating {} users, {} accounts, ~{} grants ({:.1} per link)",
         plan.users, plan.accounts, args.grants, plan.grants_per_link
@@ -408,8 +418,9 @@ async fn dataset(args: DatasetArgs) -> anyhow::Result<()> {
     sqlx::query("UPDATE revision_counter SET value = value + 1")
         .execute(&mut conn)
         .await?;
-    eprintln!("  analyze");
-    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    // Vacuum now rather than let autovacuum do it during measurements.
+    eprintln!("  vacuum analyze");
+    sqlx::query("VACUUM (ANALYZE)").execute(&mut conn).await?;
     conn.close().await?;
 
     // The principal the load generator calls as, created the normal way.
