@@ -10,14 +10,14 @@
 # each, their ratio, and Check latency percentiles at full and at half the
 # peak load; then runs the Criterion benchmark of the in-process decision.
 # Environment: CLIENTS (total connections, default 32), PROCS (h2load
-# processes = distinct subjects, default 8), DURATION (seconds, default 10).
+# processes = distinct subjects, default 16), DURATION (seconds, default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 WHICH=${1:-both}
 CLIENTS=${CLIENTS:-32}
-PROCS=${PROCS:-8}
+PROCS=${PROCS:-16}
 DURATION=${DURATION:-10}
 PER_PROC=$(( CLIENTS / PROCS ))
 
