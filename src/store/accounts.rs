@@ -144,17 +144,10 @@ impl Store {
     }
 
     pub async fn get_account(&self, code: &str) -> Result<Account, Error> {
-        sqlx::query_as!(
-            AccountRow,
-            "SELECT id, code, organization_id, display_name, status, created_at, updated_at, revision
-             FROM accounts WHERE code = $1",
-            code
-        )
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db_error)?
-        .map(Account::from)
-        .ok_or_else(|| Error::NotFound(format!("account {code:?}")))
+        let mut tx = self.read().await?;
+        let account = tx.account(code).await?;
+        tx.commit().await?;
+        Ok(account)
     }
 
     /// One page of accounts in code order.
