@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod authz;
+pub mod bulk;
 pub mod cli;
 pub mod domain;
 pub mod embedded;

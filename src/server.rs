@@ -10,15 +10,16 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     api::{
-        accounts::AccountApi, auth::Authenticator, authz::AuthzApi, grants::GrantApi, keys::KeyApi,
-        links::LinkApi, users::UserApi, Ctx,
+        accounts::AccountApi, auth::Authenticator, authz::AuthzApi, export::ExportApi,
+        grants::GrantApi, import::ImportApi, keys::KeyApi, links::LinkApi, users::UserApi, Ctx,
     },
     authz::{Engine, EngineConfig},
     pb::{
         self, account_service_server::AccountServiceServer,
         authorization_service_server::AuthorizationServiceServer,
         connection_key_service_server::ConnectionKeyServiceServer,
-        grant_service_server::GrantServiceServer, link_service_server::LinkServiceServer,
+        export_service_server::ExportServiceServer, grant_service_server::GrantServiceServer,
+        import_service_server::ImportServiceServer, link_service_server::LinkServiceServer,
         user_service_server::UserServiceServer,
     },
     store::Store,
@@ -34,6 +35,8 @@ pub const SERVICES: &[&str] = &[
     "clef.v1.GrantService",
     "clef.v1.ConnectionKeyService",
     "clef.v1.AuthorizationService",
+    "clef.v1.ImportService",
+    "clef.v1.ExportService",
 ];
 
 /// How often the health monitor pings Postgres.
@@ -89,6 +92,8 @@ pub async fn serve_with(
         .add_service(UserServiceServer::new(UserApi(ctx.clone())))
         .add_service(LinkServiceServer::new(LinkApi(ctx.clone())))
         .add_service(GrantServiceServer::new(GrantApi(ctx.clone())))
+        .add_service(ImportServiceServer::new(ImportApi(ctx.clone())))
+        .add_service(ExportServiceServer::new(ExportApi(ctx.clone())))
         .add_service(ConnectionKeyServiceServer::new(KeyApi(ctx)))
         .add_service(AuthorizationServiceServer::new(AuthzApi::new(engine)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)

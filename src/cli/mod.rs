@@ -2,6 +2,7 @@
 //! talk to the database directly; `bench` holds the benchmark's tools.
 
 pub mod bench;
+pub mod client;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -36,6 +37,12 @@ pub enum Command {
     },
     /// Applies pending database migrations and exits.
     Migrate(DatabaseArgs),
+    /// Streams a CSV export of an account's or an organization's users.
+    Export(client::ExportArgs),
+    /// Grants the same rights to one user on many accounts (all or nothing).
+    GrantAcross(client::GrantAcrossArgs),
+    /// Removes every right of a user on every account and deactivates him.
+    RevokeEverywhere(client::RevokeEverywhereArgs),
     /// Tools of the benchmark script (dataset generator, request bodies).
     Bench {
         #[command(subcommand)]
@@ -115,6 +122,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: OperatorCommand::Create { name, db },
         } => operator_create(&name, db).await,
         Command::Bench { command } => bench::run(command).await,
+        Command::Export(args) => client::export(args).await,
+        Command::GrantAcross(args) => client::grant_across(args).await,
+        Command::RevokeEverywhere(args) => client::revoke_everywhere(args).await,
         Command::Migrate(db) => {
             let (options, data) = db.open(true).await?;
             let store = Store::connect_lazy(options, 2);

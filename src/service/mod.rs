@@ -2,6 +2,7 @@
 //! do, applies the domain's rules, and writes. The gRPC handlers in `api`
 //! only decode, call one function here, and encode.
 
+pub mod bulk;
 pub mod grants;
 pub mod keys;
 pub mod links;

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod authz;
+mod bulk;
 mod grants;
 mod keys;
 mod principals;

@@ -3,11 +3,13 @@
 //! (see `common::spawn_app`).
 
 mod accounts;
+mod cli;
 mod common;
 mod decisions;
 mod delegation;
 mod differential;
 mod embedded;
+mod export;
 mod grpcurl;
 mod health;
 mod keys;

@@ -1,0 +1,246 @@
+//! Columns and dialects of clef's user CSV files.
+//!
+//! Headers are French (as in the product documents); values are written as
+//! the import reads them back: rights as `oui`/`non` or the scope name,
+//! statuses and kinds as words, several address lines in one quoted cell
+//! separated by newlines, tags separated by commas.
+
+use crate::domain::{
+    rights::{RightDef, Scope},
+    user::{UserKind, UserStatus},
+};
+
+/// The profile columns, in file order: (key, French header, English header).
+pub const PROFILE_COLUMNS: &[(&str, &str, &str)] = &[
+    ("account", "COMPTE", "ACCOUNT"),
+    ("kind", "TYPE", "KIND"),
+    ("status", "ETAT", "STATUS"),
+    ("login", "IDENTIFIANT", "LOGIN"),
+    ("user_key", "CLE UTILISATEUR", "USER KEY"),
+    ("last_name", "NOM", "LAST NAME"),
+    ("first_name", "PRENOM", "FIRST NAME"),
+    ("job_title", "FONCTION", "JOB TITLE"),
+    ("email", "EMAIL", "EMAIL"),
+    ("phone", "TELEPHONE", "PHONE"),
+    ("address", "ADRESSE", "ADDRESS"),
+    ("postal_code", "CODE POSTAL", "POSTAL CODE"),
+    ("city", "VILLE", "CITY"),
+    ("country", "PAYS", "COUNTRY"),
+    ("tags", "TAG", "TAGS"),
+];
+
+/// How a file is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// UTF-8, `,`.
+    Rfc4180,
+    /// For spreadsheet software: UTF-8 BOM, `;`, account codes as text
+    /// (`="007"`), cells that a spreadsheet would run as formulas
+    /// neutralised with a leading apostrophe.
+    Excel,
+}
+
+/// One (user, account) row of an export.
+#[derive(Debug, Clone)]
+pub struct ExportRow {
+    pub account: String,
+    pub kind: UserKind,
+    pub status: UserStatus,
+    pub login: String,
+    /// Displayed form, `XXXX-XXXX-XXXX`.
+    pub user_key: Option<String>,
+    pub last_name: String,
+    pub first_name: String,
+    pub job_title: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address_lines: Vec<String>,
+    pub postal_code: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub tags: Vec<String>,
+    /// Live grants on the account: (right code, scope).
+    pub rights: Vec<(String, Option<Scope>)>,
+}
+
+pub fn kind_word(kind: UserKind) -> &'static str {
+    match kind {
+        UserKind::Standard => "standard",
+        UserKind::Advanced => "avancé",
+    }
+}
+
+pub fn status_word(status: UserStatus) -> &'static str {
+    match status {
+        UserStatus::Invited => "invité",
+        UserStatus::Active => "actif",
+        UserStatus::Deactivated => "désactivé",
+        UserStatus::Archived => "archivé",
+    }
+}
+
+/// Writes rows into an in-memory buffer that the caller drains chunk by
+/// chunk (`take`), so that memory stays constant whatever the row count.
+pub struct ExportWriter {
+    dialect: Dialect,
+    rights: Vec<String>,
+    builder: csv::WriterBuilder,
+    out: csv::Writer<Vec<u8>>,
+}
+
+impl ExportWriter {
+    /// Starts a file whose right columns are `rights` (catalog order).
+    pub fn new(dialect: Dialect, rights: &[RightDef]) -> Result<Self, csv::Error> {
+        let mut buf = Vec::new();
+        if dialect == Dialect::Excel {
+            buf.extend_from_slice("\u{feff}".as_bytes());
+        }
+        let mut builder = csv::WriterBuilder::new();
+        builder.delimiter(if dialect == Dialect::Excel {
+            b';'
+        } else {
+            b','
+        });
+        let out = builder.from_writer(buf);
+        let mut w = Self {
+            dialect,
+            rights: rights.iter().map(|r| r.code.clone()).collect(),
+            builder,
+            out,
+        };
+        let mut header: Vec<String> = PROFILE_COLUMNS
+            .iter()
+            .map(|(_, fr, _)| fr.to_string())
+            .collect();
+        header.extend(w.rights.iter().cloned());
+        w.out.write_record(&header)?;
+        Ok(w)
+    }
+
+    /// Appends one row.
+    pub fn write(&mut self, row: &ExportRow) -> Result<(), csv::Error> {
+        let o = |s: &Option<String>| s.clone().unwrap_or_default();
+        let account = match self.dialect {
+            Dialect::Excel => format!("=\"{}\"", row.account),
+            Dialect::Rfc4180 => row.account.clone(),
+        };
+        let mut cells = vec![
+            account,
+            kind_word(row.kind).to_owned(),
+            status_word(row.status).to_owned(),
+            self.cell(&row.login),
+            self.cell(row.user_key.as_deref().unwrap_or("")),
+            self.cell(&row.last_name),
+            self.cell(&row.first_name),
+            self.cell(&o(&row.job_title)),
+            self.cell(&o(&row.email)),
+            self.cell(&o(&row.phone)),
+            self.cell(&row.address_lines.join("\n")),
+            self.cell(&o(&row.postal_code)),
+            self.cell(&o(&row.city)),
+            self.cell(&o(&row.country)),
+            self.cell(&row.tags.join(", ")),
+        ];
+        for code in &self.rights {
+            cells.push(match row.rights.iter().find(|(r, _)| r == code) {
+                None => "non".into(),
+                Some((_, None)) => "oui".into(),
+                Some((_, Some(scope))) => scope.as_str().into(),
+            });
+        }
+        self.out.write_record(&cells)
+    }
+
+    /// Everything written since the last call.
+    pub fn take(&mut self) -> Result<Vec<u8>, csv::Error> {
+        let full = std::mem::replace(&mut self.out, self.builder.from_writer(Vec::new()));
+        full.into_inner()
+            .map_err(|e| csv::Error::from(e.into_error()))
+    }
+
+    /// Neutralises what a spreadsheet would run as a formula (excel dialect).
+    fn cell(&self, s: &str) -> String {
+        neutralise(self.dialect, s)
+    }
+}
+
+/// A cell as written: in the excel dialect, a leading `= + - @` (or tab,
+/// carriage return) gets an apostrophe before it, so spreadsheet software
+/// shows it as text instead of evaluating it.
+pub fn neutralise(dialect: Dialect, s: &str) -> String {
+    match (dialect, s.chars().next()) {
+        (Dialect::Excel, Some('=' | '+' | '-' | '@' | '\t' | '\r')) => format!("'{s}"),
+        _ => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> ExportRow {
+        ExportRow {
+            account: "007".into(),
+            kind: UserKind::Advanced,
+            status: UserStatus::Active,
+            login: "zoe@example.com".into(),
+            user_key: Some("K7QH-2M9D-XW4P".into()),
+            last_name: "=HYPERLINK(\"x\")".into(),
+            first_name: "Zoé".into(),
+            job_title: None,
+            email: Some("zoe@example.com".into()),
+            phone: Some("+33 1 02".into()),
+            address_lines: vec!["1 rue A".into(), "Bât. B".into()],
+            postal_code: Some("01000".into()),
+            city: Some("Épinal".into()),
+            country: None,
+            tags: vec!["A".into(), "B".into()],
+            rights: vec![
+                ("tracking.tool".into(), Some(Scope::UserTag)),
+                ("shipping.ws".into(), None),
+            ],
+        }
+    }
+
+    fn catalog() -> Vec<RightDef> {
+        ["shipping.ws", "tracking.tool", "tracking.ws"]
+            .iter()
+            .map(|c| RightDef {
+                code: c.to_string(),
+                category: String::new(),
+                label_fr: String::new(),
+                label_en: String::new(),
+                kinds: vec![],
+                scoped: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn excel_dialect_has_bom_semicolons_text_codes_and_no_formulas() {
+        let mut w = ExportWriter::new(Dialect::Excel, &catalog()).unwrap();
+        w.write(&row()).unwrap();
+        let out = String::from_utf8(w.take().unwrap()).unwrap();
+        assert!(out.starts_with('\u{feff}'));
+        let mut lines = out.trim_start_matches('\u{feff}').splitn(2, '\n');
+        assert!(lines.next().unwrap().starts_with("COMPTE;TYPE;ETAT;"));
+        let data = lines.next().unwrap();
+        assert!(data.starts_with("\"=\"\"007\"\"\";avancé;actif;"), "{data}");
+        assert!(data.contains("'=HYPERLINK"), "{data}");
+        assert!(data.contains("'+33 1 02"), "{data}");
+        assert!(data.contains("\"1 rue A\nBât. B\""), "{data}");
+        assert!(data.trim_end().ends_with(";oui;user_tag;non"), "{data}");
+    }
+
+    #[test]
+    fn plain_dialect_keeps_cells_as_they_are() {
+        let mut w = ExportWriter::new(Dialect::Rfc4180, &catalog()).unwrap();
+        w.write(&row()).unwrap();
+        let out = String::from_utf8(w.take().unwrap()).unwrap();
+        let data = out.lines().nth(1).unwrap();
+        assert!(
+            data.starts_with("007,avancé,actif,zoe@example.com,K7QH-2M9D-XW4P,"),
+            "{data}"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! The client subcommands through the real binary: export, grant-across,
+//! revoke-everywhere.
+
+use clef::pb;
+
+use crate::{common::*, embedded::clef};
+
+#[tokio::test]
+async fn export_grant_across_and_revoke_everywhere_from_the_command_line() {
+    let app = spawn_app().await;
+    let mut ops = app.operator().await;
+    let org = create_org(&mut ops.accounts, "Cli").await;
+    for code in ["C1", "C2", "C3"] {
+        create_account(&mut ops.accounts, &org, code).await;
+    }
+    let (u, _) = create_user(
+        &mut ops,
+        advanced("Cléo", "Cli", "cleo@example.com"),
+        "C1",
+        &[],
+        vec![],
+    )
+    .await
+    .unwrap();
+    let endpoint = format!("http://{}", app.addr);
+    let run = |args: &[&str]| {
+        let mut cmd = clef(args);
+        cmd.env("CLEF_KEY", &app.operator_key)
+            .env("CLEF_ENDPOINT", &endpoint);
+        cmd
+    };
+
+    let out = run(&[
+        "grant-across",
+        "--user",
+        "cleo@example.com",
+        "--accounts",
+        "C1,C2,C3",
+        "--rights",
+        "tracking.ws,tracking.tool:tag",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout,
+        "C1\tgranted\nC2\tlinked_and_granted\nC3\tlinked_and_granted\n"
+    );
+
+    // A refusal: non-zero exit, the account at fault named, nothing changed.
+    let out = run(&[
+        "grant-across",
+        "--user",
+        &u.user_key,
+        "--accounts",
+        "C1,NOPE",
+        "--rights",
+        "shipping.ws",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOPE"), "{err}");
+
+    let file =
+        std::env::temp_dir().join(format!("clef-export-{}.csv", uuid::Uuid::new_v4().simple()));
+    let out = run(&[
+        "export",
+        "--organization",
+        &org,
+        "--dialect",
+        "excel",
+        "-o",
+        file.to_str().unwrap(),
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 3 rows"));
+    let csv = std::fs::read_to_string(&file).unwrap();
+    assert!(csv.starts_with('\u{feff}'));
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.contains("user_tag"));
+    std::fs::remove_file(&file).ok();
+
+    let out = run(&["revoke-everywhere", "--user", &u.user_key.to_lowercase()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked 6 grants"));
+    let after = ops
+        .users
+        .get_user(pb::GetUserRequest {
+            by: Some(pb::get_user_request::By::Id(u.id.clone())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.status, pb::UserStatus::Deactivated as i32);
+
+    // No key: a clear error, not a panic.
+    let mut cmd = clef(&["export", "--account", "C1"]);
+    cmd.env_remove("CLEF_KEY").env("CLEF_ENDPOINT", &endpoint);
+    let out = cmd.output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--key"));
+}
