@@ -69,24 +69,42 @@ impl ExportService for ExportApi {
             let result: Result<(), Error> = async {
                 let mut writer = ExportWriter::new(dialect, &catalog).map_err(csv_error)?;
                 let mut snapshot = store.snapshot().await?;
-                let mut after = None;
-                loop {
-                    let page = snapshot
-                        .export_page(&accounts, after.as_ref(), PAGE)
-                        .await?;
-                    let rows = page.len() as i64;
-                    for (row, _) in &page {
-                        writer.write(row).map_err(csv_error)?;
-                    }
-                    let data = writer.take().map_err(csv_error)?;
-                    if !data.is_empty() && tx.send(Ok(pb::CsvChunk { data, rows })).await.is_err() {
-                        return Ok(()); // the client went away
-                    }
-                    match page.last() {
-                        Some((row, user)) if rows == PAGE => {
-                            after = Some((row.account.clone(), *user))
+                // The header goes out even when there are no rows.
+                let mut pending = writer.take().map_err(csv_error)?;
+                let mut pending_rows = 0;
+                for account in &accounts {
+                    let mut after = None;
+                    loop {
+                        let page = snapshot.export_page(*account, after, PAGE).await?;
+                        for (row, _) in &page {
+                            writer.write(row).map_err(csv_error)?;
                         }
-                        _ => break,
+                        pending.extend(writer.take().map_err(csv_error)?);
+                        pending_rows += page.len() as i64;
+                        // Chunks of about a page, however rows fall across
+                        // accounts.
+                        if pending_rows >= PAGE {
+                            let chunk = pb::CsvChunk {
+                                data: std::mem::take(&mut pending),
+                                rows: std::mem::take(&mut pending_rows),
+                            };
+                            if tx.send(Ok(chunk)).await.is_err() {
+                                return Ok(()); // the client went away
+                            }
+                        }
+                        match page.last() {
+                            Some((_, user)) if page.len() as i64 == PAGE => after = Some(*user),
+                            _ => break,
+                        }
+                    }
+                }
+                if !pending.is_empty() {
+                    let chunk = pb::CsvChunk {
+                        data: pending,
+                        rows: pending_rows,
+                    };
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return Ok(());
                     }
                 }
                 snapshot.commit().await?;

@@ -19,7 +19,8 @@ pub enum ExportOf {
     Organization(Uuid),
 }
 
-/// The accounts an export covers and the catalog (its right columns). An
+/// The accounts an export covers, in code order, and the catalog (its right
+/// columns). An
 /// admin exports only accounts he administers; an organization export by a
 /// non-operator covers the organization's accounts he administers, and is
 /// refused when there are none.
@@ -42,6 +43,7 @@ pub async fn export_scope(
                 return Err(Error::NotFound(format!("organization {org}")));
             }
             let all = tx.accounts_of_organization(*org).await?;
+            // `accounts_of_organization` returns them in code order.
             if actor.is_operator() {
                 all.into_iter().map(|(id, _)| id).collect()
             } else {

@@ -51,19 +51,15 @@ impl Tx {
         .map_err(db_error)
     }
 
-    /// One page of export rows of `accounts`, in (account code, user id)
-    /// order after `after`. Archived users are left out; so are expired
-    /// grants.
+    /// One page of export rows of one account, in user-id order after
+    /// `after` (the `links (account_id, user_id)` index serves it). Archived
+    /// users are left out; so are expired grants.
     pub async fn export_page(
         &mut self,
-        accounts: &[Uuid],
-        after: Option<&(String, Uuid)>,
+        account: Uuid,
+        after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<(ExportRow, Uuid)>, Error> {
-        let (after_code, after_user) = match after {
-            Some((c, u)) => (Some(c.as_str()), Some(*u)),
-            None => (None, None),
-        };
         let rows = sqlx::query!(
             r#"SELECT a.code AS account, u.id, u.kind, u.status, u.login AS "login!", u.user_key,
                       u.last_name AS "last_name!", u.first_name AS "first_name!", u.job_title, u.email, u.phone,
@@ -73,14 +69,13 @@ impl Tx {
                                AND (g.expires_at IS NULL OR g.expires_at > now())
                              ORDER BY g.right_code) AS "rights!"
                  FROM links l JOIN accounts a ON a.id = l.account_id JOIN users u ON u.id = l.user_id
-                WHERE l.account_id = ANY($1) AND u.status <> 'archived'
+                WHERE l.account_id = $1 AND u.status <> 'archived'
                   AND u.kind IN ('standard', 'advanced')
-                  AND ($2::text IS NULL OR (a.code, u.id) > ($2 COLLATE "C", $3))
-                ORDER BY a.code, u.id
-                LIMIT $4"#,
-            accounts,
-            after_code,
-            after_user,
+                  AND ($2::uuid IS NULL OR l.user_id > $2)
+                ORDER BY l.user_id
+                LIMIT $3"#,
+            account,
+            after,
             limit
         )
         .fetch_all(self.conn())

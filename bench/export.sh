@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Export throughput: `clef export` of one organization's users, against a raw
+# `COPY (same join) TO STDOUT` of the same rows measured in the same run.
+#   bench/export.sh [USERS]     (default 300000, on 100 accounts of one organization)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+USERS=${1:-300000}
+
+ensure_tools
+SQLX_OFFLINE=true cargo build --release --quiet --bin clef
+CLEF=target/release/clef
+WORK=$(mktemp -d /tmp/clef-export.XXXXXX); chmod 755 "$WORK"
+SERVER_PID=
+cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; stop_scratch_postgres "$WORK/pg"; rm -rf "$WORK"; }
+trap cleanup EXIT
+mkdir -p "$WORK/pg"; start_scratch_postgres "$WORK/pg"
+psql -q "$SCRATCH_DATABASE_URL" -c "CREATE DATABASE export_bench"
+URL="${SCRATCH_DATABASE_URL%/postgres}/export_bench"
+$CLEF bench dataset --database-url "$URL" --users "$USERS" --accounts 100 --grants $((USERS * 8)) \
+  --partners 0 --out "$WORK/data" --sample 10
+ORG=$(psql -At "$URL" -c "SELECT id FROM organizations LIMIT 1")
+KEY=$($CLEF operator create export-bench --database-url "$URL" 2>/dev/null | tail -n1)
+$CLEF serve --database-url "$URL" --listen 127.0.0.1:0 >"$WORK/serve.out" 2>"$WORK/serve.err" &
+SERVER_PID=$!
+for _ in $(seq 100); do grep -q "clef serving on" "$WORK/serve.out" && break; sleep 0.1; done
+ADDR=$(sed -n 's/^clef serving on //p' "$WORK/serve.out")
+
+now() { date +%s.%N; }
+t0=$(now)
+CLEF_KEY=$KEY CLEF_ENDPOINT="http://$ADDR" $CLEF export --organization "$ORG" -o "$WORK/export.csv" 2>"$WORK/export.err"
+t1=$(now)
+ROWS=$(grep -o '[0-9]* rows' "$WORK/export.err" | cut -d' ' -f1)
+t2=$(now)
+psql -q "$URL" -c "\\copy (SELECT a.code, u.kind, u.status, u.login, u.user_key, u.last_name, u.first_name, u.job_title,
+    u.email, u.phone, u.address_lines, u.postal_code, u.city, u.country, l.tags,
+    ARRAY(SELECT g.right_code || ':' || COALESCE(g.scope, '') FROM grants g
+           WHERE g.user_id = l.user_id AND g.account_id = l.account_id ORDER BY g.right_code)
+    FROM links l JOIN accounts a ON a.id = l.account_id JOIN users u ON u.id = l.user_id
+    ORDER BY a.code, u.id) TO '$WORK/copy.csv' WITH (FORMAT csv)"
+t3=$(now)
+RSS=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$SERVER_PID/status)
+EXPORT_S=$(echo "$t1 - $t0" | bc); COPY_S=$(echo "$t3 - $t2" | bc)
+printf 'export: %s rows in %.2f s = %.0f rows/s (%s bytes)\n' "$ROWS" "$EXPORT_S" "$(echo "$ROWS / $EXPORT_S" | bc)" "$(stat -c %s "$WORK/export.csv")"
+printf 'raw COPY of the same join: %.2f s = %.0f rows/s\n' "$COPY_S" "$(echo "$ROWS / $COPY_S" | bc)"
+printf 'export / COPY throughput: %.2f; server peak RSS %s; cores %s\n' "$(echo "$COPY_S / $EXPORT_S" | bc -l)" "$RSS" "$(nproc)"
