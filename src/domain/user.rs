@@ -94,7 +94,7 @@ pub struct Profile {
 }
 
 /// A profile as typed by a caller, before validation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawProfile {
     pub last_name: String,
     pub first_name: String,

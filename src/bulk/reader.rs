@@ -1,0 +1,602 @@
+//! Reading user CSV files: encoding, delimiter, header, and one line at a
+//! time into what an import applies. Pure: the streaming import feeds it.
+//!
+//! - Encoding: UTF-8 (with or without BOM), else Windows-1252 (as saved by
+//!   Excel), decided on the first bytes.
+//! - Delimiter: `;` or `,`, whichever the header line uses outside quotes.
+//! - Headers: French or English names, matched case-, accent- and
+//!   punctuation-insensitively (`CODE POSTAL` = `code_postal` = `Postal
+//!   code`); right columns by code (`tracking.tool`) or label (fr or en).
+//! - Cells as the excel dialect writes them are read back (`="007"`, a
+//!   leading apostrophe before `= + - @`).
+
+use super::csvfile::PROFILE_COLUMNS;
+use crate::domain::{
+    rights::{RightDef, Scope},
+    user::{RawProfile, UserKind, UserStatus},
+};
+
+/// How the bytes of a file are to be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    Windows1252,
+}
+
+/// Decides the encoding from the start of a file; returns it and the length
+/// of a UTF-8 byte-order mark to skip. `prefix` may end in the middle of a
+/// character.
+pub fn sniff_encoding(prefix: &[u8]) -> (Encoding, usize) {
+    if prefix.starts_with(b"\xEF\xBB\xBF") {
+        return (Encoding::Utf8, 3);
+    }
+    match std::str::from_utf8(prefix) {
+        Ok(_) => (Encoding::Utf8, 0),
+        // Cut in the middle of a character: valid so far.
+        Err(e) if e.error_len().is_none() => (Encoding::Utf8, 0),
+        Err(_) => (Encoding::Windows1252, 0),
+    }
+}
+
+/// Decodes a whole buffer (tests, templates); streaming callers use
+/// `encoding_rs` decoders with the sniffed encoding.
+pub fn decode(bytes: &[u8]) -> String {
+    let (enc, bom) = sniff_encoding(bytes);
+    match enc {
+        Encoding::Utf8 => String::from_utf8_lossy(&bytes[bom..]).into_owned(),
+        Encoding::Windows1252 => encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(bytes)
+            .0
+            .into_owned(),
+    }
+}
+
+/// `;` when the header line has more semicolons than commas outside quotes,
+/// else `,`.
+pub fn detect_delimiter(header_line: &str) -> u8 {
+    let (mut semicolons, mut commas, mut quoted) = (0, 0, false);
+    for c in header_line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ';' if !quoted => semicolons += 1,
+            ',' if !quoted => commas += 1,
+            '\n' if !quoted => break,
+            _ => {}
+        }
+    }
+    if semicolons > commas {
+        b';'
+    } else {
+        b','
+    }
+}
+
+/// Lowercase ASCII letters and digits only: `Clé utilisateur` → `cleutilisateur`.
+pub fn normalise(s: &str) -> String {
+    deunicode::deunicode(s)
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Other names the profile columns go by (normalised).
+const SYNONYMS: &[(&str, &[&str])] = &[
+    (
+        "account",
+        &["agence", "agency", "numerodecompte", "accountcode", "code"],
+    ),
+    ("kind", &["typeutilisateur", "usertype"]),
+    ("status", &["statut"]),
+    ("login", &["username", "nomdutilisateur"]),
+    ("user_key", &["cle", "userkey", "cleuser"]),
+    ("last_name", &["lastname", "nomdefamille", "surname"]),
+    ("first_name", &["firstname", "givenname"]),
+    ("job_title", &["jobtitle", "poste", "job"]),
+    (
+        "email",
+        &[
+            "mail",
+            "courriel",
+            "adresseemail",
+            "adressemail",
+            "emailaddress",
+            "confirmeremail",
+        ],
+    ),
+    ("phone", &["tel", "phonenumber", "numerodetelephone"]),
+    (
+        "address",
+        &["adressegeographique", "addressline", "addresslines"],
+    ),
+    ("postal_code", &["cp", "zip", "zipcode", "postalcode"]),
+    ("city", &[]),
+    ("country", &[]),
+    ("tags", &["tagutilisateur", "usertag"]),
+    ("civility", &["civilite", "civility", "title"]),
+    ("language", &["langue", "language", "lang"]),
+];
+
+/// What a column of an import file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Column {
+    /// A profile field (key of [`PROFILE_COLUMNS`] or `civility`/`language`).
+    Field(&'static str),
+    /// A right, by its code.
+    Right(String),
+}
+
+/// The meaning of each column of a file, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub columns: Vec<Column>,
+    /// The header cells as written, to name columns in messages.
+    pub names: Vec<String>,
+}
+
+/// Maps header cells to columns. Unknown or repeated columns are errors
+/// naming them (an import must not silently ignore a right column).
+pub fn map_header(cells: &[String], catalog: &[RightDef]) -> Result<Header, Vec<String>> {
+    let mut columns = Vec::new();
+    let mut problems = Vec::new();
+    for cell in cells {
+        let n = normalise(cell);
+        let field = PROFILE_COLUMNS
+            .iter()
+            .find(|(key, fr, en)| n == normalise(key) || n == normalise(fr) || n == normalise(en))
+            .map(|(key, _, _)| *key)
+            .or_else(|| {
+                SYNONYMS
+                    .iter()
+                    .find(|(_, names)| names.contains(&n.as_str()))
+                    .map(|(key, _)| *key)
+            });
+        let column = match field {
+            Some(f) => Some(Column::Field(f)),
+            None => catalog
+                .iter()
+                .find(|r| {
+                    n == normalise(&r.code)
+                        || n == normalise(&r.label_fr)
+                        || n == normalise(&r.label_en)
+                })
+                .map(|r| Column::Right(r.code.clone())),
+        };
+        match column {
+            Some(c) if columns.contains(&c) => {
+                problems.push(format!("column {cell:?} appears twice"))
+            }
+            Some(c) => columns.push(c),
+            None if n.is_empty() => problems.push("a column has no name".into()),
+            None => problems.push(format!("unknown column {cell:?}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Header {
+            columns,
+            names: cells.to_vec(),
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+/// A cell as the excel dialect may have written it, read back: `="007"` →
+/// `007`, `'=x` → `=x`; trimmed.
+pub fn unexcel(cell: &str) -> &str {
+    let c = cell.trim();
+    if let Some(inner) = c.strip_prefix("=\"").and_then(|s| s.strip_suffix('"')) {
+        return inner;
+    }
+    match c.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => c,
+    }
+}
+
+/// What a right cell asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RightCell {
+    No,
+    Yes,
+    Scope(Scope),
+}
+
+/// `oui/non`, `yes/no`, `true/false`, `1/0`, empty = no; scope names
+/// `cle`/`user_key`, `tag`/`user_tag`, `consolide`/`consolidated`.
+pub fn parse_right_cell(cell: &str) -> Option<RightCell> {
+    Some(match normalise(cell).as_str() {
+        "" | "non" | "no" | "false" | "0" | "n" => RightCell::No,
+        "oui" | "yes" | "true" | "1" | "o" | "y" | "x" => RightCell::Yes,
+        "cle" | "userkey" | "cleutilisateur" => RightCell::Scope(Scope::UserKey),
+        "tag" | "usertag" | "tagutilisateur" => RightCell::Scope(Scope::UserTag),
+        "consolide" | "consolidated" => RightCell::Scope(Scope::Consolidated),
+        _ => return None,
+    })
+}
+
+/// One data line, understood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportLine {
+    /// 1-based line number in the file (of the record's first line).
+    pub line: u64,
+    pub kind: UserKind,
+    /// `None`: not given (active for a new user, unchanged otherwise).
+    pub status: Option<UserStatus>,
+    pub login: Option<String>,
+    /// As typed; validated by the import.
+    pub user_key: Option<String>,
+    pub account: Option<String>,
+    pub profile: RawProfile,
+    pub tags: Vec<String>,
+    /// Every right column: the right and what the cell asks.
+    pub rights: Vec<(String, RightCell)>,
+}
+
+/// Why a line cannot be used as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineProblem {
+    /// A cell holds a value that is not one of the choices of its column.
+    InvalidChoice {
+        column: String,
+        value: String,
+        why: String,
+    },
+    /// The line's shape or user data is wrong.
+    InvalidUserData { field: String, why: String },
+}
+
+/// Reads one record into an [`ImportLine`]. `default_kind` applies when the
+/// file has no TYPE column (or the cell is empty).
+pub fn parse_line(
+    header: &Header,
+    cells: &[String],
+    line: u64,
+    catalog: &[RightDef],
+    default_kind: UserKind,
+) -> Result<ImportLine, LineProblem> {
+    if cells.len() != header.columns.len() {
+        return Err(LineProblem::InvalidUserData {
+            field: "line".into(),
+            why: format!(
+                "has {} cells where the header has {} columns (cut or malformed line?)",
+                cells.len(),
+                header.columns.len()
+            ),
+        });
+    }
+    let mut l = ImportLine {
+        line,
+        kind: default_kind,
+        status: None,
+        login: None,
+        user_key: None,
+        account: None,
+        profile: RawProfile::default(),
+        tags: Vec::new(),
+        rights: Vec::new(),
+    };
+    let invalid = |i: usize, value: &str, why: &str| LineProblem::InvalidChoice {
+        column: header.names[i].clone(),
+        value: value.to_owned(),
+        why: why.to_owned(),
+    };
+    let some = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+    for (i, (column, raw)) in header.columns.iter().zip(cells).enumerate() {
+        let v = unexcel(raw);
+        match column {
+            Column::Right(code) => {
+                let cell = parse_right_cell(v).ok_or_else(|| {
+                    invalid(i, v, "expected oui/non, or a scope: cle, tag, consolide")
+                })?;
+                let def = catalog.iter().find(|d| &d.code == code);
+                match (def.map(|d| d.scoped), cell) {
+                    (Some(true), RightCell::Yes) => {
+                        return Err(invalid(
+                            i,
+                            v,
+                            "this right needs a scope: cle, tag or consolide",
+                        ))
+                    }
+                    (Some(false), RightCell::Scope(_)) => {
+                        return Err(invalid(i, v, "this right takes oui or non"))
+                    }
+                    _ => {}
+                }
+                l.rights.push((code.clone(), cell));
+            }
+            Column::Field(f) => match *f {
+                "kind" => {
+                    l.kind = match normalise(v).as_str() {
+                        "" => default_kind,
+                        "standard" => UserKind::Standard,
+                        "avance" | "advanced" => UserKind::Advanced,
+                        _ => return Err(invalid(i, v, "expected standard or avancé")),
+                    }
+                }
+                "status" => {
+                    l.status = match normalise(v).as_str() {
+                        "" => None,
+                        "actif" | "active" | "enabled" => Some(UserStatus::Active),
+                        "desactive" | "deactivated" | "inactif" | "inactive" | "disabled" => {
+                            Some(UserStatus::Deactivated)
+                        }
+                        _ => return Err(invalid(i, v, "expected actif or désactivé")),
+                    }
+                }
+                "login" => l.login = some(v),
+                "user_key" => l.user_key = some(v),
+                "account" => l.account = some(v),
+                "last_name" => l.profile.last_name = v.to_owned(),
+                "first_name" => l.profile.first_name = v.to_owned(),
+                "job_title" => l.profile.job_title = v.to_owned(),
+                "email" => l.profile.email = v.to_owned(),
+                "phone" => l.profile.phone = v.to_owned(),
+                "address" => {
+                    l.profile.address_lines = v
+                        .lines()
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                }
+                "postal_code" => l.profile.postal_code = v.to_owned(),
+                "city" => l.profile.city = v.to_owned(),
+                "country" => l.profile.country = v.to_owned(),
+                "civility" => l.profile.civility = v.to_owned(),
+                "language" => l.profile.language = v.to_owned(),
+                "tags" => {
+                    l.tags = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(String::from)
+                        .collect()
+                }
+                _ => {}
+            },
+        }
+    }
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Vec<RightDef> {
+        vec![
+            RightDef {
+                code: "shipping.ws".into(),
+                category: "shipping".into(),
+                label_fr: "Web Service Affranchissement".into(),
+                label_en: "Franking web service".into(),
+                kinds: vec![UserKind::Standard, UserKind::Advanced],
+                scoped: false,
+            },
+            RightDef {
+                code: "tracking.tool".into(),
+                category: "tracking".into(),
+                label_fr: "Outil de suivi colis sans accès au Service Client".into(),
+                label_en: "Parcel tracking tool".into(),
+                kinds: vec![UserKind::Standard, UserKind::Advanced],
+                scoped: true,
+            },
+        ]
+    }
+
+    fn cells(s: &[&str]) -> Vec<String> {
+        s.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn encodings_are_sniffed() {
+        assert_eq!(
+            sniff_encoding(b"\xEF\xBB\xBFNOM;PRENOM"),
+            (Encoding::Utf8, 3)
+        );
+        assert_eq!(sniff_encoding("NOM;PRÉNOM".as_bytes()), (Encoding::Utf8, 0));
+        // "PRÉNOM" cut inside the É.
+        assert_eq!(
+            sniff_encoding(&"PRÉNOM".as_bytes()[..3]),
+            (Encoding::Utf8, 0)
+        );
+        // Windows-1252 É is 0xC9, invalid as UTF-8 here.
+        assert_eq!(
+            sniff_encoding(b"NOM;PR\xC9NOM;VILLE"),
+            (Encoding::Windows1252, 0)
+        );
+        assert_eq!(decode(b"Z\xE9lie;\xC9pinal"), "Zélie;Épinal");
+        assert_eq!(decode(b"\xEF\xBB\xBFZo\xC3\xA9"), "Zoé");
+    }
+
+    #[test]
+    fn delimiters_are_detected_outside_quotes() {
+        assert_eq!(detect_delimiter("NOM;PRENOM;EMAIL"), b';');
+        assert_eq!(detect_delimiter("NOM,PRENOM,EMAIL"), b',');
+        assert_eq!(detect_delimiter("\"NOM;X\",PRENOM,EMAIL"), b',');
+    }
+
+    #[test]
+    fn headers_match_in_french_or_english_whatever_the_case_and_accents() {
+        let h = map_header(
+            &cells(&[
+                "NOM",
+                "Prénom",
+                "fonction",
+                "E-mail",
+                "TÉLÉPHONE",
+                "Adresse géographique",
+                "CODE POSTAL",
+                "city",
+                "Clé utilisateur",
+                "tag",
+                "shipping.ws",
+                "Outil de suivi colis sans accès au service client",
+            ]),
+            &catalog(),
+        )
+        .unwrap();
+        assert_eq!(
+            h.columns,
+            vec![
+                Column::Field("last_name"),
+                Column::Field("first_name"),
+                Column::Field("job_title"),
+                Column::Field("email"),
+                Column::Field("phone"),
+                Column::Field("address"),
+                Column::Field("postal_code"),
+                Column::Field("city"),
+                Column::Field("user_key"),
+                Column::Field("tags"),
+                Column::Right("shipping.ws".into()),
+                Column::Right("tracking.tool".into()),
+            ]
+        );
+        let bad = map_header(&cells(&["NOM", "SHOE SIZE", "nom"]), &catalog()).unwrap_err();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].contains("SHOE SIZE"));
+        assert!(bad[1].contains("twice"));
+    }
+
+    #[test]
+    fn lines_are_read_with_right_choices_and_excel_cells() {
+        let header = map_header(
+            &cells(&[
+                "COMPTE",
+                "TYPE",
+                "ETAT",
+                "NOM",
+                "PRENOM",
+                "ADRESSE",
+                "TAG",
+                "shipping.ws",
+                "tracking.tool",
+            ]),
+            &catalog(),
+        )
+        .unwrap();
+        let l = parse_line(
+            &header,
+            &cells(&[
+                "=\"007\"",
+                "avancé",
+                "Désactivé",
+                "'=Dupré",
+                "Zoé",
+                "1 rue A\nBât B",
+                "A, B",
+                "OUI",
+                "consolidé",
+            ]),
+            2,
+            &catalog(),
+            UserKind::Standard,
+        )
+        .unwrap();
+        assert_eq!(l.account.as_deref(), Some("007"));
+        assert_eq!(l.kind, UserKind::Advanced);
+        assert_eq!(l.status, Some(UserStatus::Deactivated));
+        assert_eq!(l.profile.last_name, "=Dupré");
+        assert_eq!(l.profile.address_lines, ["1 rue A", "Bât B"]);
+        assert_eq!(l.tags, ["A", "B"]);
+        assert_eq!(
+            l.rights,
+            vec![
+                ("shipping.ws".into(), RightCell::Yes),
+                (
+                    "tracking.tool".into(),
+                    RightCell::Scope(Scope::Consolidated)
+                )
+            ]
+        );
+
+        let problem = |row: &[&str]| {
+            parse_line(&header, &cells(row), 3, &catalog(), UserKind::Standard).unwrap_err()
+        };
+        let p = problem(&["007", "", "", "N", "P", "", "", "peut-être", "non"]);
+        assert!(
+            matches!(&p, LineProblem::InvalidChoice { column, value, .. } if column == "shipping.ws" && value == "peut-être")
+        );
+        let p = problem(&["007", "", "", "N", "P", "", "", "non", "oui"]);
+        assert!(
+            matches!(&p, LineProblem::InvalidChoice { column, .. } if column == "tracking.tool")
+        );
+        let p = problem(&["007", "", "", "N", "P", "", "", "cle", "non"]);
+        assert!(matches!(&p, LineProblem::InvalidChoice { column, .. } if column == "shipping.ws"));
+        let p = problem(&["007", "robot", "", "N", "P", "", "", "non", "non"]);
+        assert!(matches!(&p, LineProblem::InvalidChoice { column, .. } if column == "TYPE"));
+        let p = problem(&["007", "", ""]);
+        assert!(matches!(&p, LineProblem::InvalidUserData { field, .. } if field == "line"));
+        for (cell, want) in [
+            ("", RightCell::No),
+            ("Non", RightCell::No),
+            ("1", RightCell::Yes),
+            ("true", RightCell::Yes),
+            ("Clé", RightCell::Scope(Scope::UserKey)),
+            ("user_tag", RightCell::Scope(Scope::UserTag)),
+        ] {
+            assert_eq!(parse_right_cell(cell), Some(want), "{cell}");
+        }
+    }
+
+    #[test]
+    fn an_export_reads_back() {
+        use crate::bulk::{Dialect, ExportRow, ExportWriter};
+        let mut w = ExportWriter::new(Dialect::Excel, &catalog()).unwrap();
+        w.write(&ExportRow {
+            account: "007".into(),
+            kind: UserKind::Advanced,
+            status: UserStatus::Active,
+            login: "zoe@example.com".into(),
+            user_key: Some("K7QH-2M9D-XW4P".into()),
+            last_name: "=1+1".into(),
+            first_name: "Zoé".into(),
+            job_title: Some("Logisticienne".into()),
+            email: Some("zoe@example.com".into()),
+            phone: Some("+33 1".into()),
+            address_lines: vec!["1 rue A".into(), "Bât B".into()],
+            postal_code: Some("88000".into()),
+            city: Some("Épinal".into()),
+            country: None,
+            tags: vec!["ATELIER-7".into()],
+            rights: vec![("tracking.tool".into(), Some(Scope::UserTag))],
+        })
+        .unwrap();
+        let text = decode(&w.take().unwrap());
+        let mut r = csv::ReaderBuilder::new()
+            .delimiter(detect_delimiter(&text))
+            .from_reader(text.as_bytes());
+        let header = map_header(
+            &r.headers()
+                .unwrap()
+                .iter()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+            &catalog(),
+        )
+        .unwrap();
+        let rec: Vec<String> = r
+            .records()
+            .next()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(String::from)
+            .collect();
+        let l = parse_line(&header, &rec, 2, &catalog(), UserKind::Standard).unwrap();
+        assert_eq!(l.account.as_deref(), Some("007"));
+        assert_eq!(l.kind, UserKind::Advanced);
+        assert_eq!(l.profile.last_name, "=1+1");
+        assert_eq!(l.profile.phone, "+33 1");
+        assert_eq!(l.user_key.as_deref(), Some("K7QH-2M9D-XW4P"));
+        assert_eq!(
+            l.rights,
+            vec![
+                ("shipping.ws".into(), RightCell::No),
+                ("tracking.tool".into(), RightCell::Scope(Scope::UserTag))
+            ]
+        );
+    }
+}
