@@ -19,6 +19,77 @@ pub struct ImportApi(pub Ctx);
 
 #[tonic::async_trait]
 impl ImportService for ImportApi {
+    type ImportUsersStream = ImportStream;
+
+    async fn import_users(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportUsersRequest>>,
+    ) -> Result<Response<Self::ImportUsersStream>, Status> {
+        let actor = self.0.auth.actor(&request).await?;
+        let mut inbound = request.into_inner();
+        let options = match inbound.message().await? {
+            Some(pb::ImportUsersRequest {
+                msg: Some(pb::import_users_request::Msg::Options(o)),
+            }) => o,
+            _ => {
+                return Err(
+                    Error::invalid("options", "the first message must carry the options").into(),
+                )
+            }
+        };
+        let mut v = Violations::default();
+        let account = code("options.account_code", &options.account_code, &mut v);
+        let sync = match pb::ImportMode::try_from(options.mode) {
+            Ok(pb::ImportMode::Sync) => true,
+            Ok(_) => false,
+            Err(_) => {
+                v.add(
+                    "options.mode",
+                    "must be IMPORT_MODE_ADD or IMPORT_MODE_SYNC",
+                );
+                false
+            }
+        };
+        let default_kind = match pb::UserKind::try_from(options.default_kind) {
+            Ok(pb::UserKind::Standard) => crate::domain::user::UserKind::Standard,
+            Ok(pb::UserKind::Unspecified) | Ok(pb::UserKind::Advanced) => {
+                crate::domain::user::UserKind::Advanced
+            }
+            _ => {
+                v.add(
+                    "options.default_kind",
+                    "must be USER_KIND_STANDARD or USER_KIND_ADVANCED",
+                );
+                crate::domain::user::UserKind::Advanced
+            }
+        };
+        let account = done(v, account)?;
+        let import = crate::service::import::Import::start(
+            &self.0.store,
+            &actor,
+            crate::service::import::Options {
+                account,
+                sync,
+                dry_run: options.dry_run,
+                atomic: options.atomic,
+                force: options.force,
+                default_kind,
+            },
+        )
+        .await?;
+        let (out, rx) = tokio::sync::mpsc::channel(8);
+        let store = self.0.store.clone();
+        tokio::spawn(async move {
+            let errors = out.clone();
+            if let Err(e) = Self::run_import(store, import, actor.user_id, inbound, out).await {
+                let _ = errors.send(Err(Status::from(e))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn get_import_template(
         &self,
         request: Request<pb::GetImportTemplateRequest>,
@@ -84,5 +155,259 @@ impl ImportService for ImportApi {
             csv,
             filename: format!("clef-import-{}.csv", account.as_str()),
         }))
+    }
+}
+
+/// Lines applied per transaction (non-atomic imports).
+const BATCH: usize = 500;
+
+type ImportStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::ImportUsersResponse, Status>> + Send>,
+>;
+
+/// Decoded UTF-8 bytes handed from the gRPC stream to the CSV parser thread.
+/// `None` means the client stream failed: the import must not go on.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Option<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(Some(chunk)) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Some(None) => return Err(std::io::Error::other("the client stream failed")),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+enum Parsed {
+    Record(u64, Vec<String>),
+    Failed(String),
+}
+
+impl ImportApi {
+    async fn run_import(
+        store: crate::store::Store,
+        mut import: crate::service::import::Import,
+        actor: uuid::Uuid,
+        mut inbound: tonic::Streaming<pb::ImportUsersRequest>,
+        out: tokio::sync::mpsc::Sender<Result<pb::ImportUsersResponse, Status>>,
+    ) -> Result<(), Error> {
+        use crate::bulk::reader::{
+            detect_delimiter, map_header, parse_line, sniff_encoding, Encoding,
+        };
+        use pb::import_users_request::Msg;
+        let gone = || Error::Unavailable("the client stream ended abnormally".into());
+        // Enough of the file to know its encoding and delimiter: 64 KiB
+        // (a header line alone is often plain ASCII).
+        let mut prefix = Vec::new();
+        let mut ended = false;
+        while prefix.len() < 64 * 1024 {
+            match inbound.message().await.map_err(|_| gone())? {
+                Some(pb::ImportUsersRequest {
+                    msg: Some(Msg::Chunk(c)),
+                }) => prefix.extend_from_slice(&c),
+                Some(_) => {
+                    return Err(Error::invalid(
+                        "options",
+                        "only the first message carries options",
+                    ))
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        let (encoding, bom) = sniff_encoding(&prefix);
+        let decode = move |b: &[u8]| -> Vec<u8> {
+            match encoding {
+                Encoding::Utf8 => b.to_vec(),
+                Encoding::Windows1252 => encoding_rs::WINDOWS_1252
+                    .decode_without_bom_handling(b)
+                    .0
+                    .into_owned()
+                    .into_bytes(),
+            }
+        };
+        let first = decode(&prefix[bom..]);
+        let delimiter = detect_delimiter(&String::from_utf8_lossy(&first));
+        let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(8);
+        let (rec_tx, mut rec_rx) = tokio::sync::mpsc::channel::<Parsed>(1024);
+        // The CSV parser, on a blocking thread; bounded channels on both sides
+        // carry back-pressure from the database to the client.
+        tokio::task::spawn_blocking(move || {
+            let reader = ChunkReader {
+                rx: chunk_rx,
+                buf: first,
+                pos: 0,
+            };
+            let mut csv = csv::ReaderBuilder::new()
+                .delimiter(delimiter)
+                .flexible(true)
+                .has_headers(false)
+                .from_reader(reader);
+            let mut rec = csv::ByteRecord::new();
+            loop {
+                match csv.read_byte_record(&mut rec) {
+                    Ok(false) => break,
+                    Ok(true) => {
+                        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+                        let cells = rec
+                            .iter()
+                            .map(|c| String::from_utf8_lossy(c).into_owned())
+                            .collect();
+                        if rec_tx.blocking_send(Parsed::Record(line, cells)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = rec_tx.blocking_send(Parsed::Failed(e.to_string()));
+                        break;
+                    }
+                }
+            }
+        });
+        // The rest of the client stream, decoded, to the parser.
+        tokio::spawn(async move {
+            if ended {
+                return;
+            }
+            loop {
+                match inbound.message().await {
+                    Ok(Some(pb::ImportUsersRequest {
+                        msg: Some(Msg::Chunk(c)),
+                    })) => {
+                        if chunk_tx.send(Some(decode(&c))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Ok(Some(_)) | Err(_) => {
+                        let _ = chunk_tx.send(None).await;
+                        return;
+                    }
+                }
+            }
+        });
+
+        let header = match rec_rx.recv().await {
+            Some(Parsed::Record(_, cells)) => {
+                map_header(&cells, import.catalog()).map_err(|problems| {
+                    Error::invalid("file", format!("header: {}", problems.join("; ")))
+                })?
+            }
+            Some(Parsed::Failed(e)) => return Err(Error::invalid("file", e)),
+            None => return Err(Error::invalid("file", "is empty: no header line")),
+        };
+        import.set_header(&header);
+        let one_tx = import.options.atomic || import.options.dry_run;
+        let default_kind = import.options.default_kind;
+        let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        let mut lines = 0i64;
+        let mut tx = store.write(Some(actor)).await?;
+        let mut results = Vec::new();
+        let mut failed = None;
+        loop {
+            let next = rec_rx.recv().await;
+            let end = match next {
+                Some(Parsed::Record(line, cells)) => {
+                    if cells.len() == 1 && cells[0].trim().is_empty() {
+                        false // an empty line
+                    } else {
+                        let parsed =
+                            parse_line(&header, &cells, line, import.catalog(), default_kind);
+                        let o = import.apply(&mut tx, line, parsed).await?;
+                        lines += 1;
+                        *counts.entry(o.status.to_owned()).or_default() += 1;
+                        results.push(o);
+                        false
+                    }
+                }
+                Some(Parsed::Failed(e)) => {
+                    failed = Some(e);
+                    true
+                }
+                None => true,
+            };
+            if results.len() >= BATCH || (end && !results.is_empty()) {
+                if end && failed.is_some() {
+                    break; // the pending batch is not reported, and rolls back
+                }
+                if !one_tx {
+                    tx.commit().await?;
+                    tx = store.write(Some(actor)).await?;
+                }
+                let msg = pb::ImportUsersResponse {
+                    results: results.drain(..).map(result_to_pb).collect(),
+                    summary: None,
+                };
+                if out.send(Ok(msg)).await.is_err() {
+                    return Ok(()); // the client went away; the batch was reported done
+                }
+            }
+            if end {
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            // Client gone or file unreadable: what was reported stays; the
+            // pending batch (everything, when atomic) rolls back.
+            tx.rollback().await?;
+            return Err(Error::invalid("file", format!("reading stopped: {e}")));
+        }
+        if import.options.sync {
+            let deactivated = import.finish_sync(&mut tx).await?;
+            for o in &deactivated {
+                *counts.entry(o.status.to_owned()).or_default() += 1;
+            }
+            if !deactivated.is_empty() {
+                let msg = pb::ImportUsersResponse {
+                    results: deactivated.into_iter().map(result_to_pb).collect(),
+                    summary: None,
+                };
+                let _ = out.send(Ok(msg)).await;
+            }
+        }
+        let (committed, revision) = if import.options.dry_run {
+            tx.rollback().await?;
+            (false, 0)
+        } else {
+            (true, tx.commit().await?)
+        };
+        let _ = out
+            .send(Ok(pb::ImportUsersResponse {
+                results: Vec::new(),
+                summary: Some(pb::ImportSummary {
+                    lines,
+                    counts,
+                    committed,
+                    revision,
+                }),
+            }))
+            .await;
+        Ok(())
+    }
+}
+
+fn result_to_pb(o: crate::service::import::Outcome) -> pb::LineResult {
+    pb::LineResult {
+        line: o.line as i64,
+        status: o.status.to_owned(),
+        column: o.column,
+        message: o.message,
+        user_id: o.user_id.map(|u| u.to_string()).unwrap_or_default(),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod bulk;
 pub mod grants;
+pub mod import;
 pub mod keys;
 pub mod links;
 pub mod users;

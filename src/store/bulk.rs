@@ -114,3 +114,20 @@ impl Tx {
             .collect())
     }
 }
+
+impl Tx {
+    /// The active or invited users linked to an account (what a sync may
+    /// deactivate).
+    pub async fn live_users_of_account(&mut self, account: Uuid) -> Result<Vec<Uuid>, Error> {
+        sqlx::query_scalar!(
+            "SELECT u.id FROM links l JOIN users u ON u.id = l.user_id
+              WHERE l.account_id = $1 AND u.status IN ('active', 'invited')
+                AND u.kind IN ('standard', 'advanced')
+              ORDER BY u.id",
+            account
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(db_error)
+    }
+}

@@ -167,3 +167,38 @@ impl Tx {
         Ok(revision)
     }
 }
+
+impl Tx {
+    /// Marks a point a failed line can roll back to without losing the rest
+    /// of the transaction.
+    pub async fn savepoint(&mut self) -> Result<(), Error> {
+        sqlx::query("SAVEPOINT line")
+            .execute(&mut *self.inner)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Undoes everything since [`Tx::savepoint`]. Users touched since then
+    /// stay in the change notice: a superfluous invalidation is harmless.
+    pub async fn rollback_to_savepoint(&mut self) -> Result<(), Error> {
+        sqlx::query("ROLLBACK TO SAVEPOINT line")
+            .execute(&mut *self.inner)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn release_savepoint(&mut self) -> Result<(), Error> {
+        sqlx::query("RELEASE SAVEPOINT line")
+            .execute(&mut *self.inner)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Rolls back (dry runs, failed atomic imports).
+    pub async fn rollback(self) -> Result<(), Error> {
+        self.inner.rollback().await.map_err(db_error)
+    }
+}

@@ -12,6 +12,7 @@ mod embedded;
 mod export;
 mod grpcurl;
 mod health;
+mod import;
 mod keys;
 mod logs;
 mod replicas;
