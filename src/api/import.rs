@@ -381,12 +381,21 @@ impl ImportApi {
                 let _ = out.send(Ok(msg)).await;
             }
         }
-        let (committed, revision) = if import.options.dry_run {
-            tx.rollback().await?;
-            (false, 0)
-        } else {
-            (true, tx.commit().await?)
-        };
+        // Atomic: all lines or none; one failed line undoes every other.
+        let failed_lines = counts.iter().any(|(status, n)| {
+            *n > 0
+                && !matches!(
+                    status.as_str(),
+                    "created" | "updated" | "unchanged" | "deactivated"
+                )
+        });
+        let (committed, revision) =
+            if import.options.dry_run || (import.options.atomic && failed_lines) {
+                tx.rollback().await?;
+                (false, 0)
+            } else {
+                (true, tx.commit().await?)
+            };
         let _ = out
             .send(Ok(pb::ImportUsersResponse {
                 results: Vec::new(),

@@ -209,18 +209,23 @@ async fn encodings_dry_run_atomic_and_round_trip() {
     assert_eq!(run.statuses(), [(2, "created"), (3, "invalid_user_data")]);
     assert!(!run.summary.unwrap().committed);
     assert_eq!(snapshot(&app).await, before);
-    // Atomic: a bad line... each line is still reported; all commit together.
-    let run = import(
-        &app,
-        &op,
-        pb::ImportOptions {
-            atomic: true,
-            ..opts("ENC1")
-        },
-        file.as_bytes(),
-        1000,
-    )
-    .await;
+    // Atomic with a bad line: every line reported, nothing at all written.
+    let atomic = || pb::ImportOptions {
+        atomic: true,
+        ..opts("ENC1")
+    };
+    let run = import(&app, &op, atomic(), file.as_bytes(), 1000).await;
+    assert_eq!(run.statuses(), [(2, "created"), (3, "invalid_user_data")]);
+    assert!(!run.summary.unwrap().committed);
+    assert_eq!(
+        snapshot(&app).await,
+        before,
+        "an atomic import with a failed line wrote something"
+    );
+    // Atomic without one: everything commits.
+    let good = "NOM,PRENOM,IDENTIFIANT,TYPE\nDry,Run,dry,standard\n";
+    let run = import(&app, &op, atomic(), good.as_bytes(), 1000).await;
+    assert_eq!(run.statuses(), [(2, "created")]);
     assert!(run.summary.unwrap().committed);
 
     // Export then re-import in sync mode: all unchanged.
