@@ -11,6 +11,7 @@ use std::{
 use uuid::Uuid;
 
 use super::require_admin_everywhere;
+use crate::domain::user::{apply_profile_paths, PROFILE_FIELDS};
 use crate::{
     bulk::reader::{Header, ImportLine, LineProblem, RightCell},
     domain::{
@@ -284,54 +285,26 @@ impl Import {
             None => None,
         };
         let kind = existing.as_ref().map(|u| u.kind).unwrap_or(l.kind);
-        // Fields without a column keep their value.
-        let mut raw = existing
-            .as_ref()
-            .map(|u| u.profile.to_raw())
-            .unwrap_or_default();
-        for f in [
-            "last_name",
-            "first_name",
-            "job_title",
-            "email",
-            "phone",
-            "postal_code",
-            "city",
-            "country",
-            "civility",
-            "language",
-        ] {
-            if existing.is_none() || self.has(f) {
-                let value = match f {
-                    "last_name" => &l.profile.last_name,
-                    "first_name" => &l.profile.first_name,
-                    "job_title" => &l.profile.job_title,
-                    "email" => &l.profile.email,
-                    "phone" => &l.profile.phone,
-                    "postal_code" => &l.profile.postal_code,
-                    "city" => &l.profile.city,
-                    "country" => &l.profile.country,
-                    "civility" => &l.profile.civility,
-                    _ => &l.profile.language,
-                };
-                match f {
-                    "last_name" => raw.last_name = value.clone(),
-                    "first_name" => raw.first_name = value.clone(),
-                    "job_title" => raw.job_title = value.clone(),
-                    "email" => raw.email = value.clone(),
-                    "phone" => raw.phone = value.clone(),
-                    "postal_code" => raw.postal_code = value.clone(),
-                    "city" => raw.city = value.clone(),
-                    "country" => raw.country = value.clone(),
-                    "civility" => raw.civility = value.clone(),
-                    _ if !value.is_empty() || existing.is_none() => raw.language = value.clone(),
-                    _ => {}
-                }
+        // A new user is what the line says; an existing one changes only in
+        // the fields the file has columns for.
+        let raw = match &existing {
+            None => l.profile.clone(),
+            Some(u) => {
+                let mut raw = u.profile.to_raw();
+                let paths: Vec<String> = self
+                    .present
+                    .iter()
+                    .filter_map(|f| match *f {
+                        "address" => Some("address_lines"),
+                        f if PROFILE_FIELDS.contains(&f) => Some(f),
+                        _ => None,
+                    })
+                    .map(String::from)
+                    .collect();
+                apply_profile_paths(&mut raw, &l.profile, &paths, &mut v);
+                raw
             }
-        }
-        if existing.is_none() || self.has("address") {
-            raw.address_lines = l.profile.address_lines.clone();
-        }
+        };
         let has_login = login.is_some() || existing.is_some();
         let profile = Profile::parse(&raw, kind, has_login, "", &mut v);
         if let Some(first) = v.0.first() {
