@@ -318,23 +318,19 @@ impl ImportApi {
         let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         let mut lines = 0i64;
         let mut tx = store.write(Some(actor)).await?;
-        let mut results = Vec::new();
+        let mut batch = Vec::with_capacity(BATCH);
         let mut failed = None;
         loop {
             let next = rec_rx.recv().await;
             let end = match next {
                 Some(Parsed::Record(line, cells)) => {
-                    if cells.len() == 1 && cells[0].trim().is_empty() {
-                        false // an empty line
-                    } else {
+                    // Empty lines are skipped.
+                    if !(cells.len() == 1 && cells[0].trim().is_empty()) {
                         let parsed =
                             parse_line(&header, &cells, line, import.catalog(), default_kind);
-                        let o = import.apply(&mut tx, line, parsed).await?;
-                        lines += 1;
-                        *counts.entry(o.status.to_owned()).or_default() += 1;
-                        results.push(o);
-                        false
+                        batch.push((line, parsed));
                     }
+                    false
                 }
                 Some(Parsed::Failed(e)) => {
                     failed = Some(e);
@@ -342,16 +338,23 @@ impl ImportApi {
                 }
                 None => true,
             };
-            if results.len() >= BATCH || (end && !results.is_empty()) {
+            if batch.len() >= BATCH || (end && !batch.is_empty()) {
                 if end && failed.is_some() {
-                    break; // the pending batch is not reported, and rolls back
+                    break; // the pending batch is not applied, and nothing of it is reported
+                }
+                let results = import
+                    .apply_batch(&mut tx, std::mem::take(&mut batch))
+                    .await?;
+                lines += results.len() as i64;
+                for o in &results {
+                    *counts.entry(o.status.to_owned()).or_default() += 1;
                 }
                 if !one_tx {
                     tx.commit().await?;
                     tx = store.write(Some(actor)).await?;
                 }
                 let msg = pb::ImportUsersResponse {
-                    results: results.drain(..).map(result_to_pb).collect(),
+                    results: results.into_iter().map(result_to_pb).collect(),
                     summary: None,
                 };
                 if out.send(Ok(msg)).await.is_err() {

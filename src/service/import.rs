@@ -4,7 +4,7 @@
 //! transaction, or one for an atomic import or a dry run).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
 };
 
@@ -18,13 +18,16 @@ use crate::{
         account::{Account, AccountCode, AccountStatus},
         key::NewKey,
         principal::Actor,
-        rights::{Authority, GrantSpec, RightDef},
+        rights::{Authority, RightDef, Scope},
         user::{
             default_login, parse_login, parse_tags, Profile, User, UserKey, UserKind, UserStatus,
         },
         Error, Violations,
     },
-    store::{NewUser, Store, Tx},
+    store::{
+        AuditRow, GrantRow, ImportWrites, KeyRow, LinkRow, ProfileCols, ProfileRow, RevokeRow,
+        StatusRow, Store, Tx, UserRow,
+    },
 };
 
 /// How an import runs.
@@ -143,18 +146,80 @@ impl Import {
         self.present.contains(&field)
     }
 
-    /// Applies one line inside `tx`. An `Err` is a fault of the system
-    /// (Postgres unreachable), not of the line: the import stops.
-    pub async fn apply(
+    /// Applies a batch of lines inside `tx`: the users they name are looked
+    /// up in a few queries, each line is decided in memory, and what the
+    /// good lines write goes in one multi-row statement per table. Should
+    /// that fail on a uniqueness conflict (a concurrent writer), the lines
+    /// are written one by one under savepoints so that each gets its own
+    /// result. An `Err` is a fault of the system (Postgres unreachable), not
+    /// of a line: the import stops.
+    pub async fn apply_batch(
         &mut self,
         tx: &mut Tx,
+        lines: Vec<(u64, Result<ImportLine, LineProblem>)>,
+    ) -> Result<Vec<Outcome>, Error> {
+        let mut outcomes = Vec::with_capacity(lines.len());
+        let mut pending = Vec::new();
+        for (line, parsed) in lines {
+            match self.precheck(line, parsed) {
+                Ok(c) => {
+                    pending.push((outcomes.len(), c));
+                    outcomes.push(Outcome::new(line, "", "", ""));
+                }
+                Err(o) => outcomes.push(o),
+            }
+        }
+        if pending.is_empty() {
+            return Ok(outcomes);
+        }
+        let mut known = self.look_up(tx, pending.iter().map(|(_, c)| c)).await?;
+        let mut writes: Vec<(usize, ImportWrites)> = Vec::new();
+        for (slot, c) in pending {
+            let line = c.line;
+            match self.decide(tx, &mut known, c).await {
+                Ok((outcome, w)) => {
+                    outcomes[slot] = outcome;
+                    writes.push((slot, w));
+                }
+                Err(Refusal::Outcome(o)) => outcomes[slot] = o,
+                Err(Refusal::Fault(e)) => outcomes[slot] = line_fault(line, e)?,
+            }
+        }
+        let all: Vec<&ImportWrites> = writes.iter().map(|(_, w)| w).collect();
+        tx.savepoint().await?;
+        match tx.write_import(self.account.id, &all).await {
+            Ok(()) => tx.release_savepoint().await?,
+            Err(Error::Unavailable(e)) => return Err(Error::Unavailable(e)),
+            Err(_) => {
+                tx.rollback_to_savepoint().await?;
+                for (slot, w) in &writes {
+                    tx.savepoint().await?;
+                    match tx.write_import(self.account.id, &[w]).await {
+                        Ok(()) => tx.release_savepoint().await?,
+                        Err(e) => {
+                            tx.rollback_to_savepoint().await?;
+                            if let Some(u) = outcomes[*slot].user_id {
+                                self.named.remove(&u);
+                            }
+                            outcomes[*slot] = line_fault(outcomes[*slot].line, e)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// What can be said of a line without the database.
+    fn precheck(
+        &mut self,
         line: u64,
         parsed: Result<ImportLine, LineProblem>,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<Candidate, Outcome> {
         let l = match parsed {
             Ok(l) => l,
             Err(LineProblem::InvalidChoice { column, value, why }) => {
-                return Ok(Outcome::new(
+                return Err(Outcome::new(
                     line,
                     "invalid_choice",
                     &column,
@@ -162,58 +227,13 @@ impl Import {
                 ))
             }
             Err(LineProblem::InvalidUserData { field, why }) => {
-                return Ok(Outcome::new(line, "invalid_user_data", &field, why))
+                return Err(Outcome::new(line, "invalid_user_data", &field, why))
             }
-        };
-        tx.savepoint().await?;
-        match self.apply_line(tx, line, l).await {
-            Ok(outcome) => {
-                tx.release_savepoint().await?;
-                Ok(outcome)
-            }
-            Err(Refusal::Outcome(outcome)) => {
-                tx.rollback_to_savepoint().await?;
-                Ok(outcome)
-            }
-            Err(Refusal::Fault(e)) => {
-                tx.rollback_to_savepoint().await?;
-                match e {
-                    Error::AlreadyExists(what) => Ok(Outcome::new(
-                        line,
-                        "invalid_user_data",
-                        field_of(&what),
-                        format!("{what} already exists"),
-                    )),
-                    Error::FailedPrecondition(why) => {
-                        Ok(Outcome::new(line, "invalid_user_data", "", why))
-                    }
-                    Error::Invalid(v) => {
-                        let first = v.0.first().map(|f| f.field.clone()).unwrap_or_default();
-                        Ok(Outcome::new(
-                            line,
-                            "invalid_user_data",
-                            &first,
-                            v.to_string(),
-                        ))
-                    }
-                    other => Err(other),
-                }
-            }
-        }
-    }
-
-    async fn apply_line(
-        &mut self,
-        tx: &mut Tx,
-        line: u64,
-        l: ImportLine,
-    ) -> Result<Outcome, Refusal> {
-        let refuse = |status, column: &str, msg: String| {
-            Refusal::Outcome(Outcome::new(line, status, column, msg))
         };
         if let Some(a) = &l.account {
             if a != &self.account.code {
-                return Err(refuse(
+                return Err(Outcome::new(
+                    line,
                     "invalid_choice",
                     "COMPTE",
                     format!("{a:?}: this import is into account {}", self.account.code),
@@ -222,7 +242,8 @@ impl Import {
         }
         let key = match &l.user_key {
             Some(k) => Some(
-                UserKey::parse(k).map_err(|why| refuse("invalid_user_data", "user_key", why))?,
+                UserKey::parse(k)
+                    .map_err(|why| Outcome::new(line, "invalid_user_data", "user_key", why))?,
             ),
             None => None,
         };
@@ -232,58 +253,144 @@ impl Import {
             .as_deref()
             .and_then(|x| v.check("login", parse_login(x)));
         let tags = parse_tags(&l.tags, "tags", &mut v);
-
+        let email = l.profile.email.trim().to_lowercase();
         // Who the line is about: by user key, else email (advanced) or login
         // (standard, whose login defaults to his email).
-        let email = l.profile.email.trim().to_lowercase();
         let identity = match (&key, l.kind) {
-            (Some(k), _) => format!("key:{}", k.as_str()),
-            (None, UserKind::Advanced) if !email.is_empty() => format!("email:{email}"),
+            (Some(k), _) => Identity::Key(k.as_str().to_owned()),
+            (None, UserKind::Advanced) if !email.is_empty() => Identity::Email(email.clone()),
             (None, _) => match login
                 .clone()
                 .or_else(|| (!email.is_empty()).then(|| email.clone()))
             {
-                Some(x) => format!("login:{x}"),
-                None => format!(
-                    "name:{}:{}",
-                    l.profile.first_name.trim(),
-                    l.profile.last_name.trim()
-                )
-                .to_lowercase(),
+                Some(x) => Identity::Login(x),
+                None => Identity::Nobody,
             },
         };
         let mut h = DefaultHasher::new();
-        identity.hash(&mut h);
+        match &identity {
+            Identity::Nobody => format!(
+                "name:{}:{}",
+                l.profile.first_name.trim(),
+                l.profile.last_name.trim()
+            )
+            .to_lowercase()
+            .hash(&mut h),
+            other => other.hash(&mut h),
+        }
         if !self.seen.insert(h.finish()) {
-            return Err(refuse(
+            return Err(Outcome::new(
+                line,
                 "duplicate_in_file",
                 "",
-                format!("the same user as an earlier line ({identity})"),
+                format!("the same user as an earlier line ({})", identity.describe()),
             ));
         }
-        let existing = match &key {
-            Some(k) => Some(tx.user_id_by_key(k).await?.ok_or_else(|| {
+        Ok(Candidate {
+            line,
+            l,
+            login,
+            tags,
+            email,
+            identity,
+            v,
+        })
+    }
+
+    /// The users a batch may be about or collide with, in three queries.
+    async fn look_up(
+        &self,
+        tx: &mut Tx,
+        batch: impl Iterator<Item = &Candidate>,
+    ) -> Result<Lookups, Error> {
+        let (mut keys, mut emails, mut logins) = (Vec::new(), Vec::new(), Vec::new());
+        for c in batch {
+            if let Identity::Key(k) = &c.identity {
+                keys.push(k.clone());
+            }
+            if !c.email.is_empty() {
+                emails.push(c.email.clone());
+                logins.push(c.email.clone());
+            }
+            if let Some(l) = &c.login {
+                logins.push(l.clone());
+            }
+        }
+        let mut k = Lookups::default();
+        for u in tx.users_known_by(&keys, &emails, &logins).await? {
+            if let Some(key) = u.user_key {
+                k.by_key.insert(key, u.id);
+            }
+            if let Some(e) = u.email {
+                k.by_email.insert(e, u.id);
+            }
+            k.by_login.insert(u.login, u.id);
+        }
+        k.looked_up = logins.into_iter().collect();
+        let ids: Vec<Uuid> = k
+            .by_key
+            .values()
+            .chain(k.by_email.values())
+            .chain(k.by_login.values())
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for u in tx.users_by_ids(&ids).await? {
+            k.users.insert(u.id, u);
+        }
+        for (u, tags) in tx.links_to_account(self.account.id, &ids).await? {
+            k.links.insert(u, tags);
+        }
+        for (u, right, scope) in tx.grants_on_account(self.account.id, &ids).await? {
+            k.grants.entry(u).or_default().push((right, scope));
+        }
+        Ok(k)
+    }
+
+    /// Decides one line against what the batch looked up, and what it
+    /// writes. Reads the database only for the rare line that needs more
+    /// (a status change, a taken default login).
+    async fn decide(
+        &mut self,
+        tx: &mut Tx,
+        k: &mut Lookups,
+        c: Candidate,
+    ) -> Result<(Outcome, ImportWrites), Refusal> {
+        let Candidate {
+            line,
+            l,
+            login,
+            tags,
+            email: _,
+            identity,
+            mut v,
+        } = c;
+        let refuse = |status, column: &str, msg: String| {
+            Refusal::Outcome(Outcome::new(line, status, column, msg))
+        };
+        let existing = match &identity {
+            Identity::Key(key) => Some(*k.by_key.get(key).ok_or_else(|| {
                 refuse(
                     "invalid_user_data",
                     "user_key",
-                    format!("no user has the key {k}"),
+                    format!("no user has the key {key}"),
                 )
             })?),
-            None if l.kind == UserKind::Advanced && !email.is_empty() => {
-                tx.user_id_by_email(&email).await?
+            Identity::Email(e) => k.by_email.get(e).copied(),
+            Identity::Login(x) => k.by_login.get(x).copied(),
+            Identity::Nobody => None,
+        };
+        let existing = existing.and_then(|id| k.users.get(&id).cloned());
+        if let Some(u) = &existing {
+            if self.named.contains(&u.id) {
+                return Err(refuse(
+                    "duplicate_in_file",
+                    "",
+                    format!("the same user as an earlier line ({})", identity.describe()),
+                ));
             }
-            None => match login
-                .clone()
-                .or_else(|| (!email.is_empty()).then(|| email.clone()))
-            {
-                Some(x) => tx.user_id_by_login(&x).await?,
-                None => None,
-            },
-        };
-        let existing = match existing {
-            Some(id) => tx.user(id).await?,
-            None => None,
-        };
+        }
         let kind = existing.as_ref().map(|u| u.kind).unwrap_or(l.kind);
         // A new user is what the line says; an existing one changes only in
         // the fields the file has columns for.
@@ -311,6 +418,32 @@ impl Import {
             let field = first.field.clone();
             return Err(refuse("invalid_user_data", &field, v.to_string()));
         }
+        // Nobody else may hold the email, and a given login must be free.
+        let new_email = profile.email.as_ref().map(|e| e.to_lowercase());
+        if let Some(e) = &new_email {
+            let holder = k.by_email.get(e).copied();
+            let mine = existing.as_ref().map(|u| u.id);
+            if (holder.is_some() && holder != mine)
+                || (holder.is_none() && k.new_emails.contains(e))
+            {
+                return Err(refuse(
+                    "invalid_user_data",
+                    "email",
+                    "a user with this email already exists".into(),
+                ));
+            }
+        }
+        if existing.is_none() {
+            if let Some(x) = &login {
+                if k.by_login.contains_key(x) || k.new_logins.contains(x) {
+                    return Err(refuse(
+                        "invalid_user_data",
+                        "login",
+                        "a user with this login already exists".into(),
+                    ));
+                }
+            }
+        }
 
         // Rights: what the file asks, checked against the catalog and the
         // delegation rule before anything is written.
@@ -333,57 +466,192 @@ impl Import {
                     format!("{code} cannot be held by {} users", kind.as_str()),
                 ));
             }
-            wanted.push(GrantSpec {
-                right: code.clone(),
-                scope,
-                expires_at: None,
-            });
+            wanted.push((code.clone(), scope));
         }
-        let current = match &existing {
-            Some(u) => {
-                tx.grants(Some(u.id), Some(self.account.id), None, None, 1000)
-                    .await?
-            }
-            None => Vec::new(),
-        };
+        let no_grants = Vec::new();
+        let current = existing
+            .as_ref()
+            .and_then(|u| k.grants.get(&u.id))
+            .unwrap_or(&no_grants);
         let mut to_grant = Vec::new();
-        for g in &wanted {
-            let before = current.iter().find(|c| c.right == g.right);
-            if before.is_some_and(|b| b.scope == g.scope) {
+        for (right, scope) in &wanted {
+            let before = current.iter().find(|(r, _)| r == right);
+            if before.is_some_and(|(_, s)| s == scope) {
                 continue;
             }
-            if let Some(b) = before {
-                self.delegate(line, &b.right, b.scope)?;
+            if let Some((r, s)) = before {
+                self.delegate(line, r, *s)?;
             }
-            self.delegate(line, &g.right, g.scope)?;
-            to_grant.push(g.clone());
+            self.delegate(line, right, *scope)?;
+            to_grant.push((right.clone(), *scope));
         }
         let mut to_revoke = Vec::new();
-        for c in current.iter().filter(|c| unwanted.contains(&c.right)) {
-            self.delegate(line, &c.right, c.scope)?;
-            to_revoke.push(c.right.clone());
+        for (right, scope) in current.iter().filter(|(r, _)| unwanted.contains(r)) {
+            self.delegate(line, right, *scope)?;
+            to_revoke.push(right.clone());
         }
 
+        let mut w = ImportWrites::default();
+        let grant_rows = |user: Uuid| {
+            to_grant
+                .iter()
+                .map(move |(right, scope)| GrantRow {
+                    user_id: user,
+                    right_code: right.clone(),
+                    scope: scope.map(Scope::as_str),
+                })
+                .collect::<Vec<_>>()
+        };
         let outcome = match existing {
             None => {
-                self.create(
-                    tx,
-                    line,
-                    &l,
-                    kind,
-                    login.as_deref(),
-                    &profile,
-                    &tags,
-                    &to_grant,
-                )
-                .await?
+                let login = match login {
+                    Some(x) => x,
+                    None => {
+                        let base = default_login(&profile);
+                        if k.by_login.contains_key(&base)
+                            || k.new_logins.contains(&base)
+                            || !k.looked_up.contains(&base)
+                        {
+                            tx.free_login_besides(&base, &k.new_logins).await?
+                        } else {
+                            base
+                        }
+                    }
+                };
+                let rng = |e: getrandom::Error| Error::Internal(format!("os rng: {e}"));
+                let user_key = match kind {
+                    UserKind::Advanced => Some(UserKey::generate().map_err(rng)?),
+                    UserKind::Standard => None,
+                };
+                let id = Uuid::now_v7();
+                let status = match l.status {
+                    Some(UserStatus::Deactivated) => UserStatus::Deactivated,
+                    _ => UserStatus::Active,
+                };
+                w.users.push(UserRow {
+                    id,
+                    kind: kind.as_str(),
+                    status: status.as_str(),
+                    display_name: profile.display_name(),
+                    search_text: profile.search_text(&login),
+                    profile: ProfileCols::from(&profile),
+                    login: login.clone(),
+                    user_key: user_key.as_ref().map(|k| k.as_str().to_owned()),
+                    home_account_id: (kind == UserKind::Standard).then_some(self.account.id),
+                    default_account_id: Some(self.account.id),
+                });
+                w.links.push(LinkRow { user_id: id, tags });
+                w.grants = grant_rows(id);
+                // Every user holds a key; its secret is not shown by an
+                // import: the user or an admin regenerates it.
+                let key = NewKey::generate().map_err(rng)?;
+                w.keys.push(KeyRow {
+                    id: Uuid::now_v7(),
+                    user_id: id,
+                    secret_hash: data_encoding::HEXLOWER.encode(&key.hash()),
+                    display_prefix: key.display_prefix(),
+                });
+                w.audits.push(AuditRow {
+                    action: "import.create",
+                    target: format!("user/{id}"),
+                    summary: format!("line {line}: created on account {}", self.account.code),
+                });
+                k.new_logins.insert(login);
+                if let Some(e) = new_email {
+                    k.new_emails.insert(e);
+                }
+                self.named.insert(id);
+                Outcome::done(line, "created", id)
             }
             Some(user) => {
-                self.update(tx, line, &l, user, &profile, &tags, &to_grant, &to_revoke)
-                    .await?
+                let refuse = |msg: String| {
+                    Refusal::Outcome(Outcome::new(line, "invalid_user_data", "", msg))
+                };
+                if user.status == UserStatus::Archived {
+                    return Err(refuse("the user is archived".into()));
+                }
+                if user.kind == UserKind::Standard
+                    && user.home_account.as_deref() != Some(self.account.code.as_str())
+                {
+                    return Err(refuse("a standard user of another account".into()));
+                }
+                let mut changed = Vec::new();
+                if user.profile != profile {
+                    w.profiles.push(ProfileRow {
+                        id: user.id,
+                        display_name: profile.display_name(),
+                        search_text: profile.search_text(&user.login),
+                        profile: ProfileCols::from(&profile),
+                    });
+                    changed.push("profile");
+                }
+                match k.links.get(&user.id) {
+                    None => {
+                        w.links.push(LinkRow {
+                            user_id: user.id,
+                            tags,
+                        });
+                        changed.push("link");
+                    }
+                    Some(before) if self.has("tags") && *before != tags => {
+                        w.tags.push(LinkRow {
+                            user_id: user.id,
+                            tags,
+                        });
+                        changed.push("tags");
+                    }
+                    Some(_) => {}
+                }
+                if !to_grant.is_empty() || !to_revoke.is_empty() {
+                    if user.status != UserStatus::Active && !to_grant.is_empty() {
+                        return Err(refuse(format!(
+                            "the user is {} and cannot receive new rights",
+                            user.status.as_str()
+                        )));
+                    }
+                    w.grants = grant_rows(user.id);
+                    w.revokes = to_revoke
+                        .into_iter()
+                        .map(|right_code| RevokeRow {
+                            user_id: user.id,
+                            right_code,
+                        })
+                        .collect();
+                    changed.push("rights");
+                }
+                if let Some(status) = l.status {
+                    if status != user.status
+                        && matches!(status, UserStatus::Active | UserStatus::Deactivated)
+                    {
+                        let accounts = tx.linked_accounts(user.id, self.actor.user_id).await?;
+                        require_admin_everywhere(&self.actor, &accounts)
+                            .map_err(|e| refuse(e.to_string()))?;
+                        user.status.transition(status).map_err(refuse)?;
+                        w.statuses.push(StatusRow {
+                            id: user.id,
+                            status: status.as_str(),
+                        });
+                        changed.push("status");
+                    }
+                }
+                self.named.insert(user.id);
+                if changed.is_empty() {
+                    Outcome::done(line, "unchanged", user.id)
+                } else {
+                    w.audits.push(AuditRow {
+                        action: "import.update",
+                        target: format!("user/{}", user.id),
+                        summary: format!(
+                            "line {line} on account {}: {}",
+                            self.account.code,
+                            changed.join(", ")
+                        ),
+                    });
+                    Outcome::done(line, "updated", user.id)
+                }
             }
         };
-        Ok(outcome)
+        Ok((outcome, w))
     }
 
     fn delegate(
@@ -402,145 +670,6 @@ impl Import {
                     e.to_string().replace("permission denied: ", ""),
                 ))
             })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn create(
-        &mut self,
-        tx: &mut Tx,
-        line: u64,
-        l: &ImportLine,
-        kind: UserKind,
-        login: Option<&str>,
-        profile: &Profile,
-        tags: &[String],
-        grants: &[GrantSpec],
-    ) -> Result<Outcome, Refusal> {
-        let rng = |e: getrandom::Error| Error::Internal(format!("os rng: {e}"));
-        let user_key = match kind {
-            UserKind::Advanced => Some(UserKey::generate().map_err(rng)?),
-            UserKind::Standard => None,
-        };
-        let user = tx
-            .insert_user(&NewUser {
-                kind,
-                status: UserStatus::Active,
-                login,
-                derived_login: default_login(profile),
-                profile,
-                user_key: user_key.as_ref(),
-                home_account_id: (kind == UserKind::Standard).then_some(self.account.id),
-                default_account_id: Some(self.account.id),
-            })
-            .await?;
-        tx.insert_link(user.id, self.account.id, tags).await?;
-        for g in grants {
-            tx.upsert_grant(user.id, self.account.id, g).await?;
-        }
-        // Every active user holds a key; its secret is not shown by an
-        // import: the user or an admin regenerates it.
-        let key = NewKey::generate().map_err(rng)?;
-        tx.insert_key(user.id, &key, None).await?;
-        if l.status == Some(UserStatus::Deactivated) {
-            tx.set_user_status(user.id, UserStatus::Deactivated).await?;
-        }
-        tx.audit(
-            "import.create",
-            &format!("user/{}", user.id),
-            &format!("line {line}: created on account {}", self.account.code),
-        )
-        .await?;
-        self.named.insert(user.id);
-        Ok(Outcome::done(line, "created", user.id))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn update(
-        &mut self,
-        tx: &mut Tx,
-        line: u64,
-        l: &ImportLine,
-        user: User,
-        profile: &Profile,
-        tags: &[String],
-        to_grant: &[GrantSpec],
-        to_revoke: &[String],
-    ) -> Result<Outcome, Refusal> {
-        let refuse =
-            |msg: String| Refusal::Outcome(Outcome::new(line, "invalid_user_data", "", msg));
-        if user.status == UserStatus::Archived {
-            return Err(refuse("the user is archived".into()));
-        }
-        if user.kind == UserKind::Standard
-            && user.home_account.as_deref() != Some(self.account.code.as_str())
-        {
-            return Err(refuse("a standard user of another account".into()));
-        }
-        self.named.insert(user.id);
-        let mut changed = Vec::new();
-        if &user.profile != profile {
-            let default_account = tx.linked_accounts(user.id, user.id).await?;
-            let default_id = default_account
-                .iter()
-                .find(|a| Some(&a.code) == user.default_account.as_ref())
-                .map(|a| a.account_id);
-            tx.update_user_profile(user.id, profile, &user.login, default_id)
-                .await?;
-            changed.push("profile");
-        }
-        match tx.link(user.id, self.account.id).await? {
-            None => {
-                tx.insert_link(user.id, self.account.id, tags).await?;
-                changed.push("link");
-            }
-            Some(link) if self.has("tags") && link.tags != tags => {
-                tx.set_link_tags(user.id, self.account.id, tags).await?;
-                changed.push("tags");
-            }
-            Some(_) => {}
-        }
-        if !to_grant.is_empty() || !to_revoke.is_empty() {
-            if user.status != UserStatus::Active && !to_grant.is_empty() {
-                return Err(refuse(format!(
-                    "the user is {} and cannot receive new rights",
-                    user.status.as_str()
-                )));
-            }
-            for g in to_grant {
-                tx.upsert_grant(user.id, self.account.id, g).await?;
-            }
-            if !to_revoke.is_empty() {
-                tx.delete_grants(user.id, self.account.id, to_revoke)
-                    .await?;
-            }
-            changed.push("rights");
-        }
-        if let Some(status) = l.status {
-            if status != user.status
-                && matches!(status, UserStatus::Active | UserStatus::Deactivated)
-            {
-                let accounts = tx.linked_accounts(user.id, self.actor.user_id).await?;
-                require_admin_everywhere(&self.actor, &accounts)
-                    .map_err(|e| refuse(e.to_string()))?;
-                user.status.transition(status).map_err(refuse)?;
-                tx.set_user_status(user.id, status).await?;
-                changed.push("status");
-            }
-        }
-        if changed.is_empty() {
-            return Ok(Outcome::done(line, "unchanged", user.id));
-        }
-        tx.audit(
-            "import.update",
-            &format!("user/{}", user.id),
-            &format!(
-                "line {line} on account {}: {}",
-                self.account.code,
-                changed.join(", ")
-            ),
-        )
-        .await?;
-        Ok(Outcome::done(line, "updated", user.id))
     }
 
     /// Sync mode, after the last line: deactivates the account's users the
@@ -589,6 +718,78 @@ impl Import {
         }
         Ok(out)
     }
+}
+
+/// A line's outcome for a write the database refused; other errors are
+/// faults of the system.
+fn line_fault(line: u64, e: Error) -> Result<Outcome, Error> {
+    match e {
+        Error::AlreadyExists(what) => Ok(Outcome::new(
+            line,
+            "invalid_user_data",
+            field_of(&what),
+            format!("{what} already exists"),
+        )),
+        Error::FailedPrecondition(why) => Ok(Outcome::new(line, "invalid_user_data", "", why)),
+        Error::Invalid(v) => {
+            let first = v.0.first().map(|f| f.field.clone()).unwrap_or_default();
+            Ok(Outcome::new(
+                line,
+                "invalid_user_data",
+                &first,
+                v.to_string(),
+            ))
+        }
+        other => Err(other),
+    }
+}
+
+/// How a line names its user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Identity {
+    Key(String),
+    Email(String),
+    Login(String),
+    /// Neither key, email nor login: always a new user.
+    Nobody,
+}
+
+impl Identity {
+    fn describe(&self) -> String {
+        match self {
+            Identity::Key(k) => format!("user key {k}"),
+            Identity::Email(e) => format!("email {e}"),
+            Identity::Login(l) => format!("login {l}"),
+            Identity::Nobody => "same name".into(),
+        }
+    }
+}
+
+/// A line that passed the checks needing no database.
+struct Candidate {
+    line: u64,
+    l: ImportLine,
+    login: Option<String>,
+    tags: Vec<String>,
+    email: String,
+    identity: Identity,
+    /// Problems found so far, reported with the profile's.
+    v: Violations,
+}
+
+/// What a batch looked up, and what its earlier lines claimed.
+#[derive(Default)]
+struct Lookups {
+    by_key: HashMap<String, Uuid>,
+    by_email: HashMap<String, Uuid>,
+    by_login: HashMap<String, Uuid>,
+    /// Logins the lookup asked about (a login not among them may be taken).
+    looked_up: HashSet<String>,
+    users: HashMap<Uuid, User>,
+    links: HashMap<Uuid, Vec<String>>,
+    grants: HashMap<Uuid, Vec<(String, Option<Scope>)>>,
+    new_logins: HashSet<String>,
+    new_emails: HashSet<String>,
 }
 
 /// The field a uniqueness violation is about.

@@ -9,6 +9,7 @@ mod accounts;
 mod authz;
 mod bulk;
 mod grants;
+mod import;
 mod keys;
 mod principals;
 mod tx;
@@ -29,6 +30,10 @@ use crate::domain::Error;
 
 pub use authz::{Loaded, SubjectRef};
 pub use grants::Grant;
+pub use import::{
+    AuditRow, GrantRow, ImportWrites, KeyRow, Known, LinkRow, ProfileCols, ProfileRow, RevokeRow,
+    StatusRow, UserRow,
+};
 pub use keys::KeyMeta;
 pub use principals::NewPrincipal;
 pub use tx::{Changes, CommitObserver, Tx, CHANGES_CHANNEL};

@@ -53,7 +53,7 @@ pub struct LinkedAccount {
     pub actor_is_admin: bool,
 }
 
-fn user_error(e: sqlx::Error) -> Error {
+pub(super) fn user_error(e: sqlx::Error) -> Error {
     if let sqlx::Error::Database(d) = &e {
         match d.constraint() {
             Some("users_email_live") => {
@@ -196,6 +196,14 @@ impl Tx {
     }
 
     async fn free_login(&mut self, base: &str) -> Result<String, Error> {
+        self.free_login_besides(base, &Default::default()).await
+    }
+
+    /// The logins starting with `base`.
+    pub(super) async fn logins_like(
+        &mut self,
+        base: &str,
+    ) -> Result<std::collections::HashSet<String>, Error> {
         let pattern = format!(
             "{}%",
             base.replace('\\', "\\\\")
@@ -209,13 +217,7 @@ impl Tx {
         .fetch_all(self.conn())
         .await
         .map_err(db_error)?;
-        if !taken.iter().any(|t| t == base) {
-            return Ok(base.to_owned());
-        }
-        let n = (2..)
-            .find(|n| !taken.iter().any(|t| *t == format!("{base}{n}")))
-            .unwrap_or(2);
-        Ok(format!("{base}{n}"))
+        Ok(taken.into_iter().collect())
     }
 
     pub async fn update_user_profile(

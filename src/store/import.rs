@@ -1,0 +1,401 @@
+//! What an import reads and writes per batch of lines: a few lookups keyed by
+//! arrays, and multi-row statements fed one JSON document each
+//! (`json_to_recordset`), whatever the batch size.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{db_error, tx::Tx, users::user_error};
+use crate::domain::{rights::Scope, user::Profile, Error};
+
+/// A user met by an import's lookups.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub id: Uuid,
+    pub user_key: Option<String>,
+    /// Lowercased; `None` when archived (an archived user's email is free).
+    pub email: Option<String>,
+    pub login: String,
+}
+
+/// A new user, as inserted.
+#[derive(Debug, Serialize)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub kind: &'static str,
+    pub status: &'static str,
+    pub login: String,
+    pub display_name: String,
+    #[serde(flatten)]
+    pub profile: ProfileCols,
+    pub user_key: Option<String>,
+    pub home_account_id: Option<Uuid>,
+    pub default_account_id: Option<Uuid>,
+    pub search_text: String,
+}
+
+/// The profile columns of `users`.
+#[derive(Debug, Serialize)]
+pub struct ProfileCols {
+    pub last_name: String,
+    pub first_name: String,
+    pub job_title: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address_lines: Vec<String>,
+    pub postal_code: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub civility: Option<String>,
+    pub language: String,
+}
+
+impl From<&Profile> for ProfileCols {
+    fn from(p: &Profile) -> Self {
+        Self {
+            last_name: p.last_name.clone(),
+            first_name: p.first_name.clone(),
+            job_title: p.job_title.clone(),
+            email: p.email.clone(),
+            phone: p.phone.clone(),
+            address_lines: p.address_lines.clone(),
+            postal_code: p.postal_code.clone(),
+            city: p.city.clone(),
+            country: p.country.clone(),
+            civility: p.civility.clone(),
+            language: p.language.clone(),
+        }
+    }
+}
+
+/// A changed profile of an existing user.
+#[derive(Debug, Serialize)]
+pub struct ProfileRow {
+    pub id: Uuid,
+    pub display_name: String,
+    #[serde(flatten)]
+    pub profile: ProfileCols,
+    pub search_text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkRow {
+    pub user_id: Uuid,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GrantRow {
+    pub user_id: Uuid,
+    pub right_code: String,
+    pub scope: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RevokeRow {
+    pub user_id: Uuid,
+    pub right_code: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// Hex of the SHA-256 of the key.
+    pub secret_hash: String,
+    pub display_prefix: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusRow {
+    pub id: Uuid,
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditRow {
+    pub action: &'static str,
+    pub target: String,
+    pub summary: String,
+}
+
+/// Everything some lines of an import write into one account.
+#[derive(Debug, Default)]
+pub struct ImportWrites {
+    pub users: Vec<UserRow>,
+    pub links: Vec<LinkRow>,
+    pub tags: Vec<LinkRow>,
+    pub grants: Vec<GrantRow>,
+    pub revokes: Vec<RevokeRow>,
+    pub keys: Vec<KeyRow>,
+    pub profiles: Vec<ProfileRow>,
+    pub statuses: Vec<StatusRow>,
+    pub audits: Vec<AuditRow>,
+}
+
+impl ImportWrites {
+    /// The users whose decisions these writes may change.
+    fn touched(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.users
+            .iter()
+            .map(|u| u.id)
+            .chain(self.links.iter().map(|l| l.user_id))
+            .chain(self.grants.iter().map(|g| g.user_id))
+            .chain(self.revokes.iter().map(|g| g.user_id))
+            .chain(self.keys.iter().map(|k| k.user_id))
+            .chain(self.statuses.iter().map(|s| s.id))
+    }
+}
+
+/// The rows of one kind of every part, as one JSON array (`None`: none).
+fn json<'a, T: Serialize + 'a>(
+    parts: &[&'a ImportWrites],
+    rows: impl Fn(&'a ImportWrites) -> &'a Vec<T>,
+) -> Result<Option<String>, Error> {
+    let all: Vec<&T> = parts.iter().flat_map(|w| rows(w)).collect();
+    if all.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(&all)
+        .map(Some)
+        .map_err(|e| Error::Internal(format!("encoding a batch: {e}")))
+}
+impl Tx {
+    /// The users (standard or advanced) having one of these user keys,
+    /// live emails (lowercased) or logins.
+    pub async fn users_known_by(
+        &mut self,
+        keys: &[String],
+        emails: &[String],
+        logins: &[String],
+    ) -> Result<Vec<Known>, Error> {
+        let rows = sqlx::query!(
+            r#"SELECT id AS "id!", user_key, CASE WHEN status <> 'archived' THEN lower(email) END AS email,
+                      login AS "login!"
+                 FROM (SELECT * FROM users WHERE user_key = ANY($1)
+                       UNION
+                       SELECT * FROM users WHERE lower(email) = ANY($2) AND email IS NOT NULL AND status <> 'archived'
+                       UNION
+                       SELECT * FROM users WHERE login = ANY($3)) u
+                WHERE kind IN ('standard', 'advanced')"#,
+            keys,
+            emails,
+            logins
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Known {
+                id: r.id,
+                user_key: r.user_key,
+                email: r.email,
+                login: r.login,
+            })
+            .collect())
+    }
+
+    /// The tags of the links of these users to `account` (users without a
+    /// link are left out).
+    pub async fn links_to_account(
+        &mut self,
+        account: Uuid,
+        users: &[Uuid],
+    ) -> Result<Vec<(Uuid, Vec<String>)>, Error> {
+        let rows = sqlx::query!(
+            "SELECT user_id, tags FROM links WHERE account_id = $1 AND user_id = ANY($2)",
+            account,
+            users
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(rows.into_iter().map(|r| (r.user_id, r.tags)).collect())
+    }
+
+    /// The grants of these users on `account`: (user, right, scope).
+    pub async fn grants_on_account(
+        &mut self,
+        account: Uuid,
+        users: &[Uuid],
+    ) -> Result<Vec<(Uuid, String, Option<Scope>)>, Error> {
+        let rows = sqlx::query!(
+            "SELECT user_id, right_code, scope FROM grants WHERE account_id = $1 AND user_id = ANY($2)",
+            account,
+            users
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let scope = r.scope.as_deref().and_then(Scope::from_db);
+                (r.user_id, r.right_code, scope)
+            })
+            .collect())
+    }
+
+    /// Writes what some import lines decided, one statement per kind of row.
+    /// A uniqueness violation fails the whole call (the caller retries line
+    /// by line under savepoints to tell which line it was).
+    pub async fn write_import(
+        &mut self,
+        account: Uuid,
+        parts: &[&ImportWrites],
+    ) -> Result<(), Error> {
+        let revision = self.revision()?;
+        let actor = self.actor();
+        let touched: Vec<Uuid> = parts.iter().flat_map(|w| w.touched()).collect();
+        for u in touched {
+            self.touch_user(u);
+        }
+        if let Some(rows) = json(parts, |w| &w.users)? {
+            sqlx::query!(
+                r#"INSERT INTO users (id, kind, status, login, display_name, last_name, first_name, job_title, email,
+                                      phone, address_lines, postal_code, city, country, civility, language, user_key,
+                                      home_account_id, default_account_id, search_text, revision)
+                   SELECT id, kind, status, login, display_name, last_name, first_name, job_title, email,
+                          phone, address_lines, postal_code, city, country, civility, language, user_key,
+                          home_account_id, default_account_id, search_text, $2
+                     FROM json_to_recordset($1::text::json) AS r(
+                          id uuid, kind text, status text, login text, display_name text, last_name text,
+                          first_name text, job_title text, email text, phone text, address_lines text[],
+                          postal_code text, city text, country text, civility text, language text, user_key text,
+                          home_account_id uuid, default_account_id uuid, search_text text)"#,
+                rows,
+                revision
+            )
+            .execute(self.conn())
+            .await
+            .map_err(user_error)?;
+        }
+        if let Some(rows) = json(parts, |w| &w.profiles)? {
+            sqlx::query!(
+                r#"UPDATE users u SET display_name = r.display_name, last_name = r.last_name,
+                          first_name = r.first_name, job_title = r.job_title, email = r.email, phone = r.phone,
+                          address_lines = r.address_lines, postal_code = r.postal_code, city = r.city,
+                          country = r.country, civility = r.civility, language = r.language,
+                          search_text = r.search_text, updated_at = now(), revision = $2
+                     FROM json_to_recordset($1::text::json) AS r(
+                          id uuid, display_name text, last_name text, first_name text, job_title text, email text,
+                          phone text, address_lines text[], postal_code text, city text, country text,
+                          civility text, language text, search_text text)
+                    WHERE u.id = r.id"#,
+                rows,
+                revision
+            )
+            .execute(self.conn())
+            .await
+            .map_err(user_error)?;
+        }
+        if let Some(rows) = json(parts, |w| &w.statuses)? {
+            sqlx::query!(
+                r#"UPDATE users u SET status = r.status, updated_at = now(), revision = $2
+                     FROM json_to_recordset($1::text::json) AS r(id uuid, status text)
+                    WHERE u.id = r.id"#,
+                rows,
+                revision
+            )
+            .execute(self.conn())
+            .await
+            .map_err(user_error)?;
+        }
+        if let Some(rows) = json(parts, |w| &w.links)? {
+            sqlx::query!(
+                r#"INSERT INTO links (user_id, account_id, tags, revision)
+                   SELECT user_id, $2, tags, $3 FROM json_to_recordset($1::text::json) AS r(user_id uuid, tags text[])"#,
+                rows,
+                account,
+                revision
+            )
+            .execute(self.conn())
+            .await
+            .map_err(|e| super::db_error_for(e, "this link", "user or account"))?;
+        }
+        if let Some(rows) = json(parts, |w| &w.tags)? {
+            sqlx::query!(
+                r#"UPDATE links l SET tags = r.tags, updated_at = now(), revision = $3
+                     FROM json_to_recordset($1::text::json) AS r(user_id uuid, tags text[])
+                    WHERE l.user_id = r.user_id AND l.account_id = $2"#,
+                rows,
+                account,
+                revision
+            )
+            .execute(self.conn())
+            .await
+            .map_err(db_error)?;
+        }
+        if let Some(rows) = json(parts, |w| &w.revokes)? {
+            sqlx::query!(
+                r#"DELETE FROM grants g USING json_to_recordset($1::text::json) AS r(user_id uuid, right_code text)
+                    WHERE g.user_id = r.user_id AND g.account_id = $2 AND g.right_code = r.right_code"#,
+                rows,
+                account
+            )
+            .execute(self.conn())
+            .await
+            .map_err(db_error)?;
+        }
+        if let Some(rows) = json(parts, |w| &w.grants)? {
+            sqlx::query!(
+                r#"INSERT INTO grants (user_id, account_id, right_code, scope, granted_by, revision)
+                   SELECT user_id, $2, right_code, scope, $3, $4
+                     FROM json_to_recordset($1::text::json) AS r(user_id uuid, right_code text, scope text)
+                   ON CONFLICT (user_id, account_id, right_code) DO UPDATE
+                      SET scope = EXCLUDED.scope, granted_by = EXCLUDED.granted_by, granted_at = now(),
+                          expires_at = NULL, revision = EXCLUDED.revision"#,
+                rows,
+                account,
+                actor,
+                revision
+            )
+            .execute(self.conn())
+            .await
+            .map_err(|e| super::db_error_for(e, "grant", "link of this user to this account"))?;
+        }
+        if let Some(rows) = json(parts, |w| &w.keys)? {
+            sqlx::query!(
+                r#"INSERT INTO connection_keys (id, user_id, secret_hash, display_prefix)
+                   SELECT id, user_id, decode(secret_hash, 'hex'), display_prefix
+                     FROM json_to_recordset($1::text::json) AS r(id uuid, user_id uuid, secret_hash text, display_prefix text)"#,
+                rows
+            )
+            .execute(self.conn())
+            .await
+            .map_err(db_error)?;
+        }
+        if let Some(rows) = json(parts, |w| &w.audits)? {
+            sqlx::query!(
+                r#"INSERT INTO audit_events (revision, actor_id, action, target, summary)
+                   SELECT $2, $3, action, target, summary
+                     FROM json_to_recordset($1::text::json) AS r(action text, target text, summary text)"#,
+                rows,
+                revision,
+                actor
+            )
+            .execute(self.conn())
+            .await
+            .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// The first free login `base`, `base2`, `base3`... not in `also_taken`.
+    pub async fn free_login_besides(
+        &mut self,
+        base: &str,
+        also_taken: &std::collections::HashSet<String>,
+    ) -> Result<String, Error> {
+        let taken = self.logins_like(base).await?;
+        let free = |l: &String| !taken.contains(l) && !also_taken.contains(l);
+        if free(&base.to_owned()) {
+            return Ok(base.to_owned());
+        }
+        Ok((2..)
+            .map(|n| format!("{base}{n}"))
+            .find(free)
+            .unwrap_or_else(|| base.to_owned()))
+    }
+}
