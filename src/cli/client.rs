@@ -112,6 +112,155 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+    /// The CSV file (UTF-8 or Windows-1252, `,` or `;`).
+    pub file: PathBuf,
+    /// The account the users are imported into.
+    #[arg(long)]
+    pub account: String,
+    /// `add`, or `sync` (also deactivates the account's users absent from
+    /// the file).
+    #[arg(long, default_value = "add")]
+    pub mode: String,
+    /// Validate and report; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// All lines or none.
+    #[arg(long)]
+    pub atomic: bool,
+    /// Let a sync deactivate more than 20 % of the account's users.
+    #[arg(long)]
+    pub force: bool,
+    /// Kind of the users of lines without a TYPE column: advanced or standard.
+    #[arg(long, default_value = "advanced")]
+    pub kind: String,
+    /// Where the per-line results go, as CSV (default: standard output).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Lines whose status is one of these went through.
+const DONE: [&str; 4] = ["created", "updated", "unchanged", "deactivated"];
+
+/// Streams a file to `ImportUsers` with a progress bar on standard error;
+/// fails (non-zero exit) when any line failed.
+pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mode = match args.mode.as_str() {
+        "add" => pb::ImportMode::Add,
+        "sync" => pb::ImportMode::Sync,
+        other => bail!("unknown --mode {other:?} (add or sync)"),
+    };
+    let kind = match args.kind.as_str() {
+        "advanced" => pb::UserKind::Advanced,
+        "standard" => pb::UserKind::Standard,
+        other => bail!("unknown --kind {other:?} (advanced or standard)"),
+    };
+    let mut file = tokio::fs::File::open(&args.file)
+        .await
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let size = file.metadata().await?.len();
+    let mut out = csv::Writer::from_writer(match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )) as Box<dyn Write>,
+        None => Box::new(std::io::stdout().lock()),
+    });
+    out.write_record(["line", "status", "column", "message", "user_id"])?;
+
+    let bar = indicatif::ProgressBar::new(size).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {msg} ({elapsed}, {bytes_per_sec})",
+        )
+        .expect("a valid template"),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::ImportUsersRequest {
+        msg: Some(pb::import_users_request::Msg::Options(pb::ImportOptions {
+            account_code: args.account.clone(),
+            mode: mode as i32,
+            dry_run: args.dry_run,
+            atomic: args.atomic,
+            force: args.force,
+            default_kind: kind as i32,
+        })),
+    })
+    .await?;
+    // The file, in 256 KiB chunks, read as fast as the server takes them.
+    let sent = bar.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return anyhow::Ok(());
+            }
+            buf.truncate(n);
+            sent.inc(n as u64);
+            let chunk = pb::ImportUsersRequest {
+                msg: Some(pb::import_users_request::Msg::Chunk(buf)),
+            };
+            if tx.send(chunk).await.is_err() {
+                return Ok(()); // the call ended
+            }
+        }
+    });
+    let mut client =
+        pb::import_service_client::ImportServiceClient::new(args.endpoint.intercepted().await?);
+    let mut stream = client
+        .import_users(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(status)?
+        .into_inner();
+    let (mut lines, mut failed) = (0u64, 0u64);
+    let mut summary = None;
+    let outcome = async {
+        while let Some(msg) = stream.message().await.map_err(status)? {
+            for r in msg.results {
+                if r.line > 0 {
+                    lines += 1;
+                }
+                if !DONE.contains(&r.status.as_str()) {
+                    failed += 1;
+                }
+                out.write_record([r.line.to_string(), r.status, r.column, r.message, r.user_id])?;
+            }
+            bar.set_message(format!("{lines} lines, {failed} failed"));
+            if msg.summary.is_some() {
+                summary = msg.summary;
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    bar.finish_and_clear();
+    out.flush()?;
+    reader.abort();
+    outcome?;
+    let summary = summary.context("the server ended the import without a summary")?;
+    let mut counts: Vec<_> = summary.counts.iter().collect();
+    counts.sort();
+    let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    eprintln!(
+        "{} lines: {}; {}",
+        summary.lines,
+        counts.join(", "),
+        match (summary.committed, args.dry_run) {
+            (true, _) => format!("committed at revision {}", summary.revision),
+            (false, true) => "dry run, nothing written".into(),
+            (false, false) => "rolled back, nothing written".into(),
+        }
+    );
+    if failed > 0 {
+        bail!("{failed} of {} lines failed", summary.lines);
+    }
+    Ok(())
+}
+
 /// Which user a mass operation is about.
 #[derive(Debug, Args)]
 pub struct UserArg {

@@ -37,6 +37,9 @@ pub enum Command {
     },
     /// Applies pending database migrations and exits.
     Migrate(DatabaseArgs),
+    /// Imports users from a CSV file into an account, with a progress bar;
+    /// per-line results as CSV on standard output (or --output).
+    Import(client::ImportArgs),
     /// Streams a CSV export of an account's or an organization's users.
     Export(client::ExportArgs),
     /// Grants the same rights to one user on many accounts (all or nothing).
@@ -122,6 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: OperatorCommand::Create { name, db },
         } => operator_create(&name, db).await,
         Command::Bench { command } => bench::run(command).await,
+        Command::Import(args) => client::import(args).await,
         Command::Export(args) => client::export(args).await,
         Command::GrantAcross(args) => client::grant_across(args).await,
         Command::RevokeEverywhere(args) => client::revoke_everywhere(args).await,
