@@ -90,6 +90,51 @@ impl ImportService for ImportApi {
         )))
     }
 
+    type GetImportReportStream = ReportStream;
+
+    async fn get_import_report(
+        &self,
+        request: Request<pb::GetImportReportRequest>,
+    ) -> Result<Response<Self::GetImportReportStream>, Status> {
+        let actor = self.0.auth.actor(&request).await?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let account = code("account_code", &req.account_code, &mut v);
+        let account = done(v, account)?;
+        let report = crate::service::import::latest_report(&self.0.store, &actor, &account).await?;
+        let mut info = Some(report_info(&report, account.as_str()));
+        let store = self.0.store.clone();
+        let (out, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut after = -1;
+            loop {
+                let chunks = match store.report_chunks(report.id, after, 16).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = out.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                let Some((last, _)) = chunks.last() else {
+                    return;
+                };
+                after = *last;
+                for (_, chunk) in chunks {
+                    let msg = pb::GetImportReportResponse {
+                        info: info.take(),
+                        chunk,
+                    };
+                    if out.send(Ok(msg)).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn get_import_template(
         &self,
         request: Request<pb::GetImportTemplateRequest>,
@@ -160,6 +205,10 @@ impl ImportService for ImportApi {
 
 /// Lines applied per transaction (non-atomic imports).
 const BATCH: usize = 500;
+
+/// How long an import waits for the client's next bytes, holding its
+/// transaction open.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 
 type ImportStream = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = Result<pb::ImportUsersResponse, Status>> + Send>,
@@ -321,7 +370,18 @@ impl ImportApi {
         let mut batch = Vec::with_capacity(BATCH);
         let mut failed = None;
         loop {
-            let next = rec_rx.recv().await;
+            // A client that sends nothing for IDLE, or whose call was
+            // cancelled, is gone: its pending lines roll back.
+            let next = tokio::select! {
+                next = tokio::time::timeout(IDLE, rec_rx.recv()) => match next {
+                    Ok(next) => next,
+                    Err(_) => Some(Parsed::Failed(format!(
+                        "no data from the client for {} s",
+                        IDLE.as_secs()
+                    ))),
+                },
+                () = out.closed() => Some(Parsed::Failed("the client cancelled the call".into())),
+            };
             let end = match next {
                 Some(Parsed::Record(line, cells)) => {
                     // Empty lines are skipped.
@@ -353,6 +413,7 @@ impl ImportApi {
                     tx.commit().await?;
                     tx = store.write(Some(actor)).await?;
                 }
+                import.report(&store, &results).await?;
                 let msg = pb::ImportUsersResponse {
                     results: results.into_iter().map(result_to_pb).collect(),
                     summary: None,
@@ -376,6 +437,7 @@ impl ImportApi {
             for o in &deactivated {
                 *counts.entry(o.status.to_owned()).or_default() += 1;
             }
+            import.report(&store, &deactivated).await?;
             if !deactivated.is_empty() {
                 let msg = pb::ImportUsersResponse {
                     results: deactivated.into_iter().map(result_to_pb).collect(),
@@ -399,6 +461,9 @@ impl ImportApi {
             } else {
                 (true, tx.commit().await?)
             };
+        import
+            .finish_report(&store, lines, &counts, committed, revision)
+            .await?;
         let _ = out
             .send(Ok(pb::ImportUsersResponse {
                 results: Vec::new(),
@@ -411,6 +476,38 @@ impl ImportApi {
             }))
             .await;
         Ok(())
+    }
+}
+
+type ReportStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::GetImportReportResponse, Status>> + Send>,
+>;
+
+fn report_info(r: &crate::store::ReportMeta, account: &str) -> pb::ImportReportInfo {
+    use super::timestamp;
+    pb::ImportReportInfo {
+        started_at: timestamp(r.started_at),
+        finished_at: r.finished.as_ref().and_then(|f| timestamp(f.finished_at)),
+        expires_at: timestamp(r.started_at + chrono::Duration::days(crate::store::REPORT_DAYS)),
+        imported_by: r.actor_id.map(|u| u.to_string()).unwrap_or_default(),
+        options: Some(pb::ImportOptions {
+            account_code: account.to_owned(),
+            mode: if r.sync {
+                pb::ImportMode::Sync
+            } else {
+                pb::ImportMode::Add
+            } as i32,
+            dry_run: r.dry_run,
+            atomic: r.atomic,
+            force: r.force,
+            default_kind: 0,
+        }),
+        summary: r.finished.as_ref().map(|f| pb::ImportSummary {
+            lines: f.lines,
+            counts: f.counts.clone(),
+            committed: f.committed,
+            revision: f.revision,
+        }),
     }
 }
 

@@ -95,13 +95,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
         .await
         .map_err(status)?
         .into_inner();
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    let mut out = output(args.output.as_ref())?;
     let mut rows = 0;
     while let Some(chunk) = stream.message().await.map_err(status)? {
         out.write_all(&chunk.data)?;
@@ -163,13 +157,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open {}", args.file.display()))?;
     let size = file.metadata().await?.len();
-    let mut out = csv::Writer::from_writer(match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        )) as Box<dyn Write>,
-        None => Box::new(std::io::stdout().lock()),
-    });
+    let mut out = csv::Writer::from_writer(output(args.output.as_ref())?);
     out.write_record(["line", "status", "column", "message", "user_id"])?;
 
     let bar = indicatif::ProgressBar::new(size).with_style(
@@ -259,6 +247,76 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         bail!("{failed} of {} lines failed", summary.lines);
     }
     Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ImportReportArgs {
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+    /// The account whose latest import report to fetch.
+    #[arg(long)]
+    pub account: String,
+    /// Output file (default: standard output).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Writes the latest import report of an account; describes the import on
+/// standard error.
+pub async fn import_report(args: ImportReportArgs) -> anyhow::Result<()> {
+    let mut client =
+        pb::import_service_client::ImportServiceClient::new(args.endpoint.intercepted().await?);
+    let mut stream = client
+        .get_import_report(pb::GetImportReportRequest {
+            account_code: args.account.clone(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut out = output(args.output.as_ref())?;
+    while let Some(msg) = stream.message().await.map_err(status)? {
+        if let Some(info) = msg.info {
+            let when = |t: Option<prost_types::Timestamp>| {
+                t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "-".into())
+            };
+            let ended = match &info.summary {
+                Some(s) => format!(
+                    "{} lines, {}",
+                    s.lines,
+                    if s.committed {
+                        "committed"
+                    } else {
+                        "not committed"
+                    }
+                ),
+                None => "did not finish".into(),
+            };
+            eprintln!(
+                "import into {} started {} by {}: {}; report kept until {}",
+                args.account,
+                when(info.started_at),
+                info.imported_by,
+                ended,
+                when(info.expires_at)
+            );
+        }
+        out.write_all(&msg.chunk)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A file, or standard output.
+fn output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    })
 }
 
 /// Which user a mass operation is about.

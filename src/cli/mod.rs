@@ -40,6 +40,8 @@ pub enum Command {
     /// Imports users from a CSV file into an account, with a progress bar;
     /// per-line results as CSV on standard output (or --output).
     Import(client::ImportArgs),
+    /// Fetches the report of an account's latest import (kept 7 days).
+    ImportReport(client::ImportReportArgs),
     /// Streams a CSV export of an account's or an organization's users.
     Export(client::ExportArgs),
     /// Grants the same rights to one user on many accounts (all or nothing).
@@ -126,6 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => operator_create(&name, db).await,
         Command::Bench { command } => bench::run(command).await,
         Command::Import(args) => client::import(args).await,
+        Command::ImportReport(args) => client::import_report(args).await,
         Command::Export(args) => client::export(args).await,
         Command::GrantAcross(args) => client::grant_across(args).await,
         Command::RevokeEverywhere(args) => client::revoke_everywhere(args).await,

@@ -13,7 +13,11 @@ use uuid::Uuid;
 use super::require_admin_everywhere;
 use crate::domain::user::{apply_profile_paths, PROFILE_FIELDS};
 use crate::{
-    bulk::reader::{Header, ImportLine, LineProblem, RightCell},
+    bulk::{
+        csvfile::neutralise,
+        reader::{Header, ImportLine, LineProblem, RightCell},
+        Dialect,
+    },
     domain::{
         account::{Account, AccountCode, AccountStatus},
         key::NewKey,
@@ -25,8 +29,8 @@ use crate::{
         Error, Violations,
     },
     store::{
-        AuditRow, GrantRow, ImportWrites, KeyRow, LinkRow, ProfileCols, ProfileRow, RevokeRow,
-        StatusRow, Store, Tx, UserRow,
+        AuditRow, GrantRow, ImportWrites, KeyRow, LinkRow, ProfileCols, ProfileRow, ReportOptions,
+        RevokeRow, StatusRow, Store, Tx, UserRow,
     },
 };
 
@@ -84,7 +88,13 @@ pub struct Import {
     seen: HashSet<u64>,
     /// Users the file named (kept by a sync).
     named: HashSet<Uuid>,
+    /// This import's report, and its last chunk.
+    report: Uuid,
+    report_seq: i64,
 }
+
+/// The columns of an import report.
+const REPORT_HEADER: [&str; 5] = ["line", "status", "column", "message", "user_id"];
 
 /// Why a line is not applied, decided before anything is written.
 enum Refusal {
@@ -114,6 +124,19 @@ impl Import {
         }
         let catalog = tx.rights().await?;
         tx.commit().await?;
+        let report = store
+            .start_report(
+                account.id,
+                actor.user_id,
+                ReportOptions {
+                    sync: options.sync,
+                    dry_run: options.dry_run,
+                    atomic: options.atomic,
+                    force: options.force,
+                },
+                &csv_rows(std::iter::once(REPORT_HEADER.map(String::from)))?,
+            )
+            .await?;
         Ok(Self {
             actor: actor.clone(),
             options,
@@ -123,7 +146,44 @@ impl Import {
             present: Vec::new(),
             seen: HashSet::new(),
             named: HashSet::new(),
+            report,
+            report_seq: 0,
         })
+    }
+
+    /// Appends results to the import's report.
+    pub async fn report(&mut self, store: &Store, results: &[Outcome]) -> Result<(), Error> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let text = |s: &str| neutralise(Dialect::Excel, s);
+        let rows = results.iter().map(|o| {
+            [
+                o.line.to_string(),
+                o.status.to_owned(),
+                text(&o.column),
+                text(&o.message),
+                o.user_id.map(|u| u.to_string()).unwrap_or_default(),
+            ]
+        });
+        self.report_seq += 1;
+        store
+            .append_report(self.report, self.report_seq, &csv_rows(rows)?)
+            .await
+    }
+
+    /// Records how the import ended in its report.
+    pub async fn finish_report(
+        &self,
+        store: &Store,
+        lines: i64,
+        counts: &HashMap<String, i64>,
+        committed: bool,
+        revision: i64,
+    ) -> Result<(), Error> {
+        store
+            .finish_report(self.report, lines, counts, committed, revision)
+            .await
     }
 
     pub fn catalog(&self) -> &[RightDef] {
@@ -718,6 +778,36 @@ impl Import {
         }
         Ok(out)
     }
+}
+
+/// The latest import report of an account, for an actor who administers it.
+pub async fn latest_report(
+    store: &Store,
+    actor: &Actor,
+    account: &AccountCode,
+) -> Result<crate::store::ReportMeta, Error> {
+    let mut tx = store.read().await?;
+    let a = tx.account(account.as_str()).await?;
+    tx.authority(actor, a.id).await?.require_admin(&a.code)?;
+    tx.commit().await?;
+    store.report(a.id).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "import report of account {} (none in the last {} days)",
+            a.code,
+            crate::store::REPORT_DAYS
+        ))
+    })
+}
+
+/// Rows as CSV bytes.
+fn csv_rows<I: IntoIterator<Item = [String; 5]>>(rows: I) -> Result<Vec<u8>, Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.write_record(&r)
+            .map_err(|e| Error::Internal(format!("report: {e}")))?;
+    }
+    w.into_inner()
+        .map_err(|e| Error::Internal(format!("report: {e}")))
 }
 
 /// A line's outcome for a write the database refused; other errors are

@@ -12,6 +12,7 @@ mod grants;
 mod import;
 mod keys;
 mod principals;
+mod reports;
 mod tx;
 mod users;
 
@@ -36,6 +37,7 @@ pub use import::{
 };
 pub use keys::KeyMeta;
 pub use principals::NewPrincipal;
+pub use reports::{ReportMeta, ReportOptions, ReportSummary, REPORT_DAYS};
 pub use tx::{Changes, CommitObserver, Tx, CHANGES_CHANNEL};
 pub use users::{Link, LinkedAccount, NewUser, UserFilter};
 

@@ -1,5 +1,5 @@
-//! The client subcommands through the real binary: export, grant-across,
-//! revoke-everywhere.
+//! The client subcommands through the real binary: import, import-report,
+//! export, grant-across, revoke-everywhere.
 
 use clef::pb;
 
@@ -122,4 +122,127 @@ async fn export_grant_across_and_revoke_everywhere_from_the_command_line() {
     let out = cmd.output().await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--key"));
+}
+
+#[tokio::test]
+async fn import_and_its_report_from_the_command_line() {
+    let app = spawn_app().await;
+    org_with_account(&app, "Cli", "CI1").await;
+    let endpoint = format!("http://{}", app.addr);
+    let run = |args: &[&str]| {
+        let mut cmd = clef(args);
+        cmd.env("CLEF_KEY", &app.operator_key)
+            .env("CLEF_ENDPOINT", &endpoint);
+        cmd
+    };
+    let dir = std::env::temp_dir().join(format!("clef-import-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    // Windows-1252, as a spreadsheet saves it; line 3 is not a choice.
+    std::fs::write(
+        path("users.csv"),
+        b"NOM;PRENOM;IDENTIFIANT;TYPE;shipping.ws\nL\xE9on;Ir\xE8ne;irene;standard;oui\nBec;Zo\xE9;zoe;standard;peut-\xEAtre\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "import",
+        &path("users.csv"),
+        "--account",
+        "CI1",
+        "-o",
+        &path("results.csv"),
+    ])
+    .output()
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a failed line must fail the command");
+    assert!(
+        stderr.contains("2 lines: created 1, invalid_choice 1; committed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 of 2 lines failed"), "{stderr}");
+    let results = std::fs::read_to_string(path("results.csv")).unwrap();
+    let lines: Vec<&str> = results.lines().collect();
+    assert_eq!(lines[0], "line,status,column,message,user_id");
+    assert!(lines[1].starts_with("2,created,"), "{results}");
+    assert!(
+        lines[2].starts_with("3,invalid_choice,shipping.ws,"),
+        "{results}"
+    );
+
+    // The same file minus the bad line, to stdout, in a dry run: success.
+    std::fs::write(
+        path("good.csv"),
+        b"NOM;PRENOM;IDENTIFIANT;TYPE;shipping.ws\nL\xE9on;Ir\xE8ne;irene;standard;oui\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "import",
+        &path("good.csv"),
+        "--account",
+        "CI1",
+        "--mode",
+        "sync",
+        "--dry-run",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2,unchanged,"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dry run, nothing written"));
+
+    // The report of that last import.
+    let out = run(&["import-report", "--account", "CI1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        2,
+        "header and one line"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not committed"));
+
+    // Bad arguments and a missing file: clear errors.
+    let out = run(&["import", &path("missing.csv"), "--account", "CI1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
+    let out = run(&[
+        "import",
+        &path("good.csv"),
+        "--account",
+        "CI1",
+        "--mode",
+        "merge",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --mode"));
+    // An account the caller cannot import into: refused whole.
+    let out = run(&["import", &path("good.csv"), "--account", "NOPE"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -304,3 +304,284 @@ async fn encodings_dry_run_atomic_and_round_trip() {
         .count();
     assert_eq!(deactivated, 2, "{:?}", run.statuses());
 }
+
+/// The latest report of an account: `None` when the call is refused.
+async fn report(
+    app: &TestApp,
+    key: &str,
+    account: &str,
+) -> Result<(pb::ImportReportInfo, String), tonic::Status> {
+    let mut c = pb::import_service_client::ImportServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(key)),
+    );
+    let mut s = c
+        .get_import_report(pb::GetImportReportRequest {
+            account_code: account.into(),
+        })
+        .await?
+        .into_inner();
+    let mut info = None;
+    let mut csv = Vec::new();
+    while let Some(m) = s.message().await? {
+        if m.info.is_some() {
+            info = m.info;
+        }
+        csv.extend(m.chunk);
+    }
+    Ok((info.expect("info"), String::from_utf8(csv).unwrap()))
+}
+
+#[tokio::test]
+async fn reports_are_kept_replaced_and_guarded() {
+    let app = spawn_app().await;
+    org_with_account(&app, "Org", "REP1").await;
+    let (_, admin) = make_admin(&app, "REP1", "Ada", vec![]).await;
+    expect_code(report(&app, &admin, "REP1").await, Code::NotFound);
+
+    let file = "NOM,PRENOM,IDENTIFIANT,TYPE\nLéon,Irène,irene,standard\n\"=1+1\",,bad,standard\n";
+    let run = import(&app, &admin, opts("REP1"), file.as_bytes(), 1000).await;
+    assert_eq!(run.statuses(), [(2, "created"), (3, "invalid_user_data")]);
+    let (info, csv) = report(&app, &admin, "REP1").await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "line,status,column,message,user_id");
+    assert!(lines[1].starts_with("2,created,,,"), "{csv}");
+    assert_eq!(lines[1].split(',').nth(4).unwrap(), run.results[0].user_id);
+    assert!(
+        lines[2].starts_with("3,invalid_user_data,first_name,"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 3);
+    let summary = info.summary.expect("finished");
+    assert_eq!(summary.lines, 2);
+    assert!(summary.committed);
+    assert_eq!(summary.counts["created"], 1);
+    assert!(info.finished_at.is_some());
+    let (started, expires) = (info.started_at.unwrap(), info.expires_at.unwrap());
+    assert_eq!(expires.seconds - started.seconds, 7 * 24 * 3600);
+    assert_eq!(info.options.unwrap().account_code, "REP1");
+
+    // The next import (a dry run) replaces it.
+    let dry = pb::ImportOptions {
+        dry_run: true,
+        ..opts("REP1")
+    };
+    let file2 = "NOM,PRENOM,IDENTIFIANT,TYPE\nDry,Run,dry,standard\n";
+    import(&app, &admin, dry, file2.as_bytes(), 1000).await;
+    let (info, csv) = report(&app, &admin, "REP1").await.unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.contains("2,created"));
+    assert!(info.options.unwrap().dry_run);
+    assert!(!info.summary.unwrap().committed);
+
+    // Another account's admin may not read it; nobody may read another
+    // organization's; a report older than 7 days is gone.
+    org_with_account(&app, "Other", "REP2").await;
+    let (_, other) = make_admin(&app, "REP2", "Bob", vec![]).await;
+    expect_code(report(&app, &other, "REP1").await, Code::PermissionDenied);
+    sqlx::query("UPDATE import_reports SET started_at = now() - interval '8 days'")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    expect_code(report(&app, &admin, "REP1").await, Code::NotFound);
+}
+
+/// Waits until no transaction of the test's database is open (an import
+/// that was interrupted has rolled back).
+async fn wait_until_idle(app: &TestApp) {
+    for _ in 0..100 {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+        if open == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("a transaction stayed open");
+}
+
+/// A client process that sends the options and `lines` standard users,
+/// reads the first answer, then dies with the stream still open: its
+/// runtime, and so its connection, is dropped (the server sees the
+/// connection reset, as when a process is killed).
+async fn import_then_vanish(
+    app: &TestApp,
+    options: pb::ImportOptions,
+    lines: usize,
+) -> Vec<String> {
+    let (addr, key) = (app.addr, app.operator_key.clone());
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let reported = rt.block_on(async move {
+            let mut c = pb::import_service_client::ImportServiceClient::with_interceptor(
+                connect(addr).await,
+                Bearer::new(Some(&key)),
+            );
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(pb::ImportUsersRequest {
+                msg: Some(pb::import_users_request::Msg::Options(options)),
+            })
+            .await
+            .unwrap();
+            // Long lines: the server sniffs the first 64 KiB before it
+            // reads lines.
+            let mut file = String::from("NOM,PRENOM,IDENTIFIANT,TYPE,FONCTION\n");
+            for i in 0..lines {
+                let job = "x".repeat(100);
+                file.push_str(&format!("Nom{i},Prénom,gone{i},standard,{job}\n"));
+            }
+            assert!(file.len() > 64 * 1024);
+            tx.send(pb::ImportUsersRequest {
+                msg: Some(pb::import_users_request::Msg::Chunk(file.into_bytes())),
+            })
+            .await
+            .unwrap();
+            let mut s = c
+                .import_users(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            let first = s.message().await.unwrap().expect("a first batch");
+            std::mem::forget(tx); // the request stream never ends cleanly
+            first
+                .results
+                .into_iter()
+                .map(|r| r.user_id)
+                .collect::<Vec<_>>()
+        });
+        drop(rt);
+        reported
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_stream_keeps_exactly_the_lines_reported_done() {
+    let app = spawn_app().await;
+    org_with_account(&app, "Org", "GONE").await;
+    let reported = import_then_vanish(&app, opts("GONE"), 700).await;
+    assert_eq!(reported.len(), 500, "one batch answered");
+    wait_until_idle(&app).await;
+    let mut stored: Vec<String> =
+        sqlx::query_scalar("SELECT id::text FROM users WHERE login LIKE 'gone%' ORDER BY id")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+    let mut reported = reported;
+    reported.sort();
+    stored.sort();
+    assert_eq!(
+        stored.len(),
+        reported.len(),
+        "only the reported lines are committed"
+    );
+    assert!(
+        stored == reported,
+        "exactly the reported lines are committed"
+    );
+    // The report says so, and that the import did not finish.
+    let (info, csv) = report(&app, &app.operator_key, "GONE").await.unwrap();
+    assert!(info.summary.is_none() && info.finished_at.is_none());
+    assert_eq!(csv.lines().count(), 501);
+
+    // Atomic: nothing at all.
+    let before = snapshot(&app).await;
+    let atomic = pb::ImportOptions {
+        atomic: true,
+        ..opts("GONE")
+    };
+    let reported = import_then_vanish(&app, atomic, 700).await;
+    assert_eq!(reported.len(), 500);
+    wait_until_idle(&app).await;
+    assert_eq!(
+        snapshot(&app).await,
+        before,
+        "an atomic import left something"
+    );
+}
+
+#[tokio::test]
+async fn a_file_cut_mid_line_loses_only_that_line() {
+    let app = spawn_app().await;
+    org_with_account(&app, "Org", "CUT").await;
+    let file = "NOM;PRENOM;IDENTIFIANT;TYPE;shipping.ws\nA;Zoé;cut-a;standard;oui\nB;Zoé;cut-b;standard;oui\nC;Zo";
+    let run = import(&app, &app.operator_key, opts("CUT"), file.as_bytes(), 5).await;
+    assert_eq!(
+        run.statuses(),
+        [(2, "created"), (3, "created"), (4, "invalid_user_data")]
+    );
+    assert_eq!(run.results[2].column, "line");
+    assert!(
+        run.results[2].message.contains("cut"),
+        "{}",
+        run.results[2].message
+    );
+    let logins: Vec<String> =
+        sqlx::query_scalar("SELECT login FROM users WHERE login LIKE 'cut-%' ORDER BY login")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(logins, ["cut-a", "cut-b"]);
+    // Cut inside a quoted cell: the same.
+    let file = "NOM;PRENOM;IDENTIFIANT;TYPE\nD;Zoé;cut-d;standard\n\"E;Zo";
+    let run = import(&app, &app.operator_key, opts("CUT"), file.as_bytes(), 3).await;
+    assert_eq!(run.statuses(), [(2, "created"), (3, "invalid_user_data")]);
+}
+
+#[tokio::test]
+async fn a_batch_meeting_a_concurrent_writer_still_reports_each_line() {
+    let app = spawn_app().await;
+    org_with_account(&app, "Org", "RACE").await;
+    // Another transaction holds a user with the email of line 3, not yet
+    // committed: the import's lookups cannot see it, its batch insert waits
+    // on it and fails once it commits.
+    let mut other = app.store.pool().begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO users (id, kind, status, login, display_name, last_name, first_name, email, revision)
+         VALUES (gen_random_uuid(), 'operator', 'active', 'racer', 'Racer', 'R', 'R', 'race@example.com', 0)",
+    )
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    let file = "NOM,PRENOM,IDENTIFIANT,TYPE,EMAIL\nA,Zoé,race-a,standard,a@race.example\n\
+                B,Zoé,race-b,standard,race@example.com\nC,Zoé,race-c,standard,c@race.example\n";
+    let key = app.operator_key.clone();
+    let importing = import(&app, &key, opts("RACE"), file.as_bytes(), 1000);
+    let commit_when_blocked = async {
+        for _ in 0..200 {
+            let waiting: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                    .fetch_one(app.store.pool())
+                    .await
+                    .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        other.commit().await.unwrap();
+    };
+    let (run, ()) = tokio::join!(importing, commit_when_blocked);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(
+        run.statuses(),
+        [(2, "created"), (3, "invalid_user_data"), (4, "created")],
+        "{:?}",
+        run.results
+    );
+    assert_eq!(run.results[1].column, "email");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email LIKE '%race.example'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+}
