@@ -1,11 +1,12 @@
-//! `clef.v1.ExportService`: CSV streamed in constant memory. A task reads
-//! the rows page by page on one snapshot and hands chunks to a bounded
-//! channel, so a slow client slows the reading instead of filling memory.
+//! `clef.v1.ExportService`: CSV streamed in constant memory. A task streams
+//! the rows of every account, in one query on one snapshot, and hands
+//! chunks to a bounded channel, so a slow client slows the reading (and
+//! Postgres behind it) instead of filling memory.
 
 use std::pin::Pin;
 
 use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -19,8 +20,8 @@ use crate::{
     service::bulk::{export_scope, ExportOf},
 };
 
-/// Rows read per query.
-const PAGE: i64 = 2000;
+/// Rows per chunk sent.
+const CHUNK_ROWS: i64 = 2000;
 /// Chunks buffered between the reader and the client.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
@@ -72,18 +73,13 @@ impl ExportService for ExportApi {
                 // The header goes out even when there are no rows.
                 let mut pending = writer.take().map_err(csv_error)?;
                 let mut pending_rows = 0;
-                for account in &accounts {
-                    let mut after = None;
-                    loop {
-                        let page = snapshot.export_page(*account, after, PAGE).await?;
-                        for (row, _) in &page {
-                            writer.write(row).map_err(csv_error)?;
-                        }
-                        pending.extend(writer.take().map_err(csv_error)?);
-                        pending_rows += page.len() as i64;
-                        // Chunks of about a page, however rows fall across
-                        // accounts.
-                        if pending_rows >= PAGE {
+                {
+                    let mut rows = std::pin::pin!(snapshot.export_rows(&accounts));
+                    while let Some(row) = rows.next().await {
+                        writer.write(&row?).map_err(csv_error)?;
+                        pending_rows += 1;
+                        if pending_rows >= CHUNK_ROWS {
+                            pending.extend(writer.take().map_err(csv_error)?);
                             let chunk = pb::CsvChunk {
                                 data: std::mem::take(&mut pending),
                                 rows: std::mem::take(&mut pending_rows),
@@ -92,12 +88,9 @@ impl ExportService for ExportApi {
                                 return Ok(()); // the client went away
                             }
                         }
-                        match page.last() {
-                            Some((_, user)) if page.len() as i64 == PAGE => after = Some(*user),
-                            _ => break,
-                        }
                     }
                 }
+                pending.extend(writer.take().map_err(csv_error)?);
                 if !pending.is_empty() {
                     let chunk = pb::CsvChunk {
                         data: pending,
