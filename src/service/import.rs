@@ -601,7 +601,7 @@ impl Import {
                     default_account_id: Some(self.account.id),
                 });
                 w.links.push(LinkRow { user_id: id, tags });
-                w.grants = grant_rows(id);
+                w.new_grants = grant_rows(id);
                 // Every user holds a key; its secret is not shown by an
                 // import: the user or an admin regenerates it.
                 let key = NewKey::generate().map_err(rng)?;

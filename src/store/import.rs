@@ -1,11 +1,12 @@
 //! What an import reads and writes per batch of lines: a few lookups keyed by
-//! arrays, and multi-row statements fed one JSON document each
-//! (`json_to_recordset`), whatever the batch size.
+//! arrays, then one statement per table whatever the batch size: `COPY` for
+//! plain inserts, `json_to_recordset` of one JSON parameter for updates and
+//! upserts.
 
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{db_error, tx::Tx, users::user_error};
+use super::{copy::CopyRows, db_error, tx::Tx, users::user_error};
 use crate::domain::{rights::Scope, user::Profile, Error};
 
 /// A user met by an import's lookups.
@@ -19,14 +20,13 @@ pub struct Known {
 }
 
 /// A new user, as inserted.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct UserRow {
     pub id: Uuid,
     pub kind: &'static str,
     pub status: &'static str,
     pub login: String,
     pub display_name: String,
-    #[serde(flatten)]
     pub profile: ProfileCols,
     pub user_key: Option<String>,
     pub home_account_id: Option<Uuid>,
@@ -97,7 +97,7 @@ pub struct RevokeRow {
     pub right_code: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct KeyRow {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -112,7 +112,7 @@ pub struct StatusRow {
     pub status: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct AuditRow {
     pub action: &'static str,
     pub target: String,
@@ -125,6 +125,9 @@ pub struct ImportWrites {
     pub users: Vec<UserRow>,
     pub links: Vec<LinkRow>,
     pub tags: Vec<LinkRow>,
+    /// Grants of new users: plain inserts.
+    pub new_grants: Vec<GrantRow>,
+    /// Grants of existing users: inserted or re-scoped.
     pub grants: Vec<GrantRow>,
     pub revokes: Vec<RevokeRow>,
     pub keys: Vec<KeyRow>,
@@ -141,6 +144,7 @@ impl ImportWrites {
             .map(|u| u.id)
             .chain(self.links.iter().map(|l| l.user_id))
             .chain(self.grants.iter().map(|g| g.user_id))
+            .chain(self.new_grants.iter().map(|g| g.user_id))
             .chain(self.revokes.iter().map(|g| g.user_id))
             .chain(self.keys.iter().map(|k| k.user_id))
             .chain(self.statuses.iter().map(|s| s.id))
@@ -251,26 +255,45 @@ impl Tx {
         for u in touched {
             self.touch_user(u);
         }
-        if let Some(rows) = json(parts, |w| &w.users)? {
-            sqlx::query!(
-                r#"INSERT INTO users (id, kind, status, login, display_name, last_name, first_name, job_title, email,
-                                      phone, address_lines, postal_code, city, country, civility, language, user_key,
-                                      home_account_id, default_account_id, search_text, revision)
-                   SELECT id, kind, status, login, display_name, last_name, first_name, job_title, email,
-                          phone, address_lines, postal_code, city, country, civility, language, user_key,
-                          home_account_id, default_account_id, search_text, $2
-                     FROM json_to_recordset($1::text::json) AS r(
-                          id uuid, kind text, status text, login text, display_name text, last_name text,
-                          first_name text, job_title text, email text, phone text, address_lines text[],
-                          postal_code text, city text, country text, civility text, language text, user_key text,
-                          home_account_id uuid, default_account_id uuid, search_text text)"#,
-                rows,
-                revision
-            )
-            .execute(self.conn())
-            .await
-            .map_err(user_error)?;
+        // Plain inserts go through COPY (cheapest for Postgres); updates
+        // and upserts through json_to_recordset.
+        let mut users = CopyRows::default();
+        for u in parts.iter().flat_map(|w| &w.users) {
+            let p = &u.profile;
+            users
+                .uuid(u.id)
+                .text(u.kind)
+                .text(u.status)
+                .text(&u.login)
+                .text(&u.display_name)
+                .text(&p.last_name)
+                .text(&p.first_name)
+                .opt(p.job_title.as_deref())
+                .opt(p.email.as_deref())
+                .opt(p.phone.as_deref())
+                .array(&p.address_lines)
+                .opt(p.postal_code.as_deref())
+                .opt(p.city.as_deref())
+                .opt(p.country.as_deref())
+                .opt(p.civility.as_deref())
+                .text(&p.language)
+                .opt(u.user_key.as_deref())
+                .opt_uuid(u.home_account_id)
+                .opt_uuid(u.default_account_id)
+                .text(&u.search_text)
+                .int(revision)
+                .end_row();
         }
+        users
+            .send(
+                self.conn(),
+                "users",
+                "id, kind, status, login, display_name, last_name, first_name, job_title, email, phone, \
+                 address_lines, postal_code, city, country, civility, language, user_key, home_account_id, \
+                 default_account_id, search_text, revision",
+                user_error,
+            )
+            .await?;
         if let Some(rows) = json(parts, |w| &w.profiles)? {
             sqlx::query!(
                 r#"UPDATE users u SET display_name = r.display_name, last_name = r.last_name,
@@ -302,18 +325,23 @@ impl Tx {
             .await
             .map_err(user_error)?;
         }
-        if let Some(rows) = json(parts, |w| &w.links)? {
-            sqlx::query!(
-                r#"INSERT INTO links (user_id, account_id, tags, revision)
-                   SELECT user_id, $2, tags, $3 FROM json_to_recordset($1::text::json) AS r(user_id uuid, tags text[])"#,
-                rows,
-                account,
-                revision
-            )
-            .execute(self.conn())
-            .await
-            .map_err(|e| super::db_error_for(e, "this link", "user or account"))?;
+        let mut links = CopyRows::default();
+        for l in parts.iter().flat_map(|w| &w.links) {
+            links
+                .uuid(l.user_id)
+                .uuid(account)
+                .array(&l.tags)
+                .int(revision)
+                .end_row();
         }
+        links
+            .send(
+                self.conn(),
+                "links",
+                "user_id, account_id, tags, revision",
+                |e| super::db_error_for(e, "this link", "user or account"),
+            )
+            .await?;
         if let Some(rows) = json(parts, |w| &w.tags)? {
             sqlx::query!(
                 r#"UPDATE links l SET tags = r.tags, updated_at = now(), revision = $3
@@ -355,30 +383,58 @@ impl Tx {
             .await
             .map_err(|e| super::db_error_for(e, "grant", "link of this user to this account"))?;
         }
-        if let Some(rows) = json(parts, |w| &w.keys)? {
-            sqlx::query!(
-                r#"INSERT INTO connection_keys (id, user_id, secret_hash, display_prefix)
-                   SELECT id, user_id, decode(secret_hash, 'hex'), display_prefix
-                     FROM json_to_recordset($1::text::json) AS r(id uuid, user_id uuid, secret_hash text, display_prefix text)"#,
-                rows
-            )
-            .execute(self.conn())
-            .await
-            .map_err(db_error)?;
+        let mut grants = CopyRows::default();
+        for g in parts.iter().flat_map(|w| &w.new_grants) {
+            grants
+                .uuid(g.user_id)
+                .uuid(account)
+                .text(&g.right_code)
+                .opt(g.scope)
+                .opt_uuid(actor)
+                .int(revision)
+                .end_row();
         }
-        if let Some(rows) = json(parts, |w| &w.audits)? {
-            sqlx::query!(
-                r#"INSERT INTO audit_events (revision, actor_id, action, target, summary)
-                   SELECT $2, $3, action, target, summary
-                     FROM json_to_recordset($1::text::json) AS r(action text, target text, summary text)"#,
-                rows,
-                revision,
-                actor
+        grants
+            .send(
+                self.conn(),
+                "grants",
+                "user_id, account_id, right_code, scope, granted_by, revision",
+                |e| super::db_error_for(e, "grant", "link of this user to this account"),
             )
-            .execute(self.conn())
-            .await
-            .map_err(db_error)?;
+            .await?;
+        let mut keys = CopyRows::default();
+        for k in parts.iter().flat_map(|w| &w.keys) {
+            keys.uuid(k.id)
+                .uuid(k.user_id)
+                .text(&format!("\\x{}", k.secret_hash))
+                .text(&k.display_prefix)
+                .end_row();
         }
+        keys.send(
+            self.conn(),
+            "connection_keys",
+            "id, user_id, secret_hash, display_prefix",
+            db_error,
+        )
+        .await?;
+        let mut audits = CopyRows::default();
+        for a in parts.iter().flat_map(|w| &w.audits) {
+            audits
+                .int(revision)
+                .opt_uuid(actor)
+                .text(a.action)
+                .text(&a.target)
+                .text(&a.summary)
+                .end_row();
+        }
+        audits
+            .send(
+                self.conn(),
+                "audit_events",
+                "revision, actor_id, action, target, summary",
+                db_error,
+            )
+            .await?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 mod accounts;
 mod authz;
 mod bulk;
+mod copy;
 mod grants;
 mod import;
 mod keys;
