@@ -206,6 +206,9 @@ impl ImportService for ImportApi {
 /// Lines applied per transaction (non-atomic imports).
 const BATCH: usize = 500;
 
+/// The statuses of lines that wrote something.
+const WROTE: [&str; 3] = ["created", "updated", "deactivated"];
+
 /// How long an import waits for the client's next bytes, holding its
 /// transaction open.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(120);
@@ -367,6 +370,10 @@ impl ImportApi {
         let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         let mut lines = 0i64;
         let mut tx = store.write(Some(actor)).await?;
+        // Whether `tx` wrote anything: a transaction that wrote nothing is
+        // rolled back rather than committed, so that it takes no revision.
+        let mut dirty = false;
+        let mut last_revision = 0;
         let mut batch = Vec::with_capacity(BATCH);
         let mut failed = None;
         loop {
@@ -409,8 +416,13 @@ impl ImportApi {
                 for o in &results {
                     *counts.entry(o.status.to_owned()).or_default() += 1;
                 }
+                dirty |= results.iter().any(|o| WROTE.contains(&o.status));
                 if !one_tx {
-                    tx.commit().await?;
+                    if std::mem::take(&mut dirty) {
+                        last_revision = tx.commit().await?;
+                    } else {
+                        tx.rollback().await?;
+                    }
                     tx = store.write(Some(actor)).await?;
                 }
                 import.report(&store, &results).await?;
@@ -437,6 +449,7 @@ impl ImportApi {
             for o in &deactivated {
                 *counts.entry(o.status.to_owned()).or_default() += 1;
             }
+            dirty |= deactivated.iter().any(|o| WROTE.contains(&o.status));
             import.report(&store, &deactivated).await?;
             if !deactivated.is_empty() {
                 let msg = pb::ImportUsersResponse {
@@ -458,8 +471,11 @@ impl ImportApi {
             if import.options.dry_run || (import.options.atomic && failed_lines) {
                 tx.rollback().await?;
                 (false, 0)
-            } else {
+            } else if dirty {
                 (true, tx.commit().await?)
+            } else {
+                tx.rollback().await?;
+                (true, last_revision)
             };
         import
             .finish_report(&store, lines, &counts, committed, revision)

@@ -585,3 +585,127 @@ async fn a_batch_meeting_a_concurrent_writer_still_reports_each_line() {
         .unwrap();
     assert_eq!(n, 2);
 }
+
+#[tokio::test]
+async fn one_file_per_status_and_what_each_leaves_in_the_database() {
+    let app = spawn_app().await;
+    org_with_account(&app, "Org", "ONE").await;
+    let (_, admin) = make_admin(&app, "ONE", "Ada", vec![right("shipping.ws")]).await;
+    let head = "NOM;PRENOM;IDENTIFIANT;TYPE;shipping.ws;tracking.ws\n";
+    let file = |lines: &[&str]| format!("{head}{}\n", lines.join("\n"));
+    let one = |status: &'static str, column: &'static str, line: &'static str| {
+        (status, column, file(&[line]))
+    };
+    // Each failing file changes nothing at all.
+    for (status, column, f) in [
+        one(
+            "invalid_choice",
+            "shipping.ws",
+            "Bec;Zoé;bec;standard;peut-être;non",
+        ),
+        one(
+            "invalid_user_data",
+            "last_name",
+            ";Zoé;bec;standard;oui;non",
+        ),
+        one(
+            "right_not_held",
+            "tracking.ws",
+            "Bec;Zoé;bec;standard;oui;oui",
+        ),
+        (
+            "duplicate_in_file",
+            "",
+            file(&[
+                "Bec;Zoé;bec;standard;oui;non",
+                "Bec;Zoé;bec;standard;oui;non",
+            ]),
+        ),
+    ] {
+        let before = snapshot(&app).await;
+        let atomic = pb::ImportOptions {
+            atomic: status == "duplicate_in_file",
+            ..opts("ONE")
+        };
+        let run = import(&app, &admin, atomic, f.as_bytes(), 1000).await;
+        assert!(run.error.is_none(), "{status}: {:?}", run.error);
+        let last = run.results.last().unwrap();
+        assert_eq!(last.status, status, "{run:?}", run = run.statuses());
+        assert_eq!(last.column, column, "{status}: {}", last.message);
+        let after = snapshot(&app).await;
+        // The report is the only trace (it lives outside the snapshot).
+        assert_eq!(before, after, "{status} changed something");
+    }
+
+    // created, then unchanged, then updated, each as the database says.
+    let bec = |ship: &str, mode: pb::ImportMode| {
+        let options = pb::ImportOptions {
+            mode: mode as i32,
+            force: true,
+            ..opts("ONE")
+        };
+        let f = file(&[&format!("Bec;Zoé;bec;standard;{ship};non")]);
+        let (app, admin) = (&app, &admin);
+        async move { import(app, admin, options, f.as_bytes(), 1000).await }
+    };
+    let run = bec("oui", pb::ImportMode::Add).await;
+    assert_eq!(run.statuses(), [(2, "created")]);
+    let grants = |app: &TestApp| {
+        let pool = app.store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT g.right_code FROM grants g JOIN users u ON u.id = g.user_id WHERE u.login = 'bec' ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(grants(&app).await, ["shipping.ws"]);
+    let before = snapshot(&app).await;
+    let run = bec("oui", pb::ImportMode::Add).await;
+    assert_eq!(run.statuses(), [(2, "unchanged")]);
+    assert_eq!(snapshot(&app).await, before, "unchanged wrote something");
+    let run = bec("non", pb::ImportMode::Add).await;
+    assert_eq!(run.statuses(), [(2, "updated")]);
+    assert!(grants(&app).await.is_empty(), "non revokes the right");
+
+    // deactivated: a forced sync naming only bec deactivates exactly the
+    // others (not the importing admin himself).
+    for login in ["cat", "dan"] {
+        let f = file(&[&format!("Other;Zoé;{login};standard;oui;non")]);
+        import(&app, &admin, opts("ONE"), f.as_bytes(), 1000).await;
+    }
+    let run = bec("non", pb::ImportMode::Sync).await;
+    let mut gone: Vec<String> = run
+        .results
+        .iter()
+        .filter(|r| r.status == "deactivated")
+        .map(|r| r.user_id.clone())
+        .collect();
+    gone.sort();
+    let mut expected: Vec<String> =
+        sqlx::query_scalar("SELECT id::text FROM users WHERE login IN ('cat', 'dan') ORDER BY 1")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+    expected.sort();
+    assert_eq!(gone, expected);
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT login, status FROM users WHERE kind = 'standard' ORDER BY login")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+    let statuses: Vec<(&str, &str)> = statuses
+        .iter()
+        .map(|(l, s)| (l.as_str(), s.as_str()))
+        .collect();
+    assert!(statuses.contains(&("bec", "active")), "{statuses:?}");
+    assert!(statuses.contains(&("cat", "deactivated")), "{statuses:?}");
+    assert!(statuses.contains(&("dan", "deactivated")), "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|(_, s)| *s == "active").count(),
+        2,
+        "bec and the admin stay active: {statuses:?}"
+    );
+}
