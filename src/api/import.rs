@@ -217,7 +217,7 @@ type ImportStream = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = Result<pb::ImportUsersResponse, Status>> + Send>,
 >;
 
-/// Decoded UTF-8 bytes handed from the gRPC stream to the CSV parser thread.
+/// The file's bytes, handed from the gRPC stream to the CSV parser thread.
 /// `None` means the client stream failed: the import must not go on.
 struct ChunkReader {
     rx: tokio::sync::mpsc::Receiver<Option<Vec<u8>>>,
@@ -258,7 +258,7 @@ impl ImportApi {
         out: tokio::sync::mpsc::Sender<Result<pb::ImportUsersResponse, Status>>,
     ) -> Result<(), Error> {
         use crate::bulk::reader::{
-            detect_delimiter, map_header, parse_line, sniff_encoding, Encoding,
+            decode_cells, detect_delimiter, map_header, parse_line, sniff_encoding,
         };
         use pb::import_users_request::Msg;
         let gone = || Error::Unavailable("the client stream ended abnormally".into());
@@ -283,18 +283,10 @@ impl ImportApi {
                 }
             }
         }
-        let (encoding, bom) = sniff_encoding(&prefix);
-        let decode = move |b: &[u8]| -> Vec<u8> {
-            match encoding {
-                Encoding::Utf8 => b.to_vec(),
-                Encoding::Windows1252 => encoding_rs::WINDOWS_1252
-                    .decode_without_bom_handling(b)
-                    .0
-                    .into_owned()
-                    .into_bytes(),
-            }
-        };
-        let first = decode(&prefix[bom..]);
+        // The encoding is decided record by record (`decode_cells`); only a
+        // byte-order mark is skipped here.
+        let (_, bom) = sniff_encoding(&prefix);
+        let first = prefix[bom..].to_vec();
         let delimiter = detect_delimiter(&String::from_utf8_lossy(&first));
         let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(8);
         let (rec_tx, mut rec_rx) = tokio::sync::mpsc::channel::<Parsed>(1024);
@@ -317,11 +309,8 @@ impl ImportApi {
                     Ok(false) => break,
                     Ok(true) => {
                         let line = rec.position().map(|p| p.line()).unwrap_or(0);
-                        let cells = rec
-                            .iter()
-                            .map(|c| String::from_utf8_lossy(c).into_owned())
-                            .collect();
-                        if rec_tx.blocking_send(Parsed::Record(line, cells)).is_err() {
+                        let msg = Parsed::Record(line, decode_cells(rec.iter()));
+                        if rec_tx.blocking_send(msg).is_err() {
                             break;
                         }
                     }
@@ -332,7 +321,7 @@ impl ImportApi {
                 }
             }
         });
-        // The rest of the client stream, decoded, to the parser.
+        // The rest of the client stream, to the parser.
         tokio::spawn(async move {
             if ended {
                 return;
@@ -342,7 +331,7 @@ impl ImportApi {
                     Ok(Some(pb::ImportUsersRequest {
                         msg: Some(Msg::Chunk(c)),
                     })) => {
-                        if chunk_tx.send(Some(decode(&c))).await.is_err() {
+                        if chunk_tx.send(Some(c)).await.is_err() {
                             return;
                         }
                     }

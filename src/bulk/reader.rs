@@ -38,6 +38,29 @@ pub fn sniff_encoding(prefix: &[u8]) -> (Encoding, usize) {
     }
 }
 
+/// The cells of one record, decoded: as UTF-8 when they all are, else as
+/// Windows-1252 (what spreadsheets save). Deciding line by line reads right
+/// a Windows-1252 file whose first accent comes late, and a file mixing
+/// lines from both (Windows-1252 text that happens to be valid UTF-8, such
+/// as `Ã©`, does not occur in practice). The CSV structure is ASCII, the
+/// same bytes in both encodings, so records are split before decoding.
+pub fn decode_cells<'a>(cells: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<String> {
+    if cells.clone().all(|c| std::str::from_utf8(c).is_ok()) {
+        cells
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect()
+    } else {
+        cells
+            .map(|c| {
+                encoding_rs::WINDOWS_1252
+                    .decode_without_bom_handling(c)
+                    .0
+                    .into_owned()
+            })
+            .collect()
+    }
+}
+
 /// Decodes a whole buffer (tests, templates); streaming callers use
 /// `encoding_rs` decoders with the sniffed encoding.
 pub fn decode(bytes: &[u8]) -> String {
@@ -363,6 +386,16 @@ pub fn parse_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_record_is_utf8_or_windows_1252() {
+        let cells = |c: &[&'static [u8]]| decode_cells(c.iter().copied());
+        assert_eq!(cells(&[b"Dupont", b"Jean"]), ["Dupont", "Jean"]);
+        assert_eq!(cells(&[b"L\xE9on", b"Ir\xE8ne"]), ["Léon", "Irène"]);
+        assert_eq!(cells(&["Léon".as_bytes(), b"x"]), ["Léon", "x"]);
+        // One cell not UTF-8: the whole record is Windows-1252.
+        assert_eq!(cells(&[b"\xC3\xA9", b"\xE9"]), ["Ã©", "é"]);
+    }
 
     fn catalog() -> Vec<RightDef> {
         vec![

@@ -709,3 +709,40 @@ async fn one_file_per_status_and_what_each_leaves_in_the_database() {
         "bec and the admin stay active: {statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn an_accent_after_64_kib_of_ascii_is_still_read_right() {
+    let app = spawn_app().await;
+    org_with_account(&app, "Org", "LATE").await;
+    // 70 KiB of plain ASCII, then Windows-1252 as a spreadsheet saves it.
+    let mut file = b"NOM;PRENOM;IDENTIFIANT;TYPE;FONCTION\n".to_vec();
+    let mut i = 0;
+    while file.len() < 70 * 1024 {
+        file.extend_from_slice(
+            format!("Nom{i};Jean;late{i};standard;{}\n", "x".repeat(80)).as_bytes(),
+        );
+        i += 1;
+    }
+    file.extend_from_slice(b"L\xE9on;Ir\xE8ne;late-leon;standard;Cariste\n");
+    let run = import(&app, &app.operator_key, opts("LATE"), &file, 4096).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert!(run.results.iter().all(|r| r.status == "created"));
+    let name: (String, String) =
+        sqlx::query_as("SELECT last_name, first_name FROM users WHERE login = 'late-leon'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(name, ("Léon".into(), "Irène".into()));
+
+    // A file mixing UTF-8 and Windows-1252 lines: each read right.
+    let file = b"NOM;PRENOM;IDENTIFIANT;TYPE\nDupr\xC3\xA9;Zo\xC3\xA9;late-zoe;standard\nL\xE9a;Bec;late-lea;standard\n";
+    let run = import(&app, &app.operator_key, opts("LATE"), file, 1000).await;
+    assert_eq!(run.statuses(), [(2, "created"), (3, "created")]);
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT last_name FROM users WHERE login IN ('late-zoe', 'late-lea') ORDER BY login",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(names, ["Léa", "Dupré"]);
+}
