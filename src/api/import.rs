@@ -355,10 +355,23 @@ impl ImportApi {
         };
         import.set_header(&header);
         let one_tx = import.options.atomic || import.options.dry_run;
+        let import_dry_run = import.options.dry_run;
         let default_kind = import.options.default_kind;
         let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         let mut lines = 0i64;
-        let mut tx = store.write(Some(actor)).await?;
+        // The write transaction is opened when a batch is ready, not while
+        // waiting for the client: a write holds the revision counter, and so
+        // every other writer, until it commits. Dry runs rehearse without
+        // holding it; atomic imports hold it from their first batch to the
+        // end.
+        let open = || async {
+            if import_dry_run {
+                store.rehearsal(Some(actor)).await
+            } else {
+                store.write(Some(actor)).await
+            }
+        };
+        let mut tx: Option<crate::store::Tx> = None;
         // Whether `tx` wrote anything: a transaction that wrote nothing is
         // rolled back rather than committed, so that it takes no revision.
         let mut dirty = false;
@@ -398,21 +411,24 @@ impl ImportApi {
                 if end && failed.is_some() {
                     break; // the pending batch is not applied, and nothing of it is reported
                 }
-                let results = import
-                    .apply_batch(&mut tx, std::mem::take(&mut batch))
-                    .await?;
+                let t = match &mut tx {
+                    Some(t) => t,
+                    None => tx.insert(open().await?),
+                };
+                let results = import.apply_batch(t, std::mem::take(&mut batch)).await?;
                 lines += results.len() as i64;
                 for o in &results {
                     *counts.entry(o.status.to_owned()).or_default() += 1;
                 }
                 dirty |= results.iter().any(|o| WROTE.contains(&o.status));
                 if !one_tx {
-                    if std::mem::take(&mut dirty) {
-                        last_revision = tx.commit().await?;
-                    } else {
-                        tx.rollback().await?;
+                    if let Some(t) = tx.take() {
+                        if std::mem::take(&mut dirty) {
+                            last_revision = t.commit().await?;
+                        } else {
+                            t.rollback().await?;
+                        }
                     }
-                    tx = store.write(Some(actor)).await?;
                 }
                 import.report(&store, &results).await?;
                 let msg = pb::ImportUsersResponse {
@@ -430,11 +446,17 @@ impl ImportApi {
         if let Some(e) = failed {
             // Client gone or file unreadable: what was reported stays; the
             // pending batch (everything, when atomic) rolls back.
-            tx.rollback().await?;
+            if let Some(t) = tx {
+                t.rollback().await?;
+            }
             return Err(Error::invalid("file", format!("reading stopped: {e}")));
         }
         if import.options.sync {
-            let deactivated = import.finish_sync(&mut tx).await?;
+            let t = match &mut tx {
+                Some(t) => t,
+                None => tx.insert(open().await?),
+            };
+            let deactivated = import.finish_sync(t).await?;
             for o in &deactivated {
                 *counts.entry(o.status.to_owned()).or_default() += 1;
             }
@@ -456,16 +478,15 @@ impl ImportApi {
                     "created" | "updated" | "unchanged" | "deactivated"
                 )
         });
-        let (committed, revision) =
-            if import.options.dry_run || (import.options.atomic && failed_lines) {
-                tx.rollback().await?;
-                (false, 0)
-            } else if dirty {
-                (true, tx.commit().await?)
-            } else {
-                tx.rollback().await?;
-                (true, last_revision)
-            };
+        let undo = import.options.dry_run || (import.options.atomic && failed_lines);
+        let (committed, revision) = match tx {
+            Some(t) if dirty && !undo => (true, t.commit().await?),
+            Some(t) => {
+                t.rollback().await?;
+                (!undo, if undo { 0 } else { last_revision })
+            }
+            None => (!undo, if undo { 0 } else { last_revision }),
+        };
         import
             .finish_report(&store, lines, &counts, committed, revision)
             .await?;

@@ -76,6 +76,8 @@ pub struct Tx {
     actor: Option<Uuid>,
     changes: Changes,
     observer: Option<Arc<dyn CommitObserver>>,
+    /// A rehearsal never commits (see [`Store::rehearsal`]).
+    rehearsal: bool,
 }
 
 impl Store {
@@ -92,6 +94,7 @@ impl Store {
             actor: None,
             changes: Changes::default(),
             observer: None,
+            rehearsal: false,
         })
     }
 
@@ -100,7 +103,33 @@ impl Store {
     pub async fn write(&self, actor: Option<Uuid>) -> Result<Tx, Error> {
         let mut inner = self.pool().begin().await.map_err(db_error)?;
         let revision = super::next_revision(&mut inner).await?;
+        Ok(Tx::writing(inner, revision, actor, self.observer()))
+    }
+
+    /// A write transaction that is always rolled back (dry runs): its rows
+    /// carry the next revision's number, but it does not take it, so it
+    /// neither waits for other writers nor holds them up.
+    pub async fn rehearsal(&self, actor: Option<Uuid>) -> Result<Tx, Error> {
+        let mut inner = self.pool().begin().await.map_err(db_error)?;
+        let revision = sqlx::query_scalar!("SELECT value + 1 AS \"next!\" FROM revision_counter")
+            .fetch_one(&mut *inner)
+            .await
+            .map_err(db_error)?;
         Ok(Tx {
+            rehearsal: true,
+            ..Tx::writing(inner, revision, actor, None)
+        })
+    }
+}
+
+impl Tx {
+    fn writing(
+        inner: Transaction<'static, Postgres>,
+        revision: i64,
+        actor: Option<Uuid>,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> Self {
+        Tx {
             inner,
             revision: Some(revision),
             actor,
@@ -108,8 +137,9 @@ impl Store {
                 revision,
                 ..Default::default()
             },
-            observer: self.observer(),
-        })
+            observer,
+            rehearsal: false,
+        }
     }
 }
 
@@ -150,6 +180,10 @@ impl Tx {
     /// Commits; returns the revision of a write (0 for a read). A write
     /// notifies `clef_changes` in the same transaction.
     pub async fn commit(mut self) -> Result<i64, Error> {
+        if self.rehearsal {
+            self.inner.rollback().await.map_err(db_error)?;
+            return Err(Error::Internal("a rehearsal cannot commit".into()));
+        }
         let Some(revision) = self.revision else {
             self.inner.commit().await.map_err(db_error)?;
             return Ok(0);

@@ -405,6 +405,45 @@ async fn wait_until_idle(app: &TestApp) {
     panic!("a transaction stayed open");
 }
 
+type Responses = tonic::Streaming<pb::ImportUsersResponse>;
+
+/// Starts an import of `lines` standard users with long lines (the server
+/// sniffs the first 64 KiB before it reads lines) and keeps the request
+/// stream open: the returned sender ends it when dropped.
+async fn open_import(
+    channel: tonic::transport::Channel,
+    key: &str,
+    options: pb::ImportOptions,
+    login: &str,
+    lines: usize,
+) -> (tokio::sync::mpsc::Sender<pb::ImportUsersRequest>, Responses) {
+    let mut c = pb::import_service_client::ImportServiceClient::with_interceptor(
+        channel,
+        Bearer::new(Some(key)),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut file = String::from("NOM,PRENOM,IDENTIFIANT,TYPE,FONCTION\n");
+    let job = "x".repeat(100);
+    for i in 0..lines {
+        file.push_str(&format!("Nom{i},Prénom,{login}{i},standard,{job}\n"));
+    }
+    assert!(file.len() > 64 * 1024);
+    for msg in [
+        pb::import_users_request::Msg::Options(options),
+        pb::import_users_request::Msg::Chunk(file.into_bytes()),
+    ] {
+        tx.send(pb::ImportUsersRequest { msg: Some(msg) })
+            .await
+            .unwrap();
+    }
+    let s = c
+        .import_users(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, s)
+}
+
 /// A client process that sends the options and `lines` standard users,
 /// reads the first answer, then dies with the stream still open: its
 /// runtime, and so its connection, is dropped (the server sees the
@@ -421,34 +460,7 @@ async fn import_then_vanish(
             .build()
             .unwrap();
         let reported = rt.block_on(async move {
-            let mut c = pb::import_service_client::ImportServiceClient::with_interceptor(
-                connect(addr).await,
-                Bearer::new(Some(&key)),
-            );
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            tx.send(pb::ImportUsersRequest {
-                msg: Some(pb::import_users_request::Msg::Options(options)),
-            })
-            .await
-            .unwrap();
-            // Long lines: the server sniffs the first 64 KiB before it
-            // reads lines.
-            let mut file = String::from("NOM,PRENOM,IDENTIFIANT,TYPE,FONCTION\n");
-            for i in 0..lines {
-                let job = "x".repeat(100);
-                file.push_str(&format!("Nom{i},Prénom,gone{i},standard,{job}\n"));
-            }
-            assert!(file.len() > 64 * 1024);
-            tx.send(pb::ImportUsersRequest {
-                msg: Some(pb::import_users_request::Msg::Chunk(file.into_bytes())),
-            })
-            .await
-            .unwrap();
-            let mut s = c
-                .import_users(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-                .unwrap()
-                .into_inner();
+            let (tx, mut s) = open_import(connect(addr).await, &key, options, "gone", lines).await;
             let first = s.message().await.unwrap().expect("a first batch");
             std::mem::forget(tx); // the request stream never ends cleanly
             first
@@ -745,4 +757,53 @@ async fn an_accent_after_64_kib_of_ascii_is_still_read_right() {
     .await
     .unwrap();
     assert_eq!(names, ["Léa", "Dupré"]);
+}
+
+#[tokio::test]
+async fn an_import_waiting_for_its_client_does_not_hold_up_other_writes() {
+    let app = spawn_app().await;
+    org_with_account(&app, "Org", "WAIT").await;
+    for (n, dry_run) in [(0, false), (1, true)] {
+        let options = pb::ImportOptions {
+            dry_run,
+            ..opts("WAIT")
+        };
+        let login = format!("wait{n}-");
+        let (tx, mut s) =
+            open_import(app.channel().await, &app.operator_key, options, &login, 700).await;
+        // One batch done; the import now waits for more of the file.
+        let first = s.message().await.unwrap().expect("a first batch");
+        assert_eq!(first.results.len(), 500);
+        // Meanwhile, another caller writes, and is not kept waiting.
+        let mut ops = app.operator().await;
+        let write = create_user(
+            &mut ops,
+            standard("Other", &format!("Writer{n}")),
+            "WAIT",
+            &[],
+            vec![],
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), write)
+            .await
+            .expect("a write waited for the import's client")
+            .unwrap();
+        // The client ends its file: the import finishes.
+        drop(tx);
+        let mut results = first.results.len();
+        let mut summary = None;
+        while let Some(m) = s.message().await.unwrap() {
+            results += m.results.len();
+            summary = summary.or(m.summary);
+        }
+        assert_eq!(results, 700);
+        assert_eq!(summary.unwrap().committed, !dry_run);
+    }
+    let imported: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE login LIKE 'wait%'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        imported, 700,
+        "the real import's lines, none of the dry run's"
+    );
 }
