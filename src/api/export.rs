@@ -74,7 +74,7 @@ impl ExportService for ExportApi {
                 let mut pending = writer.take().map_err(csv_error)?;
                 let mut pending_rows = 0;
                 {
-                    let mut rows = std::pin::pin!(snapshot.export_rows(&accounts));
+                    let mut rows = std::pin::pin!(snapshot.export_rows(&accounts).await?);
                     while let Some(row) = rows.next().await {
                         writer.write(&row?).map_err(csv_error)?;
                         pending_rows += 1;

@@ -1,7 +1,8 @@
-//! Rows for `COPY ... FROM STDIN` in Postgres' text format: fields separated
-//! by tabs, rows by newlines, `\N` for NULL, backslash escapes for the
-//! characters that would break the format; arrays in their `{...}` literal
-//! form.
+//! Postgres' `COPY` text format, both ways: fields separated by tabs, rows
+//! by newlines, `\N` for NULL, backslash escapes for the characters that
+//! would break the format; arrays in their `{...}` literal form. Rows are
+//! written for `COPY ... FROM STDIN` ([`CopyRows`]) and read back from
+//! `COPY ... TO STDOUT` ([`fields`], [`parse_array`]).
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -120,9 +121,142 @@ impl CopyRows {
     }
 }
 
+/// The fields of one row of `COPY ... TO STDOUT` (text format, one row per
+/// message, ending in a newline): `None` for NULL, else the unescaped text.
+pub(super) fn fields(row: &[u8]) -> Result<Vec<Option<String>>, Error> {
+    let row = row.strip_suffix(b"\n").unwrap_or(row);
+    row.split(|b| *b == b'\t')
+        .map(|f| {
+            if f == b"\\N" {
+                return Ok(None);
+            }
+            let mut out = Vec::with_capacity(f.len());
+            let mut i = 0;
+            while i < f.len() {
+                if f[i] != b'\\' || i + 1 == f.len() {
+                    out.push(f[i]);
+                    i += 1;
+                    continue;
+                }
+                let c = f[i + 1];
+                i += 2;
+                match c {
+                    b'b' => out.push(8),
+                    b'f' => out.push(12),
+                    b'n' => out.push(b'\n'),
+                    b'r' => out.push(b'\r'),
+                    b't' => out.push(b'\t'),
+                    b'v' => out.push(11),
+                    b'0'..=b'7' => {
+                        let mut v = u32::from(c - b'0');
+                        for _ in 0..2 {
+                            match f.get(i) {
+                                Some(d @ b'0'..=b'7') => {
+                                    v = v * 8 + u32::from(d - b'0');
+                                    i += 1;
+                                }
+                                _ => break,
+                            }
+                        }
+                        out.push(v as u8);
+                    }
+                    b'x' => {
+                        let mut v = 0u32;
+                        for _ in 0..2 {
+                            match f.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                                Some(d) => {
+                                    v = v * 16 + d;
+                                    i += 1;
+                                }
+                                None => break,
+                            }
+                        }
+                        out.push(v as u8);
+                    }
+                    other => out.push(other),
+                }
+            }
+            String::from_utf8(out)
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("COPY output is not UTF-8: {e}")))
+        })
+        .collect()
+}
+
+/// A `text[]` literal as Postgres writes it (`{a,"b c"}`): elements are
+/// quoted when they need it, with `"` and `\` escaped inside quotes. `None`
+/// when it is not one.
+pub(super) fn parse_array(s: &str) -> Option<Vec<String>> {
+    let inner = s.strip_prefix('{')?.strip_suffix('}')?;
+    let mut out = Vec::new();
+    if inner.is_empty() {
+        return Some(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        let mut item = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '\\' => item.push(chars.next()?),
+                    '"' => break,
+                    c => item.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                item.push(c);
+                chars.next();
+            }
+        }
+        out.push(item);
+        match chars.next() {
+            None => return Some(out),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_output_reads_back() {
+        let row =
+            b"007\t\\N\ta\\tb\\\\c\\nd\\011\\x41\t{\"1 rue A\",\"say \\\\\"hi\\\\\"\",x}\t{}\n";
+        let f = fields(row).unwrap();
+        assert_eq!(f[0].as_deref(), Some("007"));
+        assert_eq!(f[1], None);
+        assert_eq!(f[2].as_deref(), Some("a\tb\\c\nd\tA"));
+        assert_eq!(
+            parse_array(f[3].as_deref().unwrap()).unwrap(),
+            ["1 rue A", "say \"hi\"", "x"]
+        );
+        assert_eq!(
+            parse_array(f[4].as_deref().unwrap()).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(parse_array("{a,b"), None);
+        // What CopyRows writes, fields() reads.
+        let mut c = CopyRows::default();
+        c.text("tab\there\\")
+            .opt(None)
+            .array(&["q\"uote".into(), "".into()]);
+        c.end_row();
+        let f = fields(&c.buf).unwrap();
+        assert_eq!(f[0].as_deref(), Some("tab\there\\"));
+        assert_eq!(f[1], None);
+        assert_eq!(
+            parse_array(f[2].as_deref().unwrap()).unwrap(),
+            ["q\"uote", ""]
+        );
+    }
 
     #[test]
     fn fields_are_escaped_and_arrays_quoted() {
