@@ -300,3 +300,53 @@ async fn a_large_export_streams_in_many_chunks() {
     let got: Vec<&str> = rows.iter().map(|r| cell(&header, r, "COMPTE")).collect();
     assert_eq!(got, codes, "every row once, in order");
 }
+
+#[tokio::test]
+async fn a_client_leaving_mid_export_leaves_the_server_healthy() {
+    let app = spawn_app().await;
+    let org = org_with_account(&app, "Big", "BIG").await;
+    // 20,000 standard users on the account, written directly.
+    sqlx::query(
+        "WITH a AS (SELECT id FROM accounts WHERE code = 'BIG'),
+              u AS (INSERT INTO users (id, kind, status, login, display_name, last_name, first_name,
+                                       home_account_id, default_account_id, revision)
+                    SELECT gen_random_uuid(), 'standard', 'active', 'big' || i, 'B ' || i, 'B' || i, 'Zoé',
+                           a.id, a.id, 1
+                      FROM generate_series(1, 20000) i, a
+                    RETURNING id, home_account_id)
+         INSERT INTO links (user_id, account_id, revision) SELECT id, home_account_id, 1 FROM u",
+    )
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    let of = || pb::export_users_request::Of::OrganizationId(org.clone());
+    for _ in 0..3 {
+        let mut c = pb::export_service_client::ExportServiceClient::with_interceptor(
+            app.channel().await,
+            Bearer::new(Some(&app.operator_key)),
+        );
+        let mut s = c
+            .export_users(pb::ExportUsersRequest {
+                of: Some(of()),
+                dialect: pb::CsvDialect::Rfc4180 as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(s.message().await.unwrap().is_some());
+        // Gone after the first chunk.
+    }
+    // Every pooled connection still answers, and a whole export works.
+    let mut accounts = app.operator_accounts().await;
+    for _ in 0..40 {
+        accounts
+            .get_account(pb::GetAccountRequest { code: "BIG".into() })
+            .await
+            .expect("a call after abandoned exports");
+    }
+    let (data, _) = export(&app, &app.operator_key, of(), pb::CsvDialect::Rfc4180)
+        .await
+        .unwrap();
+    let (_, rows) = parse(&data, b',');
+    assert_eq!(rows.len(), 20000);
+}
