@@ -262,15 +262,18 @@ impl ImportApi {
         };
         use pb::import_users_request::Msg;
         let gone = || Error::Unavailable("the client stream ended abnormally".into());
-        // Enough of the file to know its encoding and delimiter: 64 KiB
-        // (a header line alone is often plain ASCII).
+        // Enough of the file to know its delimiter: the header line (or
+        // 64 KiB of it). Encodings are decided record by record later.
         let mut prefix = Vec::new();
-        let mut ended = false;
-        while prefix.len() < 64 * 1024 {
+        let (mut ended, mut header_seen) = (false, false);
+        while prefix.len() < 64 * 1024 && !header_seen {
             match inbound.message().await.map_err(|_| gone())? {
                 Some(pb::ImportUsersRequest {
                     msg: Some(Msg::Chunk(c)),
-                }) => prefix.extend_from_slice(&c),
+                }) => {
+                    header_seen = c.contains(&b'\n');
+                    prefix.extend_from_slice(&c);
+                }
                 Some(_) => {
                     return Err(Error::invalid(
                         "options",
