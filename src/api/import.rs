@@ -356,7 +356,7 @@ impl ImportApi {
             Some(Parsed::Failed(e)) => return Err(Error::invalid("file", e)),
             None => return Err(Error::invalid("file", "is empty: no header line")),
         };
-        import.set_header(&header);
+        import.set_header(&store, &header).await?;
         let one_tx = import.options.atomic || import.options.dry_run;
         let import_dry_run = import.options.dry_run;
         let default_kind = import.options.default_kind;

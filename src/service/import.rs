@@ -88,8 +88,9 @@ pub struct Import {
     seen: HashSet<u64>,
     /// Users the file named (kept by a sync).
     named: HashSet<Uuid>,
-    /// This import's report, and its last chunk.
-    report: Uuid,
+    /// This import's report (from its accepted header on), and its last
+    /// chunk.
+    report: Option<Uuid>,
     report_seq: i64,
 }
 
@@ -124,19 +125,6 @@ impl Import {
         }
         let catalog = tx.rights().await?;
         tx.commit().await?;
-        let report = store
-            .start_report(
-                account.id,
-                actor.user_id,
-                ReportOptions {
-                    sync: options.sync,
-                    dry_run: options.dry_run,
-                    atomic: options.atomic,
-                    force: options.force,
-                },
-                &csv_rows(std::iter::once(REPORT_HEADER.map(String::from)))?,
-            )
-            .await?;
         Ok(Self {
             actor: actor.clone(),
             options,
@@ -146,16 +134,16 @@ impl Import {
             present: Vec::new(),
             seen: HashSet::new(),
             named: HashSet::new(),
-            report,
+            report: None,
             report_seq: 0,
         })
     }
 
     /// Appends results to the import's report.
     pub async fn report(&mut self, store: &Store, results: &[Outcome]) -> Result<(), Error> {
-        if results.is_empty() {
+        let Some(report) = self.report.filter(|_| !results.is_empty()) else {
             return Ok(());
-        }
+        };
         let text = |s: &str| neutralise(Dialect::Excel, s);
         let rows = results.iter().map(|o| {
             [
@@ -168,7 +156,7 @@ impl Import {
         });
         self.report_seq += 1;
         store
-            .append_report(self.report, self.report_seq, &csv_rows(rows)?)
+            .append_report(report, self.report_seq, &csv_rows(rows)?)
             .await
     }
 
@@ -181,17 +169,24 @@ impl Import {
         committed: bool,
         revision: i64,
     ) -> Result<(), Error> {
-        store
-            .finish_report(self.report, lines, counts, committed, revision)
-            .await
+        match self.report {
+            Some(report) => {
+                store
+                    .finish_report(report, lines, counts, committed, revision)
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 
     pub fn catalog(&self) -> &[RightDef] {
         &self.catalog
     }
 
-    /// Records which columns the file has.
-    pub fn set_header(&mut self, header: &Header) {
+    /// Records which columns the file has, and starts the import's report:
+    /// from here on, it replaces the account's previous one (a file refused
+    /// whole leaves that one in place).
+    pub async fn set_header(&mut self, store: &Store, header: &Header) -> Result<(), Error> {
         self.present = header
             .columns
             .iter()
@@ -200,6 +195,19 @@ impl Import {
                 _ => None,
             })
             .collect();
+        let options = ReportOptions {
+            sync: self.options.sync,
+            dry_run: self.options.dry_run,
+            atomic: self.options.atomic,
+            force: self.options.force,
+        };
+        let header = csv_rows(std::iter::once(REPORT_HEADER.map(String::from)))?;
+        self.report = Some(
+            store
+                .start_report(self.account.id, self.actor.user_id, options, &header)
+                .await?,
+        );
+        Ok(())
     }
 
     fn has(&self, field: &str) -> bool {

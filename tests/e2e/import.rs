@@ -374,6 +374,13 @@ async fn reports_are_kept_replaced_and_guarded() {
     assert!(info.options.unwrap().dry_run);
     assert!(!info.summary.unwrap().committed);
 
+    // A file refused whole (its header) leaves the report in place.
+    let bad = b"NOM,SHOE SIZE\nx,y\n";
+    let run = import(&app, &admin, opts("REP1"), bad, 1000).await;
+    assert_eq!(run.error.unwrap().code(), Code::InvalidArgument);
+    let (_, again) = report(&app, &admin, "REP1").await.unwrap();
+    assert_eq!(again, csv);
+
     // Another account's admin may not read it; nobody may read another
     // organization's; a report older than 7 days is gone.
     org_with_account(&app, "Other", "REP2").await;
