@@ -266,9 +266,6 @@ impl Import {
                         Ok(()) => tx.release_savepoint().await?,
                         Err(e) => {
                             tx.rollback_to_savepoint().await?;
-                            if let Some(u) = outcomes[*slot].user_id {
-                                self.named.remove(&u);
-                            }
                             outcomes[*slot] = line_fault(outcomes[*slot].line, e)?;
                         }
                     }
@@ -451,7 +448,9 @@ impl Import {
         };
         let existing = existing.and_then(|id| k.users.get(&id).cloned());
         if let Some(u) = &existing {
-            if self.named.contains(&u.id) {
+            // Named by the file, whatever becomes of the line: a sync does
+            // not deactivate a user whose line was refused.
+            if !self.named.insert(u.id) {
                 return Err(refuse(
                     "duplicate_in_file",
                     "",
@@ -702,7 +701,6 @@ impl Import {
                         changed.push("status");
                     }
                 }
-                self.named.insert(user.id);
                 if changed.is_empty() {
                     Outcome::done(line, "unchanged", user.id)
                 } else {

@@ -686,13 +686,23 @@ async fn one_file_per_status_and_what_each_leaves_in_the_database() {
     assert_eq!(run.statuses(), [(2, "updated")]);
     assert!(grants(&app).await.is_empty(), "non revokes the right");
 
-    // deactivated: a forced sync naming only bec deactivates exactly the
-    // others (not the importing admin himself).
-    for login in ["cat", "dan"] {
+    // deactivated: a forced sync naming bec, and cat on a refused line,
+    // deactivates exactly the others (not the importing admin himself).
+    for login in ["cat", "dan", "eve"] {
         let f = file(&[&format!("Other;Zoé;{login};standard;oui;non")]);
         import(&app, &admin, opts("ONE"), f.as_bytes(), 1000).await;
     }
-    let run = bec("non", pb::ImportMode::Sync).await;
+    let sync = pb::ImportOptions {
+        mode: pb::ImportMode::Sync as i32,
+        force: true,
+        ..opts("ONE")
+    };
+    let f = file(&[
+        "Bec;Zoé;bec;standard;non;non",
+        "Other;Zoé;cat;standard;oui;oui",
+    ]);
+    let run = import(&app, &admin, sync, f.as_bytes(), 1000).await;
+    assert_eq!(run.results[1].status, "right_not_held");
     let mut gone: Vec<String> = run
         .results
         .iter()
@@ -701,7 +711,7 @@ async fn one_file_per_status_and_what_each_leaves_in_the_database() {
         .collect();
     gone.sort();
     let mut expected: Vec<String> =
-        sqlx::query_scalar("SELECT id::text FROM users WHERE login IN ('cat', 'dan') ORDER BY 1")
+        sqlx::query_scalar("SELECT id::text FROM users WHERE login IN ('dan', 'eve') ORDER BY 1")
             .fetch_all(app.store.pool())
             .await
             .unwrap();
@@ -717,12 +727,13 @@ async fn one_file_per_status_and_what_each_leaves_in_the_database() {
         .map(|(l, s)| (l.as_str(), s.as_str()))
         .collect();
     assert!(statuses.contains(&("bec", "active")), "{statuses:?}");
-    assert!(statuses.contains(&("cat", "deactivated")), "{statuses:?}");
+    assert!(statuses.contains(&("cat", "active")), "{statuses:?}");
     assert!(statuses.contains(&("dan", "deactivated")), "{statuses:?}");
+    assert!(statuses.contains(&("eve", "deactivated")), "{statuses:?}");
     assert_eq!(
         statuses.iter().filter(|(_, s)| *s == "active").count(),
-        2,
-        "bec and the admin stay active: {statuses:?}"
+        3,
+        "bec, cat and the admin stay active: {statuses:?}"
     );
 }
 
