@@ -206,9 +206,6 @@ impl ImportService for ImportApi {
 /// Lines applied per transaction (non-atomic imports).
 const BATCH: usize = 500;
 
-/// The statuses of lines that wrote something.
-const WROTE: [&str; 3] = ["created", "updated", "deactivated"];
-
 /// How long an import waits for the client's next bytes, holding its
 /// transaction open.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(120);
@@ -361,6 +358,14 @@ impl ImportApi {
         let import_dry_run = import.options.dry_run;
         let default_kind = import.options.default_kind;
         let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        let mut failed_lines = false;
+        let mut tally = |results: &[crate::service::import::Outcome]| {
+            for o in results {
+                *counts.entry(o.status.to_owned()).or_default() += 1;
+                failed_lines |= o.failed();
+            }
+            results.iter().any(|o| o.wrote())
+        };
         let mut lines = 0i64;
         // The write transaction is opened when a batch is ready, not while
         // waiting for the client: a write holds the revision counter, and so
@@ -420,10 +425,7 @@ impl ImportApi {
                 };
                 let results = import.apply_batch(t, std::mem::take(&mut batch)).await?;
                 lines += results.len() as i64;
-                for o in &results {
-                    *counts.entry(o.status.to_owned()).or_default() += 1;
-                }
-                dirty |= results.iter().any(|o| WROTE.contains(&o.status));
+                dirty |= tally(&results);
                 if !one_tx {
                     if let Some(t) = tx.take() {
                         if std::mem::take(&mut dirty) {
@@ -460,10 +462,7 @@ impl ImportApi {
                 None => tx.insert(open().await?),
             };
             let deactivated = import.finish_sync(t).await?;
-            for o in &deactivated {
-                *counts.entry(o.status.to_owned()).or_default() += 1;
-            }
-            dirty |= deactivated.iter().any(|o| WROTE.contains(&o.status));
+            dirty |= tally(&deactivated);
             import.report(&store, &deactivated).await?;
             if !deactivated.is_empty() {
                 let msg = pb::ImportUsersResponse {
@@ -474,13 +473,6 @@ impl ImportApi {
             }
         }
         // Atomic: all lines or none; one failed line undoes every other.
-        let failed_lines = counts.iter().any(|(status, n)| {
-            *n > 0
-                && !matches!(
-                    status.as_str(),
-                    "created" | "updated" | "unchanged" | "deactivated"
-                )
-        });
         let undo = import.options.dry_run || (import.options.atomic && failed_lines);
         let (committed, revision) = match tx {
             Some(t) if dirty && !undo => (true, t.commit().await?),

@@ -78,7 +78,7 @@ impl UserStatus {
 }
 
 /// A user's profile as stored. Empty optional fields are `None`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Profile {
     pub last_name: String,
     pub first_name: String,

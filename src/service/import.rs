@@ -29,8 +29,8 @@ use crate::{
         Error, Violations,
     },
     store::{
-        AuditRow, GrantRow, ImportWrites, KeyRow, LinkRow, ProfileCols, ProfileRow, ReportOptions,
-        RevokeRow, StatusRow, Store, Tx, UserRow,
+        AuditRow, GrantRow, ImportWrites, KeyRow, LinkRow, ProfileRow, ReportOptions, RevokeRow,
+        StatusRow, Store, Tx, UserRow,
     },
 };
 
@@ -64,6 +64,16 @@ impl Outcome {
             message: message.into(),
             user_id: None,
         }
+    }
+
+    /// Whether the line (or deactivation) wrote something.
+    pub fn wrote(&self) -> bool {
+        matches!(self.status, "created" | "updated" | "deactivated")
+    }
+
+    /// Whether the line was refused (an `atomic` import then writes nothing).
+    pub fn failed(&self) -> bool {
+        !self.wrote() && self.status != "unchanged"
     }
 
     fn done(line: u64, status: &'static str, user: Uuid) -> Self {
@@ -601,7 +611,7 @@ impl Import {
                     status: status.as_str(),
                     display_name: profile.display_name(),
                     search_text: profile.search_text(&login),
-                    profile: ProfileCols::from(&profile),
+                    profile,
                     login: login.clone(),
                     user_key: user_key.as_ref().map(|k| k.as_str().to_owned()),
                     home_account_id: (kind == UserKind::Standard).then_some(self.account.id),
@@ -648,7 +658,7 @@ impl Import {
                         id: user.id,
                         display_name: profile.display_name(),
                         search_text: profile.search_text(&user.login),
-                        profile: ProfileCols::from(&profile),
+                        profile,
                     });
                     changed.push("profile");
                 }

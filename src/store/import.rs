@@ -27,45 +27,11 @@ pub struct UserRow {
     pub status: &'static str,
     pub login: String,
     pub display_name: String,
-    pub profile: ProfileCols,
+    pub profile: Profile,
     pub user_key: Option<String>,
     pub home_account_id: Option<Uuid>,
     pub default_account_id: Option<Uuid>,
     pub search_text: String,
-}
-
-/// The profile columns of `users`.
-#[derive(Debug, Serialize)]
-pub struct ProfileCols {
-    pub last_name: String,
-    pub first_name: String,
-    pub job_title: Option<String>,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub address_lines: Vec<String>,
-    pub postal_code: Option<String>,
-    pub city: Option<String>,
-    pub country: Option<String>,
-    pub civility: Option<String>,
-    pub language: String,
-}
-
-impl From<&Profile> for ProfileCols {
-    fn from(p: &Profile) -> Self {
-        Self {
-            last_name: p.last_name.clone(),
-            first_name: p.first_name.clone(),
-            job_title: p.job_title.clone(),
-            email: p.email.clone(),
-            phone: p.phone.clone(),
-            address_lines: p.address_lines.clone(),
-            postal_code: p.postal_code.clone(),
-            city: p.city.clone(),
-            country: p.country.clone(),
-            civility: p.civility.clone(),
-            language: p.language.clone(),
-        }
-    }
 }
 
 /// A changed profile of an existing user.
@@ -73,8 +39,9 @@ impl From<&Profile> for ProfileCols {
 pub struct ProfileRow {
     pub id: Uuid,
     pub display_name: String,
+    /// Its fields are the `users` columns of the same names.
     #[serde(flatten)]
-    pub profile: ProfileCols,
+    pub profile: Profile,
     pub search_text: String,
 }
 

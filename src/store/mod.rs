@@ -33,8 +33,8 @@ use crate::domain::Error;
 pub use authz::{Loaded, SubjectRef};
 pub use grants::Grant;
 pub use import::{
-    AuditRow, GrantRow, ImportWrites, KeyRow, Known, LinkRow, ProfileCols, ProfileRow, RevokeRow,
-    StatusRow, UserRow,
+    AuditRow, GrantRow, ImportWrites, KeyRow, Known, LinkRow, ProfileRow, RevokeRow, StatusRow,
+    UserRow,
 };
 pub use keys::KeyMeta;
 pub use principals::NewPrincipal;
