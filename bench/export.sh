@@ -30,7 +30,7 @@ ADDR=$(sed -n 's/^clef serving on //p' "$WORK/serve.out")
 # setting (no parallel workers).
 raw_copy() {
   psql -q "$URL" -c "SET max_parallel_workers_per_gather = 0" -c "\\copy (SELECT a.code, u.kind, u.status, u.login, u.user_key, u.last_name, u.first_name, u.job_title,
-    u.email, u.phone, u.address_lines, u.postal_code, u.city, u.country, l.tags,
+    u.email, u.phone, u.address_lines, u.postal_code, u.city, u.country, u.civility, u.language, l.tags,
     (SELECT array_agg(g.right_code || ':' || COALESCE(g.scope, '')) FROM grants g
       WHERE g.user_id = l.user_id AND g.account_id = l.account_id
         AND (g.expires_at IS NULL OR g.expires_at > now()))

@@ -7,7 +7,7 @@
 
 use crate::domain::{
     rights::{RightDef, Scope},
-    user::{UserKind, UserStatus},
+    user::{Profile, UserKind, UserStatus},
 };
 
 /// The profile columns, in file order: (key, French header, English header).
@@ -49,15 +49,7 @@ pub struct ExportRow {
     pub login: String,
     /// Displayed form, `XXXX-XXXX-XXXX`.
     pub user_key: Option<String>,
-    pub last_name: String,
-    pub first_name: String,
-    pub job_title: Option<String>,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub address_lines: Vec<String>,
-    pub postal_code: Option<String>,
-    pub city: Option<String>,
-    pub country: Option<String>,
+    pub profile: Profile,
     pub tags: Vec<String>,
     /// Live grants on the account: (right code, scope).
     pub rights: Vec<(String, Option<Scope>)>,
@@ -130,15 +122,15 @@ impl ExportWriter {
             status_word(row.status).to_owned(),
             self.cell(&row.login),
             self.cell(row.user_key.as_deref().unwrap_or("")),
-            self.cell(&row.last_name),
-            self.cell(&row.first_name),
-            self.cell(&o(&row.job_title)),
-            self.cell(&o(&row.email)),
-            self.cell(&o(&row.phone)),
-            self.cell(&row.address_lines.join("\n")),
-            self.cell(&o(&row.postal_code)),
-            self.cell(&o(&row.city)),
-            self.cell(&o(&row.country)),
+            self.cell(&row.profile.last_name),
+            self.cell(&row.profile.first_name),
+            self.cell(&o(&row.profile.job_title)),
+            self.cell(&o(&row.profile.email)),
+            self.cell(&o(&row.profile.phone)),
+            self.cell(&row.profile.address_lines.join("\n")),
+            self.cell(&o(&row.profile.postal_code)),
+            self.cell(&o(&row.profile.city)),
+            self.cell(&o(&row.profile.country)),
             self.cell(&row.tags.join(", ")),
         ];
         for code in &self.rights {
@@ -185,15 +177,16 @@ mod tests {
             status: UserStatus::Active,
             login: "zoe@example.com".into(),
             user_key: Some("K7QH-2M9D-XW4P".into()),
-            last_name: "=HYPERLINK(\"x\")".into(),
-            first_name: "Zoé".into(),
-            job_title: None,
-            email: Some("zoe@example.com".into()),
-            phone: Some("+33 1 02".into()),
-            address_lines: vec!["1 rue A".into(), "Bât. B".into()],
-            postal_code: Some("01000".into()),
-            city: Some("Épinal".into()),
-            country: None,
+            profile: Profile {
+                last_name: "=HYPERLINK(\"x\")".into(),
+                first_name: "Zoé".into(),
+                email: Some("zoe@example.com".into()),
+                phone: Some("+33 1 02".into()),
+                address_lines: vec!["1 rue A".into(), "Bât. B".into()],
+                postal_code: Some("01000".into()),
+                city: Some("Épinal".into()),
+                ..Profile::default()
+            },
             tags: vec!["A".into(), "B".into()],
             rights: vec![
                 ("tracking.tool".into(), Some(Scope::UserTag)),

@@ -8,7 +8,7 @@ use crate::{
     bulk::ExportRow,
     domain::{
         rights::Scope,
-        user::{UserKey, UserKind, UserStatus},
+        user::{Profile, UserKey, UserKind, UserStatus},
         Error,
     },
 };
@@ -71,7 +71,8 @@ impl Tx {
         let ids: Vec<String> = accounts.iter().map(|a| format!("'{a}'")).collect();
         let sql = format!(
             r#"COPY (SELECT a.code, u.kind, u.status, u.login, u.user_key, u.last_name, u.first_name, u.job_title,
-                           u.email, u.phone, u.address_lines, u.postal_code, u.city, u.country, l.tags,
+                           u.email, u.phone, u.address_lines, u.postal_code, u.city, u.country, u.civility,
+                           u.language, l.tags,
                            (SELECT array_agg(g.right_code || ':' || COALESCE(g.scope, '')) FROM grants g
                              WHERE g.user_id = l.user_id AND g.account_id = l.account_id
                                AND (g.expires_at IS NULL OR g.expires_at > now()))
@@ -107,10 +108,10 @@ impl Tx {
 /// One row of the export's `COPY`, in the order of its columns.
 fn export_row(row: &[u8]) -> Result<ExportRow, Error> {
     let bad = |what: &str| Error::Internal(format!("export COPY row: {what}"));
-    let [account, kind, status, login, user_key, last_name, first_name, job_title, email, phone, address_lines, postal_code, city, country, tags, rights]: [Option<String>; 16] =
+    let [account, kind, status, login, user_key, last_name, first_name, job_title, email, phone, address_lines, postal_code, city, country, civility, language, tags, rights]: [Option<String>; 18] =
         copy::fields(row)?
             .try_into()
-            .map_err(|_| bad("expected 16 columns"))?;
+            .map_err(|_| bad("expected 18 columns"))?;
     let text = |v: Option<String>| v.ok_or_else(|| bad("unexpected NULL"));
     let array = |v: Option<String>| match v {
         None => Ok(Vec::new()),
@@ -122,15 +123,19 @@ fn export_row(row: &[u8]) -> Result<ExportRow, Error> {
         status: UserStatus::from_db(&text(status)?),
         login: text(login)?,
         user_key: user_key.map(|k| UserKey::from_db(k).to_string()),
-        last_name: text(last_name)?,
-        first_name: text(first_name)?,
-        job_title,
-        email,
-        phone,
-        address_lines: array(address_lines)?,
-        postal_code,
-        city,
-        country,
+        profile: Profile {
+            last_name: text(last_name)?,
+            first_name: text(first_name)?,
+            job_title,
+            email,
+            phone,
+            address_lines: array(address_lines)?,
+            postal_code,
+            city,
+            country,
+            civility,
+            language: text(language)?,
+        },
         tags: array(tags)?,
         rights: array(rights)?
             .iter()
