@@ -66,6 +66,51 @@ async fn health_and_errors_follow_postgres_down_and_back() {
         .await,
         Code::Unavailable,
     );
+    // Bulk calls too: refused at once, nothing half done.
+    let import = |code: &str| {
+        let file = "NOM,PRENOM,IDENTIFIANT,TYPE\nDown,Zoé,down,standard\n";
+        let msgs = vec![
+            pb::ImportUsersRequest {
+                msg: Some(pb::import_users_request::Msg::Options(pb::ImportOptions {
+                    account_code: code.into(),
+                    mode: pb::ImportMode::Add as i32,
+                    ..Default::default()
+                })),
+            },
+            pb::ImportUsersRequest {
+                msg: Some(pb::import_users_request::Msg::Chunk(
+                    file.as_bytes().to_vec(),
+                )),
+            },
+        ];
+        let (app, key) = (&app, app.operator_key.clone());
+        async move {
+            let mut c = pb::import_service_client::ImportServiceClient::with_interceptor(
+                app.channel().await,
+                Bearer::new(Some(&key)),
+            );
+            let mut s = c.import_users(tokio_stream::iter(msgs)).await?.into_inner();
+            let mut last = None;
+            while let Some(m) = s.message().await? {
+                last = m.summary.or(last);
+            }
+            Ok::<_, tonic::Status>(last)
+        }
+    };
+    expect_code(import("DOWN").await, Code::Unavailable);
+    let mut export = pb::export_service_client::ExportServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&app.operator_key)),
+    );
+    expect_code(
+        export
+            .export_users(pb::ExportUsersRequest {
+                of: Some(pb::export_users_request::Of::OrganizationId(org.clone())),
+                dialect: 0,
+            })
+            .await,
+        Code::Unavailable,
+    );
 
     let embedded::DataDir::Started(pg) = embedded::open(&dir, false).await.unwrap() else {
         panic!("dir released by stop")
@@ -78,6 +123,8 @@ async fn health_and_errors_follow_postgres_down_and_back() {
         .unwrap()
         .into_inner();
     assert_eq!(all.accounts.len(), 1);
+    let summary = import("AFTER").await.unwrap().expect("a summary");
+    assert!(summary.committed && summary.counts["created"] == 1);
     drop(app);
     pg.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
