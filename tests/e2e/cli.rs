@@ -5,6 +5,26 @@ use clef::pb;
 
 use crate::{common::*, embedded::clef};
 
+/// What a client command did.
+struct Ran {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `clef ARGS` as a client of `app`, with the operator's key.
+async fn run(app: &TestApp, args: &[&str]) -> Ran {
+    let mut cmd = clef(args);
+    cmd.env("CLEF_KEY", &app.operator_key)
+        .env("CLEF_ENDPOINT", format!("http://{}", app.addr));
+    let out = cmd.output().await.unwrap();
+    Ran {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 #[tokio::test]
 async fn export_grant_across_and_revoke_everywhere_from_the_command_line() {
     let app = spawn_app().await;
@@ -22,90 +42,75 @@ async fn export_grant_across_and_revoke_everywhere_from_the_command_line() {
     )
     .await
     .unwrap();
-    let endpoint = format!("http://{}", app.addr);
-    let run = |args: &[&str]| {
-        let mut cmd = clef(args);
-        cmd.env("CLEF_KEY", &app.operator_key)
-            .env("CLEF_ENDPOINT", &endpoint);
-        cmd
-    };
 
-    let out = run(&[
-        "grant-across",
-        "--user",
-        "cleo@example.com",
-        "--accounts",
-        "C1,C2,C3",
-        "--rights",
-        "tracking.ws,tracking.tool:tag",
-    ])
-    .output()
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let out = run(
+        &app,
+        &[
+            "grant-across",
+            "--user",
+            "cleo@example.com",
+            "--accounts",
+            "C1,C2,C3",
+            "--rights",
+            "tracking.ws,tracking.tool:tag",
+        ],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let stdout = out.stdout;
     assert_eq!(
         stdout,
         "C1\tgranted\nC2\tlinked_and_granted\nC3\tlinked_and_granted\n"
     );
 
     // A refusal: non-zero exit, the account at fault named, nothing changed.
-    let out = run(&[
-        "grant-across",
-        "--user",
-        &u.user_key,
-        "--accounts",
-        "C1,NOPE",
-        "--rights",
-        "shipping.ws",
-    ])
-    .output()
-    .await
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = run(
+        &app,
+        &[
+            "grant-across",
+            "--user",
+            &u.user_key,
+            "--accounts",
+            "C1,NOPE",
+            "--rights",
+            "shipping.ws",
+        ],
+    )
+    .await;
+    assert!(!out.ok);
+    let err = out.stderr;
     assert!(err.contains("NOPE"), "{err}");
 
     let file =
         std::env::temp_dir().join(format!("clef-export-{}.csv", uuid::Uuid::new_v4().simple()));
-    let out = run(&[
-        "export",
-        "--organization",
-        &org,
-        "--dialect",
-        "excel",
-        "-o",
-        file.to_str().unwrap(),
-    ])
-    .output()
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 3 rows"));
+    let out = run(
+        &app,
+        &[
+            "export",
+            "--organization",
+            &org,
+            "--dialect",
+            "excel",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stderr.contains("exported 3 rows"));
     let csv = std::fs::read_to_string(&file).unwrap();
     assert!(csv.starts_with('\u{feff}'));
     assert_eq!(csv.lines().count(), 4, "{csv}");
     assert!(csv.contains("user_tag"));
     std::fs::remove_file(&file).ok();
 
-    let out = run(&["revoke-everywhere", "--user", &u.user_key.to_lowercase()])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked 6 grants"));
+    let out = run(
+        &app,
+        &["revoke-everywhere", "--user", &u.user_key.to_lowercase()],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("revoked 6 grants"));
     let after = ops
         .users
         .get_user(pb::GetUserRequest {
@@ -118,7 +123,8 @@ async fn export_grant_across_and_revoke_everywhere_from_the_command_line() {
 
     // No key: a clear error, not a panic.
     let mut cmd = clef(&["export", "--account", "C1"]);
-    cmd.env_remove("CLEF_KEY").env("CLEF_ENDPOINT", &endpoint);
+    cmd.env_remove("CLEF_KEY")
+        .env("CLEF_ENDPOINT", format!("http://{}", app.addr));
     let out = cmd.output().await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--key"));
@@ -128,13 +134,6 @@ async fn export_grant_across_and_revoke_everywhere_from_the_command_line() {
 async fn import_and_its_report_from_the_command_line() {
     let app = spawn_app().await;
     org_with_account(&app, "Cli", "CI1").await;
-    let endpoint = format!("http://{}", app.addr);
-    let run = |args: &[&str]| {
-        let mut cmd = clef(args);
-        cmd.env("CLEF_KEY", &app.operator_key)
-            .env("CLEF_ENDPOINT", &endpoint);
-        cmd
-    };
     let dir = std::env::temp_dir().join(format!("clef-import-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
@@ -144,19 +143,20 @@ async fn import_and_its_report_from_the_command_line() {
         b"NOM;PRENOM;IDENTIFIANT;TYPE;shipping.ws\nL\xE9on;Ir\xE8ne;irene;standard;oui\nBec;Zo\xE9;zoe;standard;peut-\xEAtre\n",
     )
     .unwrap();
-    let out = run(&[
-        "import",
-        &path("users.csv"),
-        "--account",
-        "CI1",
-        "-o",
-        &path("results.csv"),
-    ])
-    .output()
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a failed line must fail the command");
+    let out = run(
+        &app,
+        &[
+            "import",
+            &path("users.csv"),
+            "--account",
+            "CI1",
+            "-o",
+            &path("results.csv"),
+        ],
+    )
+    .await;
+    let stderr = &out.stderr;
+    assert!(!out.ok, "a failed line must fail the command");
     assert!(
         stderr.contains("2 lines: created 1, invalid_choice 1; committed"),
         "{stderr}"
@@ -177,72 +177,50 @@ async fn import_and_its_report_from_the_command_line() {
         b"NOM;PRENOM;IDENTIFIANT;TYPE;shipping.ws\nL\xE9on;Ir\xE8ne;irene;standard;oui\n",
     )
     .unwrap();
-    let out = run(&[
-        "import",
-        &path("good.csv"),
-        "--account",
-        "CI1",
-        "--mode",
-        "sync",
-        "--dry-run",
-    ])
-    .output()
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2,unchanged,"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dry run, nothing written"));
+    let out = run(
+        &app,
+        &[
+            "import",
+            &path("good.csv"),
+            "--account",
+            "CI1",
+            "--mode",
+            "sync",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("2,unchanged,"));
+    assert!(out.stderr.contains("dry run, nothing written"));
 
     // The report of that last import.
-    let out = run(&["import-report", "--account", "CI1"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().count(),
-        2,
-        "header and one line"
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not committed"));
+    let out = run(&app, &["import-report", "--account", "CI1"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 2, "header and one line");
+    assert!(out.stderr.contains("not committed"));
 
     // Bad arguments and a missing file: clear errors.
-    let out = run(&["import", &path("missing.csv"), "--account", "CI1"])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
-    let out = run(&[
-        "import",
-        &path("good.csv"),
-        "--account",
-        "CI1",
-        "--mode",
-        "merge",
-    ])
-    .output()
-    .await
-    .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --mode"));
+    let out = run(&app, &["import", &path("missing.csv"), "--account", "CI1"]).await;
+    assert!(!out.ok);
+    assert!(out.stderr.contains("cannot open"));
+    let out = run(
+        &app,
+        &[
+            "import",
+            &path("good.csv"),
+            "--account",
+            "CI1",
+            "--mode",
+            "merge",
+        ],
+    )
+    .await;
+    assert!(!out.ok);
+    assert!(out.stderr.contains("unknown --mode"));
     // An account the caller cannot import into: refused whole.
-    let out = run(&["import", &path("good.csv"), "--account", "NOPE"])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("NotFound"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(&app, &["import", &path("good.csv"), "--account", "NOPE"]).await;
+    assert!(!out.ok);
+    assert!(out.stderr.contains("NotFound"), "{}", out.stderr);
     std::fs::remove_dir_all(&dir).ok();
 }
