@@ -4,27 +4,15 @@
 #   bench/export.sh [USERS]     (default 300000, on 100 accounts of one organization)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
+source bench/lib.sh
 USERS=${1:-300000}
 
-ensure_tools
-SQLX_OFFLINE=true cargo build --release --quiet --bin clef
-CLEF=target/release/clef
-WORK=$(mktemp -d /tmp/clef-export.XXXXXX); chmod 755 "$WORK"
-SERVER_PID=
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; stop_scratch_postgres "$WORK/pg"; rm -rf "$WORK"; }
-trap cleanup EXIT
-mkdir -p "$WORK/pg"; start_scratch_postgres "$WORK/pg"
-psql -q "$SCRATCH_DATABASE_URL" -c "CREATE DATABASE export_bench"
-URL="${SCRATCH_DATABASE_URL%/postgres}/export_bench"
+bench_setup export_bench
 $CLEF bench dataset --database-url "$URL" --users "$USERS" --accounts 100 --grants $((USERS * 8)) \
   --partners 0 --out "$WORK/data" --sample 10
 ORG=$(psql -At "$URL" -c "SELECT id FROM organizations LIMIT 1")
 KEY=$($CLEF operator create export-bench --database-url "$URL" 2>/dev/null | tail -n1)
-$CLEF serve --database-url "$URL" --listen 127.0.0.1:0 >"$WORK/serve.out" 2>"$WORK/serve.err" &
-SERVER_PID=$!
-for _ in $(seq 100); do grep -q "clef serving on" "$WORK/serve.out" && break; sleep 0.1; done
-ADDR=$(sed -n 's/^clef serving on //p' "$WORK/serve.out")
+bench_serve
 
 # The same rows as the export's query, in one statement, with the same
 # setting (no parallel workers).
@@ -38,18 +26,14 @@ raw_copy() {
     WHERE u.status <> 'archived' AND u.kind IN ('standard', 'advanced')
     ORDER BY a.code, u.id) TO '$WORK/copy.csv' WITH (FORMAT csv)"
 }
-now() { date +%s.%N; }
 # Warm-up: one pass over the data, so that neither measurement pays for a
 # cold cache or first-read hint bits (the dataset was just loaded).
 raw_copy
-cpu() { awk '{print $14 + $15}' /proc/$1/stat; }   # utime + stime, in ticks
-pg_cpu() { for p in $(pgrep -u postgres); do cpu "$p"; done 2>/dev/null | awk '{s += $1} END {print s}'; }
 s0=$(cpu $SERVER_PID); p0=$(pg_cpu)
 t0=$(now)
 CLEF_KEY=$KEY CLEF_ENDPOINT="http://$ADDR" /usr/bin/time -f '%U %S' -o "$WORK/client.time" $CLEF export --organization "$ORG" -o "$WORK/export.csv" 2>"$WORK/export.err"
 t1=$(now)
 s1=$(cpu $SERVER_PID); p1=$(pg_cpu)
-TICK=$(getconf CLK_TCK)
 ROWS=$(grep -o '[0-9]* rows' "$WORK/export.err" | cut -d' ' -f1)
 t2=$(now)
 raw_copy
@@ -60,4 +44,4 @@ printf 'export: %s rows in %.2f s = %.0f rows/s (%s bytes)\n' "$ROWS" "$EXPORT_S
 printf 'raw COPY of the same join: %.2f s = %.0f rows/s\n' "$COPY_S" "$(echo "$ROWS / $COPY_S" | bc)"
 printf 'export / COPY throughput: %.2f; server peak RSS %s; cores %s\n' "$(echo "$COPY_S / $EXPORT_S" | bc -l)" "$RSS" "$(nproc)"
 printf 'CPU seconds during the export: server %.1f, Postgres %.1f, client %.1f\n' \
-  "$(echo "($s1 - $s0) / $TICK" | bc -l)" "$(echo "($p1 - $p0) / $TICK" | bc -l)" "$(awk '{print $1 + $2}' "$WORK/client.time")"
+  "$(cpu_seconds $((s1 - s0)))" "$(cpu_seconds $((p1 - p0)))" "$(awk '{print $1 + $2}' "$WORK/client.time")"

@@ -6,19 +6,10 @@
 #   bench/import.sh [ROWS]     (default 1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
+source bench/lib.sh
 ROWS=${1:-1000000}
 
-ensure_tools
-SQLX_OFFLINE=true cargo build --release --quiet --bin clef
-CLEF=target/release/clef
-WORK=$(mktemp -d /tmp/clef-import.XXXXXX); chmod 755 "$WORK"
-SERVER_PID=
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; stop_scratch_postgres "$WORK/pg"; rm -rf "$WORK"; }
-trap cleanup EXIT
-mkdir -p "$WORK/pg"; start_scratch_postgres "$WORK/pg"
-psql -q "$SCRATCH_DATABASE_URL" -c "CREATE DATABASE import_bench"
-URL="${SCRATCH_DATABASE_URL%/postgres}/import_bench"
+bench_setup import_bench
 # A few accounts to import into, and an operator.
 $CLEF bench dataset --database-url "$URL" --users 1000 --accounts 10 --grants 8000 \
   --partners 0 --out "$WORK/data" --sample 10 >/dev/null
@@ -35,21 +26,14 @@ awk -v n="$ROWS" 'BEGIN {
 }' >"$WORK/users.csv"
 SIZE=$(stat -c %s "$WORK/users.csv")
 
-$CLEF serve --database-url "$URL" --listen 127.0.0.1:0 >"$WORK/serve.out" 2>"$WORK/serve.err" &
-SERVER_PID=$!
-for _ in $(seq 100); do grep -q "clef serving on" "$WORK/serve.out" && break; sleep 0.1; done
-ADDR=$(sed -n 's/^clef serving on //p' "$WORK/serve.out")
+bench_serve
 
-now() { date +%s.%N; }
-cpu() { awk '{print $14 + $15}' /proc/$1/stat; }   # utime + stime, in ticks
-pg_cpu() { for p in $(pgrep -u postgres); do cpu "$p"; done 2>/dev/null | awk '{s += $1} END {print s}'; }
 s0=$(cpu $SERVER_PID); p0=$(pg_cpu)
 t0=$(now)
 CLEF_KEY=$KEY CLEF_ENDPOINT="http://$ADDR" /usr/bin/time -f '%U %S' -o "$WORK/client.time" $CLEF import "$WORK/users.csv" --account "$ACCOUNT" \
   -o "$WORK/results.csv" 2>"$WORK/import.err"
 t1=$(now)
 s1=$(cpu $SERVER_PID); p1=$(pg_cpu)
-TICK=$(getconf CLK_TCK)
 RSS=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$SERVER_PID/status)
 tail -n1 "$WORK/import.err"
 CREATED=$(grep -c ',created,' "$WORK/results.csv" || true)
@@ -67,5 +51,5 @@ printf 'import: %s rows (%s created, %s bytes) in %.2f s = %.0f rows/s\n' "$ROWS
 printf 'raw COPY of the same file: %.2f s = %.0f rows/s\n' "$COPY_S" "$(echo "$ROWS / $COPY_S" | bc)"
 printf 'import / COPY throughput: %.2f; server peak RSS %s; cores %s\n' "$(echo "$COPY_S / $IMPORT_S" | bc -l)" "$RSS" "$(nproc)"
 printf 'CPU seconds during the import: server %.1f, Postgres %.1f, client %.1f\n' \
-  "$(echo "($s1 - $s0) / $TICK" | bc -l)" "$(echo "($p1 - $p0) / $TICK" | bc -l)" "$(awk '{print $1 + $2}' "$WORK/client.time")"
+  "$(cpu_seconds $((s1 - s0)))" "$(cpu_seconds $((p1 - p0)))" "$(awk '{print $1 + $2}' "$WORK/client.time")"
 psql -At "$URL" -c "SELECT 'database afterwards: ' || (SELECT count(*) FROM users) || ' users, ' || (SELECT count(*) FROM links) || ' links, ' || (SELECT count(*) FROM grants) || ' grants, ' || (SELECT count(*) FROM connection_keys) || ' keys'"

@@ -1,0 +1,36 @@
+# Shared by bench/import.sh and bench/export.sh. Sourced, not run.
+source scripts/lib.sh
+
+# bench_setup NAME: a release build, a work dir, a throwaway Postgres with a
+# database NAME; sets CLEF, WORK and URL, and cleans everything up on exit.
+bench_setup() {
+  ensure_tools
+  SQLX_OFFLINE=true cargo build --release --quiet --bin clef
+  CLEF=target/release/clef
+  WORK=$(mktemp -d "/tmp/clef-$1.XXXXXX"); chmod 755 "$WORK"
+  SERVER_PID=
+  trap 'bench_cleanup' EXIT
+  mkdir -p "$WORK/pg"; start_scratch_postgres "$WORK/pg"
+  psql -q "$SCRATCH_DATABASE_URL" -c "CREATE DATABASE $1"
+  URL="${SCRATCH_DATABASE_URL%/postgres}/$1"
+}
+
+bench_cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
+  stop_scratch_postgres "$WORK/pg"
+  rm -rf "$WORK"
+}
+
+# bench_serve: `clef serve` on URL; sets SERVER_PID and ADDR.
+bench_serve() {
+  $CLEF serve --database-url "$URL" --listen 127.0.0.1:0 >"$WORK/serve.out" 2>"$WORK/serve.err" &
+  SERVER_PID=$!
+  for _ in $(seq 100); do grep -q "clef serving on" "$WORK/serve.out" && break; sleep 0.1; done
+  ADDR=$(sed -n 's/^clef serving on //p' "$WORK/serve.out")
+}
+
+now() { date +%s.%N; }
+cpu() { awk '{print $14 + $15}' /proc/$1/stat; }   # utime + stime, in ticks
+pg_cpu() { for p in $(pgrep -u postgres); do cpu "$p"; done 2>/dev/null | awk '{s += $1} END {print s}'; }
+# cpu_seconds TICKS: ticks as seconds.
+cpu_seconds() { echo "$1 / $(getconf CLK_TCK)" | bc -l; }
