@@ -573,20 +573,24 @@ async fn a_batch_meeting_a_concurrent_writer_still_reports_each_line() {
     let key = app.operator_key.clone();
     let importing = import(&app, &key, opts("RACE"), file.as_bytes(), 1000);
     let commit_when_blocked = async {
-        for _ in 0..200 {
+        let mut blocked = false;
+        for _ in 0..500 {
             let waiting: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted")
                     .fetch_one(app.store.pool())
                     .await
                     .unwrap();
             if waiting > 0 {
+                blocked = true;
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         other.commit().await.unwrap();
+        blocked
     };
-    let (run, ()) = tokio::join!(importing, commit_when_blocked);
+    let (run, blocked) = tokio::join!(importing, commit_when_blocked);
+    assert!(blocked, "the import's batch never met the uncommitted row");
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(
         run.statuses(),
