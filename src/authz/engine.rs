@@ -182,7 +182,8 @@ impl Engine {
 
     /// Drops what `changes` made stale. Only notifications (`from_listener`)
     /// advance `seen`: a local commit may overtake another replica's earlier
-    /// one, whose notification has not arrived yet.
+    /// one, whose notification has not arrived yet; and only the last notice
+    /// of a revision does (until then some of its users are still cached).
     fn apply(&self, changes: &Changes, from_listener: bool) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if changes.everything {
@@ -195,7 +196,7 @@ impl Engine {
                 self.subjects.remove(u);
             }
         }
-        if from_listener {
+        if from_listener && !changes.continued {
             self.seen.fetch_max(changes.revision, Ordering::SeqCst);
         }
     }

@@ -14,9 +14,14 @@ use crate::domain::Error;
 /// replica's decision cache drops what the write changed.
 pub const CHANGES_CHANNEL: &str = "clef_changes";
 
+/// Users listed per notice: a NOTIFY payload is limited to 8000 bytes, and a
+/// listed user takes 37 of them.
+const USERS_PER_NOTICE: usize = 200;
+
 /// Above this many users, a write invalidates everything instead of listing
-/// them (a NOTIFY payload is limited to 8000 bytes).
-const MAX_LISTED_USERS: usize = 100;
+/// them. An import batch (500 lines) stays well under it, so that a large
+/// import does not empty every replica's decision cache at each commit.
+const MAX_LISTED_USERS: usize = 10_000;
 
 /// What a committed write changed, as far as decisions are concerned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,28 +32,53 @@ pub struct Changes {
     /// Something that affects every decision (an account's status, a new
     /// account).
     pub everything: bool,
+    /// A notice that more notices of the same revision follow (a write that
+    /// lists many users sends several, in order; only the last one tells
+    /// that the revision is complete).
+    pub continued: bool,
 }
 
 impl Changes {
-    /// `"<revision>"`, `"<revision> *"` or `"<revision> <uuid> <uuid>..."`.
-    pub fn payload(&self) -> String {
+    /// The notices of this write, in the order they must be sent: one
+    /// `"<revision> *"`, or one `"<revision>"`, or notices of up to
+    /// [`USERS_PER_NOTICE`] users each, `"<revision>+ <uuid> <uuid>..."`
+    /// for all but the last, which has no `+`.
+    pub fn payloads(&self) -> Vec<String> {
         if self.everything || self.users.len() > MAX_LISTED_USERS {
-            return format!("{} *", self.revision);
+            return vec![format!("{} *", self.revision)];
         }
-        let mut p = self.revision.to_string();
-        for u in &self.users {
-            p.push(' ');
-            p.push_str(&u.to_string());
+        if self.users.is_empty() {
+            return vec![self.revision.to_string()];
         }
-        p
+        let chunks = self.users.chunks(USERS_PER_NOTICE);
+        let last = chunks.len() - 1;
+        chunks
+            .enumerate()
+            .map(|(i, users)| {
+                let mut p = self.revision.to_string();
+                if i < last {
+                    p.push('+');
+                }
+                for u in users {
+                    p.push(' ');
+                    p.push_str(&u.to_string());
+                }
+                p
+            })
+            .collect()
     }
 
     /// Parses a payload written by [`Changes::payload`].
     pub fn parse(payload: &str) -> Option<Self> {
         let mut parts = payload.split(' ');
-        let revision = parts.next()?.parse().ok()?;
+        let first = parts.next()?;
+        let (revision, continued) = match first.strip_suffix('+') {
+            Some(revision) => (revision, true),
+            None => (first, false),
+        };
         let mut changes = Changes {
-            revision,
+            revision: revision.parse().ok()?,
+            continued,
             ..Default::default()
         };
         for p in parts {
@@ -188,12 +218,16 @@ impl Tx {
             self.inner.commit().await.map_err(db_error)?;
             return Ok(0);
         };
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANGES_CHANNEL)
-            .bind(self.changes.payload())
-            .execute(&mut *self.inner)
-            .await
-            .map_err(db_error)?;
+        // One statement per notice keeps them in order: listeners advance
+        // their revision on the last one only.
+        for payload in self.changes.payloads() {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(payload)
+                .execute(&mut *self.inner)
+                .await
+                .map_err(db_error)?;
+        }
         self.inner.commit().await.map_err(db_error)?;
         if let Some(observer) = &self.observer {
             observer.committed(&self.changes);
@@ -234,5 +268,65 @@ impl Tx {
     /// Rolls back (dry runs, failed atomic imports).
     pub async fn rollback(self) -> Result<(), Error> {
         self.inner.rollback().await.map_err(db_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users(n: usize) -> Vec<Uuid> {
+        (0..n).map(|_| Uuid::new_v4()).collect()
+    }
+
+    #[test]
+    fn many_users_are_listed_over_several_notices_the_last_one_closing_the_revision() {
+        let changes = Changes {
+            revision: 42,
+            users: users(450),
+            ..Default::default()
+        };
+        let payloads = changes.payloads();
+        assert_eq!(payloads.len(), 3);
+        let parsed: Vec<Changes> = payloads
+            .iter()
+            .map(|p| {
+                assert!(p.len() < 8000, "a NOTIFY payload is limited to 8000 bytes");
+                Changes::parse(p).expect("readable notice")
+            })
+            .collect();
+        assert!(parsed.iter().all(|c| c.revision == 42 && !c.everything));
+        assert_eq!(
+            parsed.iter().map(|c| c.continued).collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        let listed: Vec<Uuid> = parsed.into_iter().flat_map(|c| c.users).collect();
+        assert_eq!(listed, changes.users);
+    }
+
+    #[test]
+    fn small_and_sweeping_writes_send_one_notice() {
+        let none = Changes {
+            revision: 7,
+            ..Default::default()
+        };
+        assert_eq!(none.payloads(), ["7"]);
+        assert_eq!(Changes::parse("7"), Some(none));
+        let one = Changes {
+            revision: 8,
+            users: users(1),
+            ..Default::default()
+        };
+        assert_eq!(one.payloads().len(), 1);
+        assert_eq!(Changes::parse(&one.payloads()[0]), Some(one));
+        let huge = Changes {
+            revision: 9,
+            users: users(MAX_LISTED_USERS + 1),
+            ..Default::default()
+        };
+        assert_eq!(huge.payloads(), ["9 *"]);
+        let everything = Changes::parse("9 *").expect("readable");
+        assert!(everything.everything && !everything.continued);
+        assert_eq!(Changes::parse("x+ y"), None);
     }
 }

@@ -826,3 +826,90 @@ async fn an_import_waiting_for_its_client_does_not_hold_up_other_writes() {
         "the real import's lines, none of the dry run's"
     );
 }
+
+/// Runs one CheckBatch of `shipping.ws` on `account` for `users`; returns
+/// how many are allowed.
+async fn allowed_count(c: &mut AuthzClient, account: &str, users: &[String]) -> usize {
+    let checks = users
+        .iter()
+        .map(|id| pb::CheckRequest {
+            subject: by_user(id),
+            account_code: account.into(),
+            right: "shipping.ws".into(),
+            min_revision: 0,
+        })
+        .collect();
+    c.check_batch(pb::CheckBatchRequest { checks })
+        .await
+        .expect("check batch")
+        .into_inner()
+        .results
+        .iter()
+        .filter(|r| r.allowed)
+        .count()
+}
+
+#[tokio::test]
+async fn a_sync_deactivating_hundreds_of_users_reaches_the_other_replica() {
+    // 250 deactivations in one commit are listed over two change notices;
+    // the other replica must drop every one of those users, and only them.
+    let a = spawn_app().await;
+    let b = spawn_app_on(a.db_options.clone()).await;
+    org_with_account(&a, "Org", "REP").await;
+    let (_, admin) = make_admin(&a, "REP", "Ada", vec![right("shipping.ws")]).await;
+    let mut file = vec![HEADER.to_owned()];
+    file.extend((0..300).map(|i| {
+        adv(
+            &format!("User{i}"),
+            &format!("u{i}@example.com"),
+            "oui",
+            "non",
+        )
+    }));
+    let run = import(&a, &admin, opts("REP"), file.join("\n").as_bytes(), 4096).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let ids: Vec<String> = run.results.iter().map(|r| r.user_id.clone()).collect();
+    assert_eq!(ids.len(), 300);
+    assert!(
+        run.results.iter().all(|r| r.status == "created"),
+        "{:?}",
+        run.results[0]
+    );
+
+    // B caches all 300 as allowed.
+    let mut on_b = b.decider().await;
+    assert_eq!(allowed_count(&mut on_b, "REP", &ids).await, 300);
+
+    // Sync with the first 50 lines only (the admin is kept: he imports).
+    let options = pb::ImportOptions {
+        mode: pb::ImportMode::Sync as i32,
+        force: true,
+        ..opts("REP")
+    };
+    let run = import(&a, &admin, options, file[..51].join("\n").as_bytes(), 4096).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let deactivated = run
+        .statuses()
+        .iter()
+        .filter(|(_, s)| *s == "deactivated")
+        .count();
+    assert_eq!(deactivated, 250);
+
+    let start = std::time::Instant::now();
+    loop {
+        let still = allowed_count(&mut on_b, "REP", &ids[50..]).await;
+        if still == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "replica B still allows {still} deactivated users"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "250 deactivations reached replica B in {:?}",
+        start.elapsed()
+    );
+    assert_eq!(allowed_count(&mut on_b, "REP", &ids[..50]).await, 50);
+}
