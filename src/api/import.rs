@@ -1,5 +1,6 @@
 //! `clef.v1.ImportService`.
 
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -10,7 +11,7 @@ use crate::{
     bulk::{csvfile::neutralise, Dialect, PROFILE_COLUMNS},
     domain::{Error, Violations},
     pb::{self, import_service_server::ImportService},
-    service::bulk::template_rights,
+    service::{bulk::template_rights, import::Progress},
 };
 
 /// Serves `clef.v1.ImportService`.
@@ -77,17 +78,53 @@ impl ImportService for ImportApi {
             },
         )
         .await?;
-        let (out, rx) = tokio::sync::mpsc::channel(8);
-        let store = self.0.store.clone();
+        // The file's chunks, from the gRPC stream to the import.
+        let (chunks, chunks_rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(async move {
-            let errors = out.clone();
-            if let Err(e) = Self::run_import(store, import, actor.user_id, inbound, out).await {
-                let _ = errors.send(Err(Status::from(e))).await;
+            use pb::import_users_request::Msg;
+            loop {
+                let chunk = match inbound.message().await {
+                    Ok(Some(pb::ImportUsersRequest {
+                        msg: Some(Msg::Chunk(c)),
+                    })) => Ok(c),
+                    Ok(None) => return,
+                    Ok(Some(_)) => Err(Error::invalid(
+                        "options",
+                        "only the first message carries options",
+                    )),
+                    Err(_) => Err(Error::Unavailable(
+                        "the client stream ended abnormally".into(),
+                    )),
+                };
+                let stop = chunk.is_err();
+                if chunks.send(chunk).await.is_err() || stop {
+                    return;
+                }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        let (out, progress) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(crate::service::import::run(
+            self.0.store.clone(),
+            import,
+            chunks_rx,
+            out,
+        ));
+        let responses = tokio_stream::wrappers::ReceiverStream::new(progress).map(|p| match p? {
+            Progress::Lines(results) => Ok(pb::ImportUsersResponse {
+                results: results.into_iter().map(result_to_pb).collect(),
+                summary: None,
+            }),
+            Progress::Summary(s) => Ok(pb::ImportUsersResponse {
+                results: Vec::new(),
+                summary: Some(pb::ImportSummary {
+                    lines: s.lines,
+                    counts: s.counts,
+                    committed: s.committed,
+                    revision: s.revision,
+                }),
+            }),
+        });
+        Ok(Response::new(Box::pin(responses)))
     }
 
     type GetImportReportStream = ReportStream;
@@ -203,302 +240,9 @@ impl ImportService for ImportApi {
     }
 }
 
-/// Lines applied per transaction (non-atomic imports).
-const BATCH: usize = 500;
-
-/// How long an import waits for the client's next bytes, holding its
-/// transaction open.
-const IDLE: std::time::Duration = std::time::Duration::from_secs(120);
-
 type ImportStream = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = Result<pb::ImportUsersResponse, Status>> + Send>,
 >;
-
-/// The file's bytes, handed from the gRPC stream to the CSV parser thread.
-/// `None` means the client stream failed: the import must not go on.
-struct ChunkReader {
-    rx: tokio::sync::mpsc::Receiver<Option<Vec<u8>>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(Some(chunk)) => {
-                    self.buf = chunk;
-                    self.pos = 0;
-                }
-                Some(None) => return Err(std::io::Error::other("the client stream failed")),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-enum Parsed {
-    Record(u64, Vec<String>),
-    Failed(String),
-}
-
-impl ImportApi {
-    async fn run_import(
-        store: crate::store::Store,
-        mut import: crate::service::import::Import,
-        actor: uuid::Uuid,
-        mut inbound: tonic::Streaming<pb::ImportUsersRequest>,
-        out: tokio::sync::mpsc::Sender<Result<pb::ImportUsersResponse, Status>>,
-    ) -> Result<(), Error> {
-        use crate::bulk::reader::{
-            decode_cells, detect_delimiter, map_header, parse_line, sniff_encoding,
-        };
-        use pb::import_users_request::Msg;
-        let gone = || Error::Unavailable("the client stream ended abnormally".into());
-        // Enough of the file to know its delimiter: the header line (or
-        // 64 KiB of it). Encodings are decided record by record later.
-        let mut prefix = Vec::new();
-        let (mut ended, mut header_seen) = (false, false);
-        while prefix.len() < 64 * 1024 && !header_seen {
-            match inbound.message().await.map_err(|_| gone())? {
-                Some(pb::ImportUsersRequest {
-                    msg: Some(Msg::Chunk(c)),
-                }) => {
-                    header_seen = c.contains(&b'\n');
-                    prefix.extend_from_slice(&c);
-                }
-                Some(_) => {
-                    return Err(Error::invalid(
-                        "options",
-                        "only the first message carries options",
-                    ))
-                }
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        // The encoding is decided record by record (`decode_cells`); only a
-        // byte-order mark is skipped here.
-        let (_, bom) = sniff_encoding(&prefix);
-        let first = prefix[bom..].to_vec();
-        let delimiter = detect_delimiter(&String::from_utf8_lossy(&first));
-        let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(8);
-        let (rec_tx, mut rec_rx) = tokio::sync::mpsc::channel::<Parsed>(1024);
-        // The CSV parser, on a blocking thread; bounded channels on both sides
-        // carry back-pressure from the database to the client.
-        tokio::task::spawn_blocking(move || {
-            let reader = ChunkReader {
-                rx: chunk_rx,
-                buf: first,
-                pos: 0,
-            };
-            let mut csv = csv::ReaderBuilder::new()
-                .delimiter(delimiter)
-                .flexible(true)
-                .has_headers(false)
-                .from_reader(reader);
-            let mut rec = csv::ByteRecord::new();
-            loop {
-                match csv.read_byte_record(&mut rec) {
-                    Ok(false) => break,
-                    Ok(true) => {
-                        let line = rec.position().map(|p| p.line()).unwrap_or(0);
-                        let msg = Parsed::Record(line, decode_cells(rec.iter()));
-                        if rec_tx.blocking_send(msg).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = rec_tx.blocking_send(Parsed::Failed(e.to_string()));
-                        break;
-                    }
-                }
-            }
-        });
-        // The rest of the client stream, to the parser.
-        tokio::spawn(async move {
-            if ended {
-                return;
-            }
-            loop {
-                match inbound.message().await {
-                    Ok(Some(pb::ImportUsersRequest {
-                        msg: Some(Msg::Chunk(c)),
-                    })) => {
-                        if chunk_tx.send(Some(c)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Ok(Some(_)) | Err(_) => {
-                        let _ = chunk_tx.send(None).await;
-                        return;
-                    }
-                }
-            }
-        });
-
-        let header = match rec_rx.recv().await {
-            Some(Parsed::Record(_, cells)) => {
-                map_header(&cells, import.catalog()).map_err(|problems| {
-                    Error::invalid("file", format!("header: {}", problems.join("; ")))
-                })?
-            }
-            Some(Parsed::Failed(e)) => return Err(Error::invalid("file", e)),
-            None => return Err(Error::invalid("file", "is empty: no header line")),
-        };
-        import.set_header(&store, &header).await?;
-        let one_tx = import.options.atomic || import.options.dry_run;
-        let import_dry_run = import.options.dry_run;
-        let default_kind = import.options.default_kind;
-        let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-        let mut failed_lines = false;
-        let mut tally = |results: &[crate::service::import::Outcome]| {
-            for o in results {
-                *counts.entry(o.status.to_owned()).or_default() += 1;
-                failed_lines |= o.failed();
-            }
-            results.iter().any(|o| o.wrote())
-        };
-        let mut lines = 0i64;
-        // The write transaction is opened when a batch is ready, not while
-        // waiting for the client: a write holds the revision counter, and so
-        // every other writer, until it commits. Dry runs rehearse without
-        // holding it; atomic imports hold it from their first batch to the
-        // end.
-        let open = || async {
-            if import_dry_run {
-                store.rehearsal(Some(actor)).await
-            } else {
-                store.write(Some(actor)).await
-            }
-        };
-        let mut tx: Option<crate::store::Tx> = None;
-        // Whether `tx` wrote anything: a transaction that wrote nothing is
-        // rolled back rather than committed, so that it takes no revision.
-        let mut dirty = false;
-        let mut last_revision = 0;
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut failed = None;
-        loop {
-            // A client that sends nothing for IDLE, or whose call was
-            // cancelled, is gone: its pending lines roll back.
-            let next = tokio::select! {
-                next = tokio::time::timeout(IDLE, rec_rx.recv()) => match next {
-                    Ok(next) => next,
-                    Err(_) => Some(Parsed::Failed(format!(
-                        "no data from the client for {} s",
-                        IDLE.as_secs()
-                    ))),
-                },
-                () = out.closed() => Some(Parsed::Failed("the client cancelled the call".into())),
-            };
-            let end = match next {
-                Some(Parsed::Record(line, cells)) => {
-                    // Empty lines are skipped.
-                    if !(cells.len() == 1 && cells[0].trim().is_empty()) {
-                        let parsed =
-                            parse_line(&header, &cells, line, import.catalog(), default_kind);
-                        batch.push((line, parsed));
-                    }
-                    false
-                }
-                Some(Parsed::Failed(e)) => {
-                    failed = Some(e);
-                    true
-                }
-                None => true,
-            };
-            if batch.len() >= BATCH || (end && !batch.is_empty()) {
-                if end && failed.is_some() {
-                    break; // the pending batch is not applied, and nothing of it is reported
-                }
-                let t = match &mut tx {
-                    Some(t) => t,
-                    None => tx.insert(open().await?),
-                };
-                let results = import.apply_batch(t, std::mem::take(&mut batch)).await?;
-                lines += results.len() as i64;
-                dirty |= tally(&results);
-                if !one_tx {
-                    if let Some(t) = tx.take() {
-                        if std::mem::take(&mut dirty) {
-                            last_revision = t.commit().await?;
-                        } else {
-                            t.rollback().await?;
-                        }
-                    }
-                }
-                import.report(&store, &results).await?;
-                let msg = pb::ImportUsersResponse {
-                    results: results.into_iter().map(result_to_pb).collect(),
-                    summary: None,
-                };
-                if out.send(Ok(msg)).await.is_err() {
-                    return Ok(()); // the client went away; the batch was reported done
-                }
-            }
-            if end {
-                break;
-            }
-        }
-        if let Some(e) = failed {
-            // Client gone or file unreadable: what was reported stays; the
-            // pending batch (everything, when atomic) rolls back.
-            if let Some(t) = tx {
-                t.rollback().await?;
-            }
-            return Err(Error::invalid("file", format!("reading stopped: {e}")));
-        }
-        if import.options.sync {
-            let t = match &mut tx {
-                Some(t) => t,
-                None => tx.insert(open().await?),
-            };
-            let deactivated = import.finish_sync(t).await?;
-            dirty |= tally(&deactivated);
-            import.report(&store, &deactivated).await?;
-            if !deactivated.is_empty() {
-                let msg = pb::ImportUsersResponse {
-                    results: deactivated.into_iter().map(result_to_pb).collect(),
-                    summary: None,
-                };
-                let _ = out.send(Ok(msg)).await;
-            }
-        }
-        // Atomic: all lines or none; one failed line undoes every other.
-        let undo = import.options.dry_run || (import.options.atomic && failed_lines);
-        let (committed, revision) = match tx {
-            Some(t) if dirty && !undo => (true, t.commit().await?),
-            Some(t) => {
-                t.rollback().await?;
-                (!undo, if undo { 0 } else { last_revision })
-            }
-            None => (!undo, if undo { 0 } else { last_revision }),
-        };
-        import
-            .finish_report(&store, lines, &counts, committed, revision)
-            .await?;
-        let _ = out
-            .send(Ok(pb::ImportUsersResponse {
-                results: Vec::new(),
-                summary: Some(pb::ImportSummary {
-                    lines,
-                    counts,
-                    committed,
-                    revision,
-                }),
-            }))
-            .await;
-        Ok(())
-    }
-}
 
 type ReportStream = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = Result<pb::GetImportReportResponse, Status>> + Send>,
@@ -529,6 +273,7 @@ fn report_info(r: &crate::store::ReportMeta, account: &str) -> pb::ImportReportI
             committed: f.committed,
             revision: f.revision,
         }),
+        stopped: r.stopped.clone().unwrap_or_default(),
     }
 }
 

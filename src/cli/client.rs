@@ -291,7 +291,8 @@ pub async fn import_report(args: ImportReportArgs) -> anyhow::Result<()> {
                         "not committed"
                     }
                 ),
-                None => "did not finish".into(),
+                None if info.stopped.is_empty() => "did not finish".into(),
+                None => format!("stopped: {}", info.stopped),
             };
             eprintln!(
                 "import into {} started {} by {}: {}; report kept until {}",

@@ -20,6 +20,8 @@ pub struct ReportMeta {
     pub atomic: bool,
     pub force: bool,
     pub finished: Option<ReportSummary>,
+    /// Why the import stopped before its end, when it did.
+    pub stopped: Option<String>,
 }
 
 /// How a reported import ended.
@@ -125,11 +127,24 @@ impl Store {
         Ok(())
     }
 
+    /// Records why an import stopped before its end.
+    pub async fn stop_report(&self, report: Uuid, reason: &str) -> Result<(), Error> {
+        sqlx::query!(
+            "UPDATE import_reports SET stopped = $2 WHERE id = $1",
+            report,
+            reason
+        )
+        .execute(self.pool())
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
     /// The account's report, unless it is older than [`REPORT_DAYS`].
     pub async fn report(&self, account: Uuid) -> Result<Option<ReportMeta>, Error> {
         let r = sqlx::query!(
             "SELECT id, actor_id, started_at, sync, dry_run, atomic, force, finished_at, lines, counts,
-                    committed, revision
+                    committed, revision, stopped
                FROM import_reports
               WHERE account_id = $1 AND started_at >= now() - make_interval(days => $2)",
             account,
@@ -156,6 +171,7 @@ impl Store {
                 committed: r.committed.unwrap_or(false),
                 revision: r.revision.unwrap_or(0),
             }),
+            stopped: r.stopped,
         }))
     }
 

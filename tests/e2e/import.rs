@@ -504,9 +504,19 @@ async fn a_client_gone_mid_stream_keeps_exactly_the_lines_reported_done() {
         stored == reported,
         "exactly the reported lines are committed"
     );
-    // The report says so, and that the import did not finish.
-    let (info, csv) = report(&app, &app.operator_key, "GONE").await.unwrap();
+    // The report says so, that the import did not finish, and why (written
+    // just after the rollback).
+    let mut tries = 0;
+    let (info, csv) = loop {
+        let (info, csv) = report(&app, &app.operator_key, "GONE").await.unwrap();
+        if !info.stopped.is_empty() || tries == 100 {
+            break (info, csv);
+        }
+        tries += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(info.summary.is_none() && info.finished_at.is_none());
+    assert!(info.stopped.contains("client"), "{:?}", info.stopped);
     assert_eq!(csv.lines().count(), 501);
 
     // Atomic: nothing at all.

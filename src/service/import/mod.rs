@@ -1,7 +1,12 @@
-//! Importing users from CSV lines into one account. Each line runs under a
-//! savepoint, so a bad line changes nothing and never stops the others; the
-//! caller decides how lines are grouped into transactions (a batch per
-//! transaction, or one for an atomic import or a dry run).
+//! Importing users from CSV lines into one account: [`Import`] decides and
+//! writes batches of lines (a bad line changes nothing and never stops the
+//! others); [`run`] drives a whole file through it, grouping lines into
+//! transactions (a batch per transaction, or one for an atomic import or a
+//! dry run) and telling the client how it goes.
+
+mod run;
+
+pub use run::{run, Progress, ProgressSender, Summary};
 
 use std::{
     collections::{HashMap, HashSet},
@@ -187,6 +192,19 @@ impl Import {
             }
             None => Ok(()),
         }
+    }
+
+    /// Records in its report why the import stopped before its end. The
+    /// details of an internal error stay in the logs.
+    pub async fn stop_report(&self, store: &Store, why: &Error) -> Result<(), Error> {
+        let Some(report) = self.report else {
+            return Ok(());
+        };
+        let reason = match why {
+            Error::Internal(_) => "internal error".to_owned(),
+            e => e.to_string(),
+        };
+        store.stop_report(report, &reason).await
     }
 
     pub fn catalog(&self) -> &[RightDef] {

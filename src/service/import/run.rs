@@ -1,0 +1,245 @@
+//! Running an import from its file's chunks to its summary: lines grouped
+//! in batches, transactions opened and committed, the report written, the
+//! sync step, and what the client is told as it goes.
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+
+use super::{Import, Outcome};
+use crate::{
+    bulk::{
+        reader::{map_header, parse_line},
+        stream::{records, Chunks, Parsed},
+    },
+    domain::Error,
+    store::{Store, Tx},
+};
+
+/// Lines applied per transaction (non-atomic imports).
+const BATCH: usize = 500;
+
+/// How long an import waits for the client's next bytes, holding its
+/// transaction open.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// What an import tells its client, in order.
+#[derive(Debug)]
+pub enum Progress {
+    /// The results of lines (or of a sync's deactivations), once written.
+    Lines(Vec<Outcome>),
+    /// The end of the import.
+    Summary(Summary),
+}
+
+/// How an import ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub lines: i64,
+    /// Lines (and deactivations) per status.
+    pub counts: HashMap<String, i64>,
+    /// False for a dry run, and for an atomic import rolled back.
+    pub committed: bool,
+    /// The revision of the last commit (0 when nothing was committed).
+    pub revision: i64,
+}
+
+/// Where the progress goes: a send fails once the client has gone.
+pub type ProgressSender = mpsc::Sender<Result<Progress, Error>>;
+
+/// Runs `import` over the file in `chunks`, telling `out` how it goes; an
+/// error that stops it is sent last.
+pub async fn run(store: Store, import: Import, chunks: Chunks, out: ProgressSender) {
+    let mut run = Run {
+        store,
+        import,
+        out,
+        tx: None,
+        dirty: false,
+        last_revision: 0,
+        summary: Summary {
+            lines: 0,
+            counts: HashMap::new(),
+            committed: false,
+            revision: 0,
+        },
+        failed_lines: false,
+    };
+    if let Err(e) = run.go(chunks).await {
+        // What was not committed rolls back (everything, when atomic); the
+        // lines reported done stay.
+        if let Some(tx) = run.tx.take() {
+            let _ = tx.rollback().await;
+        }
+        if let Err(report) = run.import.stop_report(&run.store, &e).await {
+            tracing::warn!(error = %report, "cannot record why an import stopped");
+        }
+        let _ = run.out.send(Err(e)).await;
+    }
+}
+
+struct Run {
+    store: Store,
+    import: Import,
+    out: ProgressSender,
+    /// The open write transaction, if any.
+    tx: Option<Tx>,
+    /// Whether `tx` wrote anything: a transaction that wrote nothing is
+    /// rolled back rather than committed, so that it takes no revision.
+    dirty: bool,
+    last_revision: i64,
+    summary: Summary,
+    /// Whether a line was refused (an atomic import then writes nothing).
+    failed_lines: bool,
+}
+
+impl Run {
+    async fn go(&mut self, chunks: Chunks) -> Result<(), Error> {
+        let mut records = records(chunks).await?;
+        let header = match records.recv().await {
+            Some(Parsed::Record(_, cells)) => {
+                map_header(&cells, self.import.catalog()).map_err(|problems| {
+                    Error::invalid("file", format!("header: {}", problems.join("; ")))
+                })?
+            }
+            Some(Parsed::Failed(e)) => return Err(Error::invalid("file", e)),
+            None => return Err(Error::invalid("file", "is empty: no header line")),
+        };
+        self.import.set_header(&self.store, &header).await?;
+        let default_kind = self.import.options.default_kind;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            // A client that sends nothing for IDLE, or whose call was
+            // cancelled, is gone: its pending lines roll back.
+            let next = tokio::select! {
+                next = tokio::time::timeout(IDLE, records.recv()) => match next {
+                    Ok(next) => next,
+                    Err(_) => Some(Parsed::Failed(format!(
+                        "no data from the client for {} s",
+                        IDLE.as_secs()
+                    ))),
+                },
+                () = self.out.closed() => Some(Parsed::Failed("the client cancelled the call".into())),
+            };
+            match next {
+                Some(Parsed::Record(line, cells)) => {
+                    // Empty lines are skipped.
+                    if !(cells.len() == 1 && cells[0].trim().is_empty()) {
+                        let parsed =
+                            parse_line(&header, &cells, line, self.import.catalog(), default_kind);
+                        batch.push((line, parsed));
+                    }
+                    if batch.len() >= BATCH {
+                        self.apply(std::mem::take(&mut batch)).await?;
+                    }
+                }
+                Some(Parsed::Failed(e)) => {
+                    // Client gone or file unreadable: the pending batch is
+                    // not applied, nor reported.
+                    return Err(Error::invalid("file", format!("reading stopped: {e}")));
+                }
+                None => break,
+            }
+        }
+        if !batch.is_empty() {
+            self.apply(batch).await?;
+        }
+        if self.import.options.sync {
+            let mut tx = self.open().await?;
+            let deactivated = self.import.finish_sync(&mut tx).await;
+            self.tx = Some(tx);
+            let deactivated = deactivated?;
+            self.tally(&deactivated);
+            self.import.report(&self.store, &deactivated).await?;
+            if !deactivated.is_empty() {
+                let _ = self.out.send(Ok(Progress::Lines(deactivated))).await;
+            }
+        }
+        self.finish().await
+    }
+
+    /// The open write transaction, taken out of `self.tx` (the caller puts
+    /// it back), or a new one. It is opened when a batch is ready, not
+    /// while waiting for the client: a write holds the revision counter,
+    /// and so every other writer, until it commits. Dry runs rehearse
+    /// without holding it; atomic imports hold it from their first batch to
+    /// the end.
+    async fn open(&mut self) -> Result<Tx, Error> {
+        if let Some(tx) = self.tx.take() {
+            return Ok(tx);
+        }
+        let actor = Some(self.import.actor.user_id);
+        if self.import.options.dry_run {
+            self.store.rehearsal(actor).await
+        } else {
+            self.store.write(actor).await
+        }
+    }
+
+    /// Counts results; notes whether they wrote or failed.
+    fn tally(&mut self, results: &[Outcome]) {
+        for o in results {
+            *self.summary.counts.entry(o.status.to_owned()).or_default() += 1;
+            self.failed_lines |= o.failed();
+            self.dirty |= o.wrote();
+        }
+    }
+
+    /// Applies a batch, commits it unless the import runs in one
+    /// transaction, reports it, and tells the client (an error once the
+    /// client has gone: the batch was reported done, the rest is not read).
+    async fn apply(
+        &mut self,
+        batch: Vec<(
+            u64,
+            Result<crate::bulk::reader::ImportLine, crate::bulk::reader::LineProblem>,
+        )>,
+    ) -> Result<(), Error> {
+        let mut tx = self.open().await?;
+        let results = self.import.apply_batch(&mut tx, batch).await;
+        self.tx = Some(tx);
+        let results = results?;
+        self.summary.lines += results.len() as i64;
+        self.tally(&results);
+        let one_tx = self.import.options.atomic || self.import.options.dry_run;
+        if !one_tx {
+            if let Some(tx) = self.tx.take() {
+                if std::mem::take(&mut self.dirty) {
+                    self.last_revision = tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
+                }
+            }
+        }
+        self.import.report(&self.store, &results).await?;
+        self.out
+            .send(Ok(Progress::Lines(results)))
+            .await
+            .map_err(|_| Error::Unavailable("the client went away".into()))
+    }
+
+    /// Commits or rolls back what is still open, finishes the report and
+    /// sends the summary.
+    async fn finish(&mut self) -> Result<(), Error> {
+        let options = &self.import.options;
+        // Atomic: all lines or none; one failed line undoes every other.
+        let undo = options.dry_run || (options.atomic && self.failed_lines);
+        let kept = if undo { 0 } else { self.last_revision };
+        let (committed, revision) = match self.tx.take() {
+            Some(tx) if self.dirty && !undo => (true, tx.commit().await?),
+            Some(tx) => {
+                tx.rollback().await?;
+                (!undo, kept)
+            }
+            None => (!undo, kept),
+        };
+        self.summary.committed = committed;
+        self.summary.revision = revision;
+        let s = &self.summary;
+        self.import
+            .finish_report(&self.store, s.lines, &s.counts, committed, revision)
+            .await?;
+        let _ = self.out.send(Ok(Progress::Summary(s.clone()))).await;
+        Ok(())
+    }
+}
