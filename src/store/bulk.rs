@@ -88,23 +88,6 @@ impl Tx {
     }
 }
 
-impl Tx {
-    /// The active or invited users linked to an account (what a sync may
-    /// deactivate).
-    pub async fn live_users_of_account(&mut self, account: Uuid) -> Result<Vec<Uuid>, Error> {
-        sqlx::query_scalar!(
-            "SELECT u.id FROM links l JOIN users u ON u.id = l.user_id
-              WHERE l.account_id = $1 AND u.status IN ('active', 'invited')
-                AND u.kind IN ('standard', 'advanced')
-              ORDER BY u.id",
-            account
-        )
-        .fetch_all(self.conn())
-        .await
-        .map_err(db_error)
-    }
-}
-
 /// One row of the export's `COPY`, in the order of its columns.
 fn export_row(row: &[u8]) -> Result<ExportRow, Error> {
     let bad = |what: &str| Error::Internal(format!("export COPY row: {what}"));

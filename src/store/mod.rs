@@ -12,6 +12,7 @@ mod copy;
 mod grants;
 mod import;
 mod keys;
+mod ledger;
 mod principals;
 mod reports;
 mod tx;
@@ -37,6 +38,7 @@ pub use import::{
     UserRow,
 };
 pub use keys::KeyMeta;
+pub use ledger::Absent;
 pub use principals::NewPrincipal;
 pub use reports::{ReportMeta, ReportOptions, ReportSummary, REPORT_DAYS};
 pub use tx::{Changes, CommitObserver, Tx, CHANGES_CHANNEL};

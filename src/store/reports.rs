@@ -55,14 +55,17 @@ impl Store {
     ) -> Result<Uuid, Error> {
         let id = Uuid::now_v7();
         let mut tx = self.pool().begin().await.map_err(db_error)?;
-        sqlx::query!(
-            "DELETE FROM import_reports WHERE account_id = $1 OR started_at < now() - make_interval(days => $2)",
+        let gone = sqlx::query_scalar!(
+            "DELETE FROM import_reports WHERE account_id = $1 OR started_at < now() - make_interval(days => $2)
+             RETURNING id",
             account,
             REPORT_DAYS as i32
         )
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
+        // What an import stopped by a server crash left in its ledger.
+        super::ledger::delete_ledgers(&mut tx, &gone).await?;
         sqlx::query!(
             "INSERT INTO import_reports (id, account_id, actor_id, sync, dry_run, atomic, force)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -923,3 +923,115 @@ async fn a_sync_deactivating_hundreds_of_users_reaches_the_other_replica() {
     );
     assert_eq!(allowed_count(&mut on_b, "REP", &ids[..50]).await, 50);
 }
+
+#[tokio::test]
+async fn duplicates_and_sync_naming_span_batches() {
+    // What an import has met is kept across its batches of 500 lines (in
+    // its ledger, not in memory), and forgotten when it ends.
+    let app = spawn_app().await;
+    org_with_account(&app, "Org", "LEDG").await;
+    let (_, admin) = make_admin(&app, "LEDG", "Ada", vec![right("shipping.ws")]).await;
+    let header = format!("{HEADER};CLE UTILISATEUR");
+    let line = |i: usize, key: &str| {
+        format!(
+            "{};{key}",
+            adv(
+                &format!("User{i}"),
+                &format!("u{i}@example.com"),
+                "oui",
+                "non"
+            )
+        )
+    };
+    let file = |users: std::ops::Range<usize>, extra: &[String]| {
+        let mut f = vec![header.clone()];
+        f.extend(users.map(|i| line(i, "")));
+        f.extend_from_slice(extra);
+        f.join("\n")
+    };
+    // A line refused in the first batch (a right the admin does not hold)
+    // still counts: the same user in the second batch is a duplicate.
+    let refused = adv("Newbie", "new@example.com", "oui", "consolidé");
+    let again = adv("Newbie", "new@example.com", "oui", "non");
+    let mut first = vec![header.clone(), format!("{refused};")];
+    first.extend((0..700).map(|i| line(i, "")));
+    first.push(format!("{again};"));
+    let run = import(
+        &app,
+        &admin,
+        opts("LEDG"),
+        first.join("\n").as_bytes(),
+        8192,
+    )
+    .await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let statuses = run.statuses();
+    assert_eq!(statuses.len(), 702);
+    assert_eq!(statuses[0], (2, "right_not_held"));
+    assert!(statuses[1..701].iter().all(|(_, s)| *s == "created"));
+    assert_eq!(statuses[701], (1404, "duplicate_in_file"));
+    let u3 = run.results[4].user_id.clone();
+    let key: String = sqlx::query_scalar("SELECT user_key FROM users WHERE id = $1::uuid")
+        .bind(&u3)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+
+    // In the second batch: u3 again by email, and by his key under another
+    // email; both are duplicates of line 5 (first batch).
+    let extra = [line(3, ""), line(9999, &key)];
+    let sync = pb::ImportOptions {
+        mode: pb::ImportMode::Sync as i32,
+        ..opts("LEDG")
+    };
+    let run = import(
+        &app,
+        &admin,
+        sync.clone(),
+        file(0..700, &extra).as_bytes(),
+        8192,
+    )
+    .await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let statuses = run.statuses();
+    assert_eq!(statuses.len(), 702, "no deactivation: every user was named");
+    assert!(statuses[..700].iter().all(|(_, s)| *s == "unchanged"));
+    // Each data line spans two physical lines (the address has a newline).
+    assert_eq!(
+        statuses[700..],
+        [(1402, "duplicate_in_file"), (1404, "duplicate_in_file")]
+    );
+    assert!(
+        run.results[701].message.contains("user key"),
+        "{:?}",
+        run.results[701]
+    );
+    let ledger: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM import_seen) + (SELECT count(*) FROM import_named)",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(ledger, 0, "the ledger is forgotten once the import ends");
+
+    // Users named in either batch are kept; exactly the others go.
+    let run = import(&app, &admin, sync, file(0..600, &[]).as_bytes(), 8192).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let mut gone: Vec<String> = run
+        .results
+        .iter()
+        .filter(|r| r.status == "deactivated")
+        .map(|r| r.user_id.clone())
+        .collect();
+    let mut expected: Vec<String> = sqlx::query_scalar(
+        "SELECT id::text FROM users WHERE email LIKE 'u%@example.com'
+            AND substring(email from 2 for position('@' in email) - 2)::int >= 600",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    gone.sort();
+    expected.sort();
+    assert_eq!(expected.len(), 100);
+    assert_eq!(gone, expected);
+}

@@ -99,9 +99,11 @@ pub struct Import {
     catalog: Vec<RightDef>,
     /// Profile fields the file has columns for; others are left as they are.
     present: Vec<&'static str>,
-    /// Hashes of the identities met, for `duplicate_in_file`.
-    seen: HashSet<u64>,
-    /// Users the file named (kept by a sync).
+    /// Hashes of the identities met in the current batch; the whole file's
+    /// are in the ledger (`import_seen`), for `duplicate_in_file`.
+    seen: HashSet<i64>,
+    /// Users named by the file that the current batch may meet again; the
+    /// whole file's are in the ledger (`import_named`), kept by a sync.
     named: HashSet<Uuid>,
     /// This import's report (from its accepted header on), and its last
     /// chunk.
@@ -207,6 +209,21 @@ impl Import {
         store.stop_report(report, &reason).await
     }
 
+    /// The key of this import's ledger (its report's id): set once its
+    /// header is accepted.
+    fn ledger(&self) -> Result<Uuid, Error> {
+        self.report
+            .ok_or_else(|| Error::Internal("import lines before its header".into()))
+    }
+
+    /// Forgets what the import met, once it has ended.
+    pub async fn forget(&self, store: &Store) -> Result<(), Error> {
+        match self.report {
+            Some(report) => store.drop_ledgers(&[report]).await,
+            None => Ok(()),
+        }
+    }
+
     pub fn catalog(&self) -> &[RightDef] {
         &self.catalog
     }
@@ -251,11 +268,14 @@ impl Import {
     /// of a line: the import stops.
     pub async fn apply_batch(
         &mut self,
+        store: &Store,
         tx: &mut Tx,
         lines: Vec<(u64, Result<ImportLine, LineProblem>)>,
     ) -> Result<Vec<Outcome>, Error> {
+        let report = self.ledger()?;
         let mut outcomes = Vec::with_capacity(lines.len());
         let mut pending = Vec::new();
+        self.seen.clear();
         for (line, parsed) in lines {
             match self.precheck(line, parsed) {
                 Ok(c) => {
@@ -265,10 +285,32 @@ impl Import {
                 Err(o) => outcomes.push(o),
             }
         }
+        // Identities met in an earlier batch are duplicates too.
+        let identities: Vec<i64> = pending.iter().map(|(_, c)| c.seen).collect();
+        let first: HashSet<i64> = store
+            .ledger_first_seen(report, &identities)
+            .await?
+            .into_iter()
+            .collect();
+        pending.retain(|(slot, c)| {
+            let keep = first.contains(&c.seen);
+            if !keep {
+                outcomes[*slot] = duplicate(c.line, &c.identity);
+            }
+            keep
+        });
         if pending.is_empty() {
             return Ok(outcomes);
         }
         let mut known = self.look_up(tx, pending.iter().map(|(_, c)| c)).await?;
+        // Users the batch may meet that earlier batches named.
+        let met: Vec<Uuid> = known.users.keys().copied().collect();
+        self.named = store
+            .ledger_named(report, &met)
+            .await?
+            .into_iter()
+            .collect();
+        let named_before = self.named.clone();
         let mut writes: Vec<(usize, ImportWrites)> = Vec::new();
         for (slot, c) in pending {
             let line = c.line;
@@ -281,6 +323,8 @@ impl Import {
                 Err(Refusal::Fault(e)) => outcomes[slot] = line_fault(line, e)?,
             }
         }
+        let named: Vec<Uuid> = self.named.difference(&named_before).copied().collect();
+        store.ledger_name(report, &named).await?;
         let all: Vec<&ImportWrites> = writes.iter().map(|(_, w)| w).collect();
         tx.savepoint().await?;
         match tx.write_import(self.account.id, &all).await {
@@ -371,15 +415,12 @@ impl Import {
             .hash(&mut h),
             other => other.hash(&mut h),
         }
-        if !self.seen.insert(h.finish()) {
-            return Err(Outcome::new(
-                line,
-                "duplicate_in_file",
-                "",
-                format!("the same user as an earlier line ({})", identity.describe()),
-            ));
+        let seen = h.finish() as i64;
+        if !self.seen.insert(seen) {
+            return Err(duplicate(line, &identity));
         }
         Ok(Candidate {
+            seen,
             line,
             l,
             login,
@@ -451,6 +492,7 @@ impl Import {
         c: Candidate,
     ) -> Result<(Outcome, ImportWrites), Refusal> {
         let Candidate {
+            seen: _,
             line,
             l,
             login,
@@ -479,11 +521,7 @@ impl Import {
             // Named by the file, whatever becomes of the line: a sync does
             // not deactivate a user whose line was refused.
             if !self.named.insert(u.id) {
-                return Err(refuse(
-                    "duplicate_in_file",
-                    "",
-                    format!("the same user as an earlier line ({})", identity.describe()),
-                ));
+                return Err(Refusal::Outcome(duplicate(line, &identity)));
             }
         }
         let kind = existing.as_ref().map(|u| u.kind).unwrap_or(l.kind);
@@ -770,21 +808,19 @@ impl Import {
     /// file did not name, unless that is more than 20 % of them and the
     /// import is not forced.
     pub async fn finish_sync(&mut self, tx: &mut Tx) -> Result<Vec<Outcome>, Error> {
-        let live = tx.live_users_of_account(self.account.id).await?;
-        let absent: Vec<Uuid> = live
-            .iter()
-            .copied()
-            .filter(|u| !self.named.contains(u) && *u != self.actor.user_id)
-            .collect();
-        if !absent.is_empty() && absent.len() * 5 > live.len() && !self.options.force {
+        let report = self.ledger()?;
+        let absent = tx
+            .absent_users(self.account.id, report, self.actor.user_id)
+            .await?;
+        let count = absent.users.len() as i64;
+        if count > 0 && count * 5 > absent.live && !self.options.force {
             return Err(Error::FailedPrecondition(format!(
-                "sync would deactivate {} of the account's {} users (more than 20 %); nothing was deactivated; import with force to do it",
-                absent.len(),
-                live.len()
+                "sync would deactivate {count} of the account's {} users (more than 20 %); nothing was deactivated; import with force to do it",
+                absent.live
             )));
         }
         let mut out = Vec::new();
-        for id in absent {
+        for id in absent.users {
             tx.savepoint().await?;
             let accounts = tx.linked_accounts(id, self.actor.user_id).await?;
             if let Err(e) = require_admin_everywhere(&self.actor, &accounts) {
@@ -889,8 +925,20 @@ impl Identity {
     }
 }
 
+/// `duplicate_in_file` for a line.
+fn duplicate(line: u64, identity: &Identity) -> Outcome {
+    Outcome::new(
+        line,
+        "duplicate_in_file",
+        "",
+        format!("the same user as an earlier line ({})", identity.describe()),
+    )
+}
+
 /// A line that passed the checks needing no database.
 struct Candidate {
+    /// The hash of its identity, as the ledger keeps it.
+    seen: i64,
     line: u64,
     l: ImportLine,
     login: Option<String>,

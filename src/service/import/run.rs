@@ -76,6 +76,11 @@ pub async fn run(store: Store, import: Import, chunks: Chunks, out: ProgressSend
         }
         let _ = run.out.send(Err(e)).await;
     }
+    // After the client has its answer: forgetting a large file's ledger
+    // takes a moment. Should it fail, the account's next import does it.
+    if let Err(e) = run.import.forget(&run.store).await {
+        tracing::warn!(error = %e, "cannot drop an import's ledger");
+    }
 }
 
 struct Run {
@@ -196,7 +201,7 @@ impl Run {
         )>,
     ) -> Result<(), Error> {
         let mut tx = self.open().await?;
-        let results = self.import.apply_batch(&mut tx, batch).await;
+        let results = self.import.apply_batch(&self.store, &mut tx, batch).await;
         self.tx = Some(tx);
         let results = results?;
         self.summary.lines += results.len() as i64;
