@@ -13,6 +13,18 @@ struct Run {
 }
 
 impl Run {
+    /// The ids of the users whose result has `status`, sorted.
+    fn users_with(&self, status: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .results
+            .iter()
+            .filter(|r| r.status == status)
+            .map(|r| r.user_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     fn statuses(&self) -> Vec<(i64, &str)> {
         self.results
             .iter()
@@ -717,13 +729,7 @@ async fn one_file_per_status_and_what_each_leaves_in_the_database() {
     ]);
     let run = import(&app, &admin, sync, f.as_bytes(), 1000).await;
     assert_eq!(run.results[1].status, "right_not_held");
-    let mut gone: Vec<String> = run
-        .results
-        .iter()
-        .filter(|r| r.status == "deactivated")
-        .map(|r| r.user_id.clone())
-        .collect();
-    gone.sort();
+    let gone = run.users_with("deactivated");
     let mut expected: Vec<String> =
         sqlx::query_scalar("SELECT id::text FROM users WHERE login IN ('dan', 'eve') ORDER BY 1")
             .fetch_all(app.store.pool())
@@ -1017,12 +1023,7 @@ async fn duplicates_and_sync_naming_span_batches() {
     // Users named in either batch are kept; exactly the others go.
     let run = import(&app, &admin, sync, file(0..600, &[]).as_bytes(), 8192).await;
     assert!(run.error.is_none(), "{:?}", run.error);
-    let mut gone: Vec<String> = run
-        .results
-        .iter()
-        .filter(|r| r.status == "deactivated")
-        .map(|r| r.user_id.clone())
-        .collect();
+    let gone = run.users_with("deactivated");
     let mut expected: Vec<String> = sqlx::query_scalar(
         "SELECT id::text FROM users WHERE email LIKE 'u%@example.com'
             AND substring(email from 2 for position('@' in email) - 2)::int >= 600",
@@ -1030,7 +1031,6 @@ async fn duplicates_and_sync_naming_span_batches() {
     .fetch_all(app.store.pool())
     .await
     .unwrap();
-    gone.sort();
     expected.sort();
     assert_eq!(expected.len(), 100);
     assert_eq!(gone, expected);
