@@ -9,6 +9,11 @@ use crate::domain::Error;
 /// How long a report is kept.
 pub const REPORT_DAYS: i64 = 7;
 
+/// An import that showed no sign of life for this long is no longer
+/// running (its server stopped): more than the 120 s an import waits for
+/// its client.
+const RUNNING_SECONDS: f64 = 150.0;
+
 /// A report's header, without its CSV.
 #[derive(Debug, Clone)]
 pub struct ReportMeta {
@@ -45,7 +50,8 @@ pub struct ReportOptions {
 
 impl Store {
     /// Starts the report of a new import into `account`: the account's
-    /// previous report and every expired one are deleted.
+    /// previous report and every expired one are deleted. Refused while
+    /// another import into the account runs.
     pub async fn start_report(
         &self,
         account: Uuid,
@@ -55,6 +61,33 @@ impl Store {
     ) -> Result<Uuid, Error> {
         let id = Uuid::now_v7();
         let mut tx = self.pool().begin().await.map_err(db_error)?;
+        // One start at a time per account, so that two cannot both see the
+        // account free.
+        sqlx::query!(
+            "SELECT pg_advisory_xact_lock(hashtextextended('clef import ' || $1::uuid::text, 0))",
+            account
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let running = sqlx::query!(
+            r#"SELECT r.started_at, coalesce(u.display_name, '') AS "by!"
+                 FROM import_reports r LEFT JOIN users u ON u.id = r.actor_id
+                WHERE r.account_id = $1 AND r.finished_at IS NULL AND r.stopped IS NULL
+                  AND r.active_at > now() - make_interval(secs => $2)"#,
+            account,
+            RUNNING_SECONDS
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if let Some(r) = running {
+            return Err(Error::FailedPrecondition(format!(
+                "another import into this account is running (started {} by {}); retry once it has ended",
+                r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                r.by
+            )));
+        }
         let gone = sqlx::query_scalar!(
             "DELETE FROM import_reports WHERE account_id = $1 OR started_at < now() - make_interval(days => $2)
              RETURNING id",
@@ -92,10 +125,12 @@ impl Store {
         Ok(id)
     }
 
-    /// Appends the next chunk of a report's CSV.
+    /// Appends the next chunk of a report's CSV, and notes that its import
+    /// is alive.
     pub async fn append_report(&self, report: Uuid, seq: i64, data: &[u8]) -> Result<(), Error> {
-        sqlx::query!(
-            "INSERT INTO import_report_chunks (report_id, seq, data) VALUES ($1, $2, $3)",
+        let appended = sqlx::query!(
+            "WITH alive AS (UPDATE import_reports SET active_at = now() WHERE id = $1 RETURNING id)
+             INSERT INTO import_report_chunks (report_id, seq, data) SELECT id, $2, $3 FROM alive",
             report,
             seq,
             data
@@ -103,6 +138,13 @@ impl Store {
         .execute(self.pool())
         .await
         .map_err(db_error)?;
+        if appended.rows_affected() == 0 {
+            // Only when the import was taken for stopped (no sign of life
+            // for RUNNING_SECONDS) and a newer import replaced its report.
+            return Err(Error::FailedPrecondition(
+                "this import's report was replaced by a newer import into the account".into(),
+            ));
+        }
         Ok(())
     }
 

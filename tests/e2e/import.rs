@@ -1035,3 +1035,63 @@ async fn duplicates_and_sync_naming_span_batches() {
     assert_eq!(expected.len(), 100);
     assert_eq!(gone, expected);
 }
+
+#[tokio::test]
+async fn one_import_per_account_at_a_time() {
+    let app = spawn_app().await;
+    let org = org_with_account(&app, "Org", "ONE1").await;
+    create_account(&mut app.operator_accounts().await, &org, "TWO2").await;
+    let key = app.operator_key.clone();
+    let file = "NOM,PRENOM,IDENTIFIANT,TYPE\nLate,Zoé,late1,standard\n";
+    let std_opts = |account: &str| pb::ImportOptions {
+        default_kind: pb::UserKind::Standard as i32,
+        ..opts(account)
+    };
+
+    // A runs (its first batch done, its client still sending).
+    let (a, mut a_out) = open_import(app.channel().await, &key, opts("ONE1"), "a", 700).await;
+    assert_eq!(a_out.message().await.unwrap().unwrap().results.len(), 500);
+    let b = import(&app, &key, std_opts("ONE1"), file.as_bytes(), 100).await;
+    let err = b.error.expect("refused while A runs");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("another import"),
+        "{}",
+        err.message()
+    );
+    assert!(b.results.is_empty());
+    // Another account is free.
+    let elsewhere = file.replace("late1", "elsewhere1");
+    let other = import(&app, &key, std_opts("TWO2"), elsewhere.as_bytes(), 100).await;
+    assert!(other.error.is_none(), "{:?}", other.error);
+
+    // Once A has ended, B goes.
+    drop(a);
+    while let Some(m) = a_out.message().await.unwrap() {
+        if let Some(s) = m.summary {
+            assert_eq!(s.lines, 700);
+        }
+    }
+    let b = import(&app, &key, std_opts("ONE1"), file.as_bytes(), 100).await;
+    assert!(b.error.is_none(), "{:?}", b.error);
+    assert_eq!(b.statuses(), [(2, "created")], "{:?}", b.results);
+
+    // An import whose server stopped mid-way (no sign of life for minutes)
+    // does not hold the account.
+    let (c, mut c_out) = open_import(app.channel().await, &key, opts("ONE1"), "c", 700).await;
+    assert_eq!(c_out.message().await.unwrap().unwrap().results.len(), 500);
+    sqlx::query("UPDATE import_reports SET active_at = now() - interval '10 minutes'")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let d = import(&app, &key, std_opts("ONE1"), file.as_bytes(), 100).await;
+    assert!(d.error.is_none(), "{:?}", d.error);
+    assert_eq!(d.statuses(), [(2, "unchanged")]);
+    // Should C come back to life, it is told its last lines and stops.
+    drop(c);
+    let last = c_out.message().await.unwrap().expect("C's last lines");
+    assert_eq!(last.results.len(), 200);
+    let err = c_out.message().await.expect_err("C stops");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("replaced"), "{}", err.message());
+}

@@ -216,11 +216,14 @@ impl Run {
                 }
             }
         }
-        self.import.report(&self.store, &results).await?;
+        // The client hears of committed lines even when the report cannot
+        // take them (its import then stops).
+        let reported = self.import.report(&self.store, &results).await;
         self.out
             .send(Ok(Progress::Lines(results)))
             .await
-            .map_err(|_| Error::Unavailable("the client went away".into()))
+            .map_err(|_| Error::Unavailable("the client went away".into()))?;
+        reported
     }
 
     /// Commits or rolls back what is still open, finishes the report and
