@@ -68,9 +68,16 @@ pub(crate) fn require_admin_everywhere(
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(Error::PermissionDenied(format!(
-            "this changes the user on every account: admin.users is also required on {}",
-            missing.join(", ")
-        )))
+        Err(not_admin_everywhere(&missing))
     }
+}
+
+/// A change to a user on every account, refused for want of `admin.users`
+/// on the accounts `missing`.
+pub(crate) fn not_admin_everywhere(missing: &[impl AsRef<str>]) -> Error {
+    let codes: Vec<&str> = missing.iter().map(AsRef::as_ref).collect();
+    Error::PermissionDenied(format!(
+        "this changes the user on every account: admin.users is also required on {}",
+        codes.join(", ")
+    ))
 }

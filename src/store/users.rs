@@ -348,6 +348,31 @@ impl Tx {
             .collect())
     }
 
+    /// For each of `users` linked to accounts on which `actor` holds no
+    /// live `admin.users`, those accounts' codes (sorted).
+    pub async fn accounts_not_administered(
+        &mut self,
+        users: &[Uuid],
+        actor: Uuid,
+    ) -> Result<Vec<(Uuid, Vec<String>)>, Error> {
+        let rows = sqlx::query!(
+            r#"SELECT l.user_id, array_agg(a.code ORDER BY a.code) AS "codes!"
+                 FROM links l JOIN accounts a ON a.id = l.account_id
+                WHERE l.user_id = ANY($1)
+                  AND NOT EXISTS (SELECT 1 FROM grants g
+                                   WHERE g.user_id = $2 AND g.account_id = l.account_id
+                                     AND g.right_code = 'admin.users'
+                                     AND (g.expires_at IS NULL OR g.expires_at > now()))
+                GROUP BY l.user_id"#,
+            users,
+            actor
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(rows.into_iter().map(|r| (r.user_id, r.codes)).collect())
+    }
+
     /// Whether `actor` holds a live `admin.users` on any account.
     pub async fn administers_any(&mut self, actor: Uuid) -> Result<bool, Error> {
         sqlx::query_scalar!(

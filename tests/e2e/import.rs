@@ -1095,3 +1095,79 @@ async fn one_import_per_account_at_a_time() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("replaced"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn a_sync_keeps_absent_users_of_accounts_the_admin_does_not_administer() {
+    let app = spawn_app().await;
+    let org = org_with_account(&app, "Org", "SYA").await;
+    create_account(&mut app.operator_accounts().await, &org, "SYB").await;
+    let (_, admin) = make_admin(&app, "SYA", "Ada", vec![right("shipping.ws")]).await;
+    let lines: Vec<String> = (0..5)
+        .map(|i| {
+            adv(
+                &format!("User{i}"),
+                &format!("s{i}@example.com"),
+                "oui",
+                "non",
+            )
+        })
+        .collect();
+    let file = |from: usize| {
+        let mut f = vec![HEADER.to_owned()];
+        f.extend_from_slice(&lines[from..]);
+        f.join("\n")
+    };
+    let run = import(&app, &admin, opts("SYA"), file(0).as_bytes(), 4096).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let ids: Vec<String> = run.results.iter().map(|r| r.user_id.clone()).collect();
+    // User 1 is on SYB too, which the admin does not administer.
+    let user_key: String = sqlx::query_scalar("SELECT user_key FROM users WHERE id = $1::uuid")
+        .bind(&ids[1])
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    app.operator()
+        .await
+        .links
+        .link_user(pb::LinkUserRequest {
+            account_code: "SYB".into(),
+            user_key,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Users 0 and 1 absent: 0 goes, 1 stays, naming SYB.
+    let sync = pb::ImportOptions {
+        mode: pb::ImportMode::Sync as i32,
+        force: true,
+        ..opts("SYA")
+    };
+    let run = import(&app, &admin, sync, file(2).as_bytes(), 4096).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.users_with("deactivated"), [ids[0].clone()]);
+    let kept = run.users_with("invalid_user_data");
+    assert_eq!(kept, [ids[1].clone()]);
+    let refusal = run.results.iter().find(|r| r.user_id == ids[1]).unwrap();
+    assert_eq!(refusal.line, 0);
+    assert!(
+        refusal.message.contains("absent, not deactivated") && refusal.message.contains("SYB"),
+        "{}",
+        refusal.message
+    );
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM users WHERE id = ANY($1::uuid[]) ORDER BY status")
+            .bind(&ids[..2])
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(statuses, ["active", "deactivated"]);
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'import.deactivate' AND target = 'user/' || $1",
+    )
+    .bind(&ids[0])
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+}

@@ -15,7 +15,7 @@ use std::{
 
 use uuid::Uuid;
 
-use super::require_admin_everywhere;
+use super::{not_admin_everywhere, require_admin_everywhere};
 use crate::domain::user::{apply_profile_paths, PROFILE_FIELDS};
 use crate::{
     bulk::{
@@ -819,33 +819,44 @@ impl Import {
                 absent.live
             )));
         }
-        let mut out = Vec::new();
+        // Deactivating changes the user on every account: the actor must
+        // administer all of them (as for a status change), checked for the
+        // whole list in one query and written in one statement per table.
+        let beyond: HashMap<Uuid, Vec<String>> = if self.actor.is_operator() {
+            HashMap::new()
+        } else {
+            tx.accounts_not_administered(&absent.users, self.actor.user_id)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let mut out = Vec::with_capacity(absent.users.len());
+        let mut w = ImportWrites::default();
         for id in absent.users {
-            tx.savepoint().await?;
-            let accounts = tx.linked_accounts(id, self.actor.user_id).await?;
-            if let Err(e) = require_admin_everywhere(&self.actor, &accounts) {
-                tx.rollback_to_savepoint().await?;
+            if let Some(codes) = beyond.get(&id) {
                 out.push(Outcome {
                     user_id: Some(id),
                     ..Outcome::new(
                         0,
                         "invalid_user_data",
                         "",
-                        format!("absent, not deactivated: {e}"),
+                        format!("absent, not deactivated: {}", not_admin_everywhere(codes)),
                     )
                 });
                 continue;
             }
-            tx.set_user_status(id, UserStatus::Deactivated).await?;
-            tx.audit(
-                "import.deactivate",
-                &format!("user/{id}"),
-                &format!("absent from the sync of account {}", self.account.code),
-            )
-            .await?;
-            tx.release_savepoint().await?;
+            w.statuses.push(StatusRow {
+                id,
+                status: UserStatus::Deactivated.as_str(),
+            });
+            w.audits.push(AuditRow {
+                action: "import.deactivate",
+                target: format!("user/{id}"),
+                summary: format!("absent from the sync of account {}", self.account.code),
+            });
             out.push(Outcome::done(0, "deactivated", id));
         }
+        tx.write_import(self.account.id, &[&w]).await?;
         Ok(out)
     }
 }
