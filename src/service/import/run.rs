@@ -76,8 +76,9 @@ pub async fn run(store: Store, import: Import, chunks: Chunks, out: ProgressSend
         }
         let _ = run.out.send(Err(e)).await;
     }
-    // After the client has its answer: forgetting a large file's ledger
-    // takes a moment. Should it fail, the account's next import does it.
+    // After the summary (the response stream ends once this is done):
+    // forgetting a large file's ledger takes a moment. Should it fail, the
+    // account's next import does it.
     if let Err(e) = run.import.forget(&run.store).await {
         tracing::warn!(error = %e, "cannot drop an import's ledger");
     }
