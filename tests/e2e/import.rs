@@ -1171,3 +1171,77 @@ async fn a_sync_keeps_absent_users_of_accounts_the_admin_does_not_administer() {
     .unwrap();
     assert_eq!(audited, 1);
 }
+
+/// The URL of the test app's own database.
+fn database_url(app: &TestApp) -> String {
+    let admin = std::env::var("CLEF_TEST_DATABASE_URL").unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{}", app.db_options.get_database().unwrap())
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_import_keeps_exactly_the_lines_reported_done() {
+    // A real `clef serve` process on the test's database, killed (SIGKILL)
+    // once it has answered the first batch.
+    let app = spawn_app().await;
+    let org = org_with_account(&app, "Org", "KILL").await;
+    create_account(&mut app.operator_accounts().await, &org, "KILLA").await;
+    let url = database_url(&app);
+    let serve = || {
+        crate::embedded::clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"])
+            .spawn()
+            .expect("start clef serve")
+    };
+    let killed = |options: pb::ImportOptions, login: &'static str| {
+        let key = app.operator_key.clone();
+        let mut child = serve();
+        async move {
+            let (addr, _, _) = crate::embedded::started(&mut child).await;
+            let (tx, mut s) = open_import(connect(addr).await, &key, options, login, 700).await;
+            let first = s.message().await.unwrap().expect("a first batch");
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+            drop(tx);
+            first
+                .results
+                .into_iter()
+                .map(|r| r.user_id)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let mut reported = killed(opts("KILL"), "killed").await;
+    assert_eq!(reported.len(), 500);
+    // Postgres has rolled back the dead server's open transaction.
+    wait_until_idle(&app).await;
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT id::text FROM users WHERE login LIKE 'killed%' ORDER BY id::text",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    reported.sort();
+    assert!(
+        stored == reported,
+        "exactly the reported lines are committed"
+    );
+    // The dead import holds its account until it has shown no sign of life
+    // for 150 s.
+    let next = import(&app, &app.operator_key, opts("KILL"), b"NOM\nX\n", 100).await;
+    assert_eq!(next.error.map(|e| e.code()), Some(Code::FailedPrecondition));
+
+    // Atomic (into another account: the first one waits out the dead
+    // import's 150 s): nothing at all.
+    let before = snapshot(&app).await;
+    let atomic = pb::ImportOptions {
+        atomic: true,
+        ..opts("KILLA")
+    };
+    assert_eq!(killed(atomic, "atomic").await.len(), 500);
+    wait_until_idle(&app).await;
+    assert_eq!(
+        snapshot(&app).await,
+        before,
+        "an atomic import left something"
+    );
+}
