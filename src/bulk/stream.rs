@@ -34,10 +34,14 @@ pub type Chunks = mpsc::Receiver<Result<Vec<u8>, Error>>;
 /// to detect the delimiter; an error of the sender before that is returned.
 pub async fn records(mut chunks: Chunks) -> Result<mpsc::Receiver<Parsed>, Error> {
     let mut prefix = Vec::new();
-    while prefix.len() < PREFIX && !prefix.contains(&b'\n') {
-        match chunks.recv().await {
-            Some(chunk) => prefix.extend_from_slice(&chunk?),
-            None => break,
+    while prefix.len() < PREFIX {
+        let Some(chunk) = chunks.recv().await else {
+            break;
+        };
+        let chunk = chunk?;
+        prefix.extend_from_slice(&chunk);
+        if chunk.contains(&b'\n') {
+            break;
         }
     }
     // Only a byte-order mark is skipped here: encodings are decided record

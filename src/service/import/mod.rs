@@ -230,7 +230,8 @@ impl Import {
 
     /// Records which columns the file has, and starts the import's report:
     /// from here on, it replaces the account's previous one (a file refused
-    /// whole leaves that one in place).
+    /// whole leaves that one in place). Refused while another import into
+    /// the account runs.
     pub async fn set_header(&mut self, store: &Store, header: &Header) -> Result<(), Error> {
         self.present = header
             .columns
