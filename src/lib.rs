@@ -12,7 +12,11 @@
 //! - [`api`]: one module per gRPC service; authenticates, validates, calls the
 //!   store, encodes. Generated types ([`pb`]) stay in `api` and `cli`.
 //! - [`service`]: use cases; one transaction each: the actor's authority,
-//!   the domain's rules, the writes.
+//!   the domain's rules, the writes (an import: one per batch of lines).
+//! - [`authz`]: the decision engine (hot path) and its caches, kept in step
+//!   with every replica's writes.
+//! - [`bulk`]: CSV files of users: columns, dialects, reading records from a
+//!   file that arrives in chunks.
 //! - [`server`]: assembles services, health, reflection and shutdown.
 //! - [`embedded`]: the Postgres clef runs itself when given no database URL.
 //! - [`cli`]: the command line (`serve`, `operator create`, `migrate`).
