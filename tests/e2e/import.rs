@@ -1245,3 +1245,76 @@ async fn a_server_killed_mid_import_keeps_exactly_the_lines_reported_done() {
         "an atomic import left something"
     );
 }
+
+#[tokio::test]
+async fn postgres_stopping_mid_import_keeps_the_reported_lines_and_frees_the_account_once_back() {
+    use clef::embedded::{open, DataDir};
+    let dir = crate::embedded::temp_dir("import-pg-down");
+    let DataDir::Started(pg) = open(&dir, false).await.unwrap() else {
+        panic!("fresh dir is ours")
+    };
+    let app = spawn_app_on(pg.connect_options()).await;
+    org_with_account(&app, "Org", "PGD").await;
+    let key = app.operator_key.clone();
+    let (tx, mut s) = open_import(app.channel().await, &key, opts("PGD"), "down", 700).await;
+    let mut reported: Vec<String> = s
+        .message()
+        .await
+        .unwrap()
+        .expect("a first batch")
+        .results
+        .into_iter()
+        .map(|r| r.user_id)
+        .collect();
+    assert_eq!(reported.len(), 500);
+
+    // Postgres goes; the file ends: its last 200 lines meet no database.
+    pg.stop().await.unwrap();
+    drop(tx);
+    let err = loop {
+        match s.message().await {
+            Ok(Some(m)) => assert!(m.results.is_empty(), "lines reported without Postgres"),
+            Ok(None) => panic!("the import ended without an error"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    // Postgres is back: the import's report soon says why it stopped (its
+    // server kept trying), so the account takes imports again at once.
+    let DataDir::Started(pg) = open(&dir, false).await.unwrap() else {
+        panic!("dir released by stop")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let info = loop {
+        if let Ok((info, _)) = report(&app, &key, "PGD").await {
+            if !info.stopped.is_empty() {
+                break info;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stop was never recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(info.stopped.contains("unavailable"), "{}", info.stopped);
+    let mut stored: Vec<String> =
+        sqlx::query_scalar("SELECT id::text FROM users WHERE login LIKE 'down%'")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+    stored.sort();
+    reported.sort();
+    assert!(
+        stored == reported,
+        "exactly the reported lines are committed"
+    );
+    let file = b"NOM,PRENOM,IDENTIFIANT,TYPE\nAfter,Zoe,after1,standard\n";
+    let next = import(&app, &key, opts("PGD"), file, 100).await;
+    assert!(next.error.is_none(), "{:?}", next.error);
+    assert_eq!(next.statuses(), [(2, "created")]);
+    drop(app);
+    pg.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

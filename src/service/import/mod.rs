@@ -196,17 +196,13 @@ impl Import {
         }
     }
 
-    /// Records in its report why the import stopped before its end. The
-    /// details of an internal error stay in the logs.
-    pub async fn stop_report(&self, store: &Store, why: &Error) -> Result<(), Error> {
-        let Some(report) = self.report else {
-            return Ok(());
-        };
-        let reason = match why {
-            Error::Internal(_) => "internal error".to_owned(),
-            e => e.to_string(),
-        };
-        store.stop_report(report, &reason).await
+    /// Records in its report why the import stopped before its end (see
+    /// [`stop_reason`]).
+    pub async fn stop_report(&self, store: &Store, reason: &str) -> Result<(), Error> {
+        match self.report {
+            Some(report) => store.stop_report(report, reason).await,
+            None => Ok(()),
+        }
     }
 
     /// The key of this import's ledger (its report's id): set once its
@@ -934,6 +930,15 @@ impl Identity {
             Identity::Login(l) => format!("login {l}"),
             Identity::Nobody => "same name".into(),
         }
+    }
+}
+
+/// What a report says of the error that stopped an import. The details of
+/// an internal error stay in the logs.
+pub fn stop_reason(e: &Error) -> String {
+    match e {
+        Error::Internal(_) => "internal error".to_owned(),
+        e => e.to_string(),
     }
 }
 

@@ -71,10 +71,9 @@ pub async fn run(store: Store, import: Import, chunks: Chunks, out: ProgressSend
         if let Some(tx) = run.tx.take() {
             let _ = tx.rollback().await;
         }
-        if let Err(report) = run.import.stop_report(&run.store, &e).await {
-            tracing::warn!(error = %report, "cannot record why an import stopped");
-        }
+        let reason = super::stop_reason(&e);
         let _ = run.out.send(Err(e)).await;
+        run.record_stop(&reason).await;
     }
     // After the summary (the response stream ends once this is done):
     // forgetting a large file's ledger takes a moment. Should it fail, the
@@ -83,6 +82,11 @@ pub async fn run(store: Store, import: Import, chunks: Chunks, out: ProgressSend
         tracing::warn!(error = %e, "cannot drop an import's ledger");
     }
 }
+
+/// How long an import that stopped keeps trying to say so in its report
+/// while Postgres is unreachable: as long as the account would be held by
+/// an import that shows no sign of life.
+const STOP_RETRY: std::time::Duration = std::time::Duration::from_secs(150);
 
 struct Run {
     store: Store,
@@ -100,6 +104,25 @@ struct Run {
 }
 
 impl Run {
+    /// Records why the import stopped, retrying while Postgres is
+    /// unreachable (the error that stopped it is often that): once
+    /// recorded, the account takes imports again at once.
+    async fn record_stop(&self, reason: &str) {
+        let deadline = tokio::time::Instant::now() + STOP_RETRY;
+        loop {
+            match self.import.stop_report(&self.store, reason).await {
+                Ok(()) => return,
+                Err(Error::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record why an import stopped");
+                    return;
+                }
+            }
+        }
+    }
+
     async fn go(&mut self, chunks: Chunks) -> Result<(), Error> {
         let mut records = records(chunks).await?;
         let header = match records.recv().await {
