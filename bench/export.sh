@@ -31,7 +31,8 @@ raw_copy() {
 raw_copy
 s0=$(cpu $SERVER_PID); p0=$(pg_cpu)
 t0=$(now)
-CLEF_KEY=$KEY CLEF_ENDPOINT="http://$ADDR" /usr/bin/time -f '%U %S' -o "$WORK/client.time" $CLEF export --organization "$ORG" -o "$WORK/export.csv" 2>"$WORK/export.err"
+CLEF_KEY=$KEY CLEF_ENDPOINT="http://$ADDR" /usr/bin/time -f '%U %S' -o "$WORK/client.time" $CLEF export --organization "$ORG" -o "$WORK/export.csv" 2>"$WORK/export.err" \
+  || { echo "clef export failed:" >&2; cat "$WORK/export.err" "$WORK/serve.err" >&2; exit 1; }
 t1=$(now)
 s1=$(cpu $SERVER_PID); p1=$(pg_cpu)
 ROWS=$(grep -o '[0-9]* rows' "$WORK/export.err" | cut -d' ' -f1)

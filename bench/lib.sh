@@ -31,6 +31,8 @@ bench_serve() {
 
 now() { date +%s.%N; }
 cpu() { awk '{print $14 + $15}' /proc/$1/stat; }   # utime + stime, in ticks
-pg_cpu() { for p in $(pgrep -u postgres); do cpu "$p"; done 2>/dev/null | awk '{s += $1} END {print s}'; }
+# Postgres processes come and go (autovacuum workers): one that ended
+# between pgrep and the read counts for nothing.
+pg_cpu() { for p in $(pgrep -u postgres); do cpu "$p" || true; done 2>/dev/null | awk '{s += $1} END {print s}'; }
 # cpu_seconds TICKS: ticks as seconds.
 cpu_seconds() { echo "$1 / $(getconf CLK_TCK)" | bc -l; }
