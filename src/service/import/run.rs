@@ -173,18 +173,15 @@ impl Run {
         if !batch.is_empty() {
             self.apply(batch).await?;
         }
+        let mut deactivated = Vec::new();
         if self.import.options.sync {
             let mut tx = self.open().await?;
-            let deactivated = self.import.finish_sync(&mut tx).await;
+            let absent = self.import.finish_sync(&mut tx).await;
             self.tx = Some(tx);
-            let deactivated = deactivated?;
+            deactivated = absent?;
             self.tally(&deactivated);
-            self.import.report(&self.store, &deactivated).await?;
-            if !deactivated.is_empty() {
-                let _ = self.out.send(Ok(Progress::Lines(deactivated))).await;
-            }
         }
-        self.finish().await
+        self.finish(deactivated).await
     }
 
     /// The open write transaction, taken out of `self.tx` (the caller puts
@@ -250,9 +247,10 @@ impl Run {
         reported
     }
 
-    /// Commits or rolls back what is still open, finishes the report and
-    /// sends the summary.
-    async fn finish(&mut self) -> Result<(), Error> {
+    /// Commits or rolls back what is still open, then reports a sync's
+    /// deactivations (once they are committed, like every result), finishes
+    /// the report and sends the summary.
+    async fn finish(&mut self, deactivated: Vec<Outcome>) -> Result<(), Error> {
         let options = &self.import.options;
         // Atomic: all lines or none; one failed line undoes every other.
         let undo = options.dry_run || (options.atomic && self.failed_lines);
@@ -267,6 +265,10 @@ impl Run {
         };
         self.summary.committed = committed;
         self.summary.revision = revision;
+        if !deactivated.is_empty() {
+            self.import.report(&self.store, &deactivated).await?;
+            let _ = self.out.send(Ok(Progress::Lines(deactivated))).await;
+        }
         let s = &self.summary;
         self.import
             .finish_report(&self.store, s.lines, &s.counts, committed, revision)
