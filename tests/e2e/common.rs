@@ -42,6 +42,14 @@ pub fn admin_options() -> PgConnectOptions {
     url.parse().expect("valid CLEF_TEST_DATABASE_URL")
 }
 
+/// The URL of the database `options` name on the test Postgres (for a
+/// `clef` process).
+pub fn database_url(options: &PgConnectOptions) -> String {
+    let admin = std::env::var("CLEF_TEST_DATABASE_URL").expect("CLEF_TEST_DATABASE_URL");
+    let (base, _) = admin.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{}", options.get_database().expect("a database"))
+}
+
 /// Creates a fresh database and returns its options.
 pub async fn fresh_database() -> PgConnectOptions {
     let admin = admin_options();

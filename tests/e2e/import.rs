@@ -424,6 +424,60 @@ async fn wait_until_idle(app: &TestApp) {
     panic!("a transaction stayed open");
 }
 
+/// Asserts that the users whose login starts with `prefix` are exactly
+/// those of the `reported` results, once the dead import's transaction is
+/// gone.
+async fn assert_exactly_reported_committed(app: &TestApp, prefix: &str, reported: &[String]) {
+    wait_until_idle(app).await;
+    let mut stored: Vec<String> =
+        sqlx::query_scalar("SELECT id::text FROM users WHERE login LIKE $1 || '%'")
+            .bind(prefix)
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+    let mut reported = reported.to_vec();
+    stored.sort();
+    reported.sort();
+    assert_eq!(
+        stored.len(),
+        reported.len(),
+        "only the reported lines are committed"
+    );
+    assert!(
+        stored == reported,
+        "exactly the reported lines are committed"
+    );
+}
+
+/// Asserts that the database is as `before` (taken with `snapshot`) once
+/// the dead import's transaction is gone.
+async fn assert_nothing_left(app: &TestApp, before: &[String]) {
+    wait_until_idle(app).await;
+    assert_eq!(
+        snapshot(app).await,
+        before,
+        "an atomic import left something"
+    );
+}
+
+/// The account's report once it says why its import stopped (recorded
+/// after the client has its error; waits up to 30 s).
+async fn stopped_report(app: &TestApp, key: &str, account: &str) -> (pb::ImportReportInfo, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok((info, csv)) = report(app, key, account).await {
+            if !info.stopped.is_empty() {
+                return (info, csv);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stop was never recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 type Responses = tonic::Streaming<pb::ImportUsersResponse>;
 
 /// Starts an import of `lines` standard users and keeps the request stream
@@ -498,35 +552,9 @@ async fn a_client_gone_mid_stream_keeps_exactly_the_lines_reported_done() {
     org_with_account(&app, "Org", "GONE").await;
     let reported = import_then_vanish(&app, opts("GONE"), 700).await;
     assert_eq!(reported.len(), 500, "one batch answered");
-    wait_until_idle(&app).await;
-    let mut stored: Vec<String> =
-        sqlx::query_scalar("SELECT id::text FROM users WHERE login LIKE 'gone%' ORDER BY id")
-            .fetch_all(app.store.pool())
-            .await
-            .unwrap();
-    let mut reported = reported;
-    reported.sort();
-    stored.sort();
-    assert_eq!(
-        stored.len(),
-        reported.len(),
-        "only the reported lines are committed"
-    );
-    assert!(
-        stored == reported,
-        "exactly the reported lines are committed"
-    );
-    // The report says so, that the import did not finish, and why (written
-    // just after the rollback).
-    let mut tries = 0;
-    let (info, csv) = loop {
-        let (info, csv) = report(&app, &app.operator_key, "GONE").await.unwrap();
-        if !info.stopped.is_empty() || tries == 100 {
-            break (info, csv);
-        }
-        tries += 1;
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    assert_exactly_reported_committed(&app, "gone", &reported).await;
+    // The report says so, that the import did not finish, and why.
+    let (info, csv) = stopped_report(&app, &app.operator_key, "GONE").await;
     assert!(info.summary.is_none() && info.finished_at.is_none());
     assert!(info.stopped.contains("client"), "{:?}", info.stopped);
     assert_eq!(csv.lines().count(), 501);
@@ -539,12 +567,7 @@ async fn a_client_gone_mid_stream_keeps_exactly_the_lines_reported_done() {
     };
     let reported = import_then_vanish(&app, atomic, 700).await;
     assert_eq!(reported.len(), 500);
-    wait_until_idle(&app).await;
-    assert_eq!(
-        snapshot(&app).await,
-        before,
-        "an atomic import left something"
-    );
+    assert_nothing_left(&app, &before).await;
 }
 
 #[tokio::test]
@@ -1172,13 +1195,6 @@ async fn a_sync_keeps_absent_users_of_accounts_the_admin_does_not_administer() {
     assert_eq!(audited, 1);
 }
 
-/// The URL of the test app's own database.
-fn database_url(app: &TestApp) -> String {
-    let admin = std::env::var("CLEF_TEST_DATABASE_URL").unwrap();
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    format!("{base}/{}", app.db_options.get_database().unwrap())
-}
-
 #[tokio::test]
 async fn a_server_killed_mid_import_keeps_exactly_the_lines_reported_done() {
     // A real `clef serve` process on the test's database, killed (SIGKILL)
@@ -1186,7 +1202,7 @@ async fn a_server_killed_mid_import_keeps_exactly_the_lines_reported_done() {
     let app = spawn_app().await;
     let org = org_with_account(&app, "Org", "KILL").await;
     create_account(&mut app.operator_accounts().await, &org, "KILLA").await;
-    let url = database_url(&app);
+    let url = database_url(&app.db_options);
     let serve = || {
         crate::embedded::clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"])
             .spawn()
@@ -1210,21 +1226,10 @@ async fn a_server_killed_mid_import_keeps_exactly_the_lines_reported_done() {
         }
     };
 
-    let mut reported = killed(opts("KILL"), "killed").await;
+    let reported = killed(opts("KILL"), "killed").await;
     assert_eq!(reported.len(), 500);
     // Postgres has rolled back the dead server's open transaction.
-    wait_until_idle(&app).await;
-    let stored: Vec<String> = sqlx::query_scalar(
-        "SELECT id::text FROM users WHERE login LIKE 'killed%' ORDER BY id::text",
-    )
-    .fetch_all(app.store.pool())
-    .await
-    .unwrap();
-    reported.sort();
-    assert!(
-        stored == reported,
-        "exactly the reported lines are committed"
-    );
+    assert_exactly_reported_committed(&app, "killed", &reported).await;
     // The dead import holds its account until it has shown no sign of life
     // for 150 s.
     let next = import(&app, &app.operator_key, opts("KILL"), b"NOM\nX\n", 100).await;
@@ -1238,12 +1243,7 @@ async fn a_server_killed_mid_import_keeps_exactly_the_lines_reported_done() {
         ..opts("KILLA")
     };
     assert_eq!(killed(atomic, "atomic").await.len(), 500);
-    wait_until_idle(&app).await;
-    assert_eq!(
-        snapshot(&app).await,
-        before,
-        "an atomic import left something"
-    );
+    assert_nothing_left(&app, &before).await;
 }
 
 #[tokio::test]
@@ -1257,7 +1257,7 @@ async fn postgres_stopping_mid_import_keeps_the_reported_lines_and_frees_the_acc
     org_with_account(&app, "Org", "PGD").await;
     let key = app.operator_key.clone();
     let (tx, mut s) = open_import(app.channel().await, &key, opts("PGD"), "down", 700).await;
-    let mut reported: Vec<String> = s
+    let reported: Vec<String> = s
         .message()
         .await
         .unwrap()
@@ -1285,31 +1285,9 @@ async fn postgres_stopping_mid_import_keeps_the_reported_lines_and_frees_the_acc
     let DataDir::Started(pg) = open(&dir, false).await.unwrap() else {
         panic!("dir released by stop")
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let info = loop {
-        if let Ok((info, _)) = report(&app, &key, "PGD").await {
-            if !info.stopped.is_empty() {
-                break info;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stop was never recorded"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let (info, _) = stopped_report(&app, &key, "PGD").await;
     assert!(info.stopped.contains("unavailable"), "{}", info.stopped);
-    let mut stored: Vec<String> =
-        sqlx::query_scalar("SELECT id::text FROM users WHERE login LIKE 'down%'")
-            .fetch_all(app.store.pool())
-            .await
-            .unwrap();
-    stored.sort();
-    reported.sort();
-    assert!(
-        stored == reported,
-        "exactly the reported lines are committed"
-    );
+    assert_exactly_reported_committed(&app, "down", &reported).await;
     let file = b"NOM,PRENOM,IDENTIFIANT,TYPE\nAfter,Zoe,after1,standard\n";
     let next = import(&app, &key, opts("PGD"), file, 100).await;
     assert!(next.error.is_none(), "{:?}", next.error);

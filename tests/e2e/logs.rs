@@ -11,11 +11,7 @@ use crate::{
 #[tokio::test]
 async fn no_secret_is_logged_at_debug_level() {
     let db = fresh_database().await;
-    let url = {
-        let admin = std::env::var("CLEF_TEST_DATABASE_URL").unwrap();
-        let name = db.get_database().unwrap().to_owned();
-        format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-    };
+    let url = database_url(&db);
     let op = clef(&["operator", "create", "root", "--database-url", &url])
         .output()
         .await
