@@ -99,9 +99,6 @@ pub struct Import {
     catalog: Vec<RightDef>,
     /// Profile fields the file has columns for; others are left as they are.
     present: Vec<&'static str>,
-    /// Hashes of the identities met in the current batch; the whole file's
-    /// are in the ledger (`import_seen`), for `duplicate_in_file`.
-    seen: HashSet<i64>,
     /// Users named by the file that the current batch may meet again; the
     /// whole file's are in the ledger (`import_named`), kept by a sync.
     named: HashSet<Uuid>,
@@ -149,7 +146,6 @@ impl Import {
             authority,
             catalog,
             present: Vec::new(),
-            seen: HashSet::new(),
             named: HashSet::new(),
             report: None,
             report_seq: 0,
@@ -272,9 +268,11 @@ impl Import {
         let report = self.ledger()?;
         let mut outcomes = Vec::with_capacity(lines.len());
         let mut pending = Vec::new();
-        self.seen.clear();
+        // Identities met in this batch; the whole file's are in the ledger
+        // (`import_seen`).
+        let mut seen = HashSet::new();
         for (line, parsed) in lines {
-            match self.precheck(line, parsed) {
+            match self.precheck(&mut seen, line, parsed) {
                 Ok(c) => {
                     pending.push((outcomes.len(), c));
                     outcomes.push(Outcome::new(line, "", "", ""));
@@ -307,7 +305,6 @@ impl Import {
             .await?
             .into_iter()
             .collect();
-        let named_before = self.named.clone();
         let mut writes: Vec<(usize, ImportWrites)> = Vec::new();
         for (slot, c) in pending {
             let line = c.line;
@@ -320,7 +317,8 @@ impl Import {
                 Err(Refusal::Fault(e)) => outcomes[slot] = line_fault(line, e)?,
             }
         }
-        let named: Vec<Uuid> = self.named.difference(&named_before).copied().collect();
+        // Those already in the ledger are skipped there.
+        let named: Vec<Uuid> = self.named.iter().copied().collect();
         store.ledger_name(report, &named).await?;
         let all: Vec<&ImportWrites> = writes.iter().map(|(_, w)| w).collect();
         tx.savepoint().await?;
@@ -346,7 +344,8 @@ impl Import {
 
     /// What can be said of a line without the database.
     fn precheck(
-        &mut self,
+        &self,
+        seen: &mut HashSet<i64>,
         line: u64,
         parsed: Result<ImportLine, LineProblem>,
     ) -> Result<Candidate, Outcome> {
@@ -412,12 +411,12 @@ impl Import {
             .hash(&mut h),
             other => other.hash(&mut h),
         }
-        let seen = h.finish() as i64;
-        if !self.seen.insert(seen) {
+        let hash = h.finish() as i64;
+        if !seen.insert(hash) {
             return Err(duplicate(line, &identity));
         }
         Ok(Candidate {
-            seen,
+            seen: hash,
             line,
             l,
             login,
