@@ -55,6 +55,44 @@ pub struct ExportRow {
     pub rights: Vec<(String, Option<Scope>)>,
 }
 
+/// An account's import template: the header line, then one example line
+/// granting `rights` (a scoped right with the scope given).
+pub fn template(
+    dialect: Dialect,
+    account: &str,
+    rights: &[(RightDef, Option<Scope>)],
+) -> Result<Vec<u8>, csv::Error> {
+    let defs: Vec<RightDef> = rights.iter().map(|(def, _)| def.clone()).collect();
+    let mut w = ExportWriter::new(dialect, &defs)?;
+    let some = |s: &str| Some(s.to_owned());
+    w.write(&ExportRow {
+        account: account.to_owned(),
+        kind: UserKind::Advanced,
+        status: UserStatus::Active,
+        login: String::new(),
+        user_key: None,
+        profile: Profile {
+            last_name: "Dupré".into(),
+            first_name: "Zoé".into(),
+            job_title: some("Logisticienne"),
+            email: some("zoe.dupre@example.com"),
+            phone: some("+33 1 02 03 04 05"),
+            address_lines: vec!["12 rue de la Gare".into()],
+            postal_code: some("88000"),
+            city: some("Épinal"),
+            country: some("FR"),
+            civility: None,
+            language: "fr".into(),
+        },
+        tags: vec!["ATELIER-7".into()],
+        rights: rights
+            .iter()
+            .map(|(def, scope)| (def.code.clone(), *scope))
+            .collect(),
+    })?;
+    w.take()
+}
+
 pub fn kind_word(kind: UserKind) -> &'static str {
     match kind {
         UserKind::Standard => "standard",

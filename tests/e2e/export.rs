@@ -248,6 +248,25 @@ async fn export_rows_dialects_scope_and_no_credentials() {
     assert_eq!(rights, ["admin.users", "shipping.ws", "tracking.tool"]);
     assert_eq!(rows.len(), 1);
     assert_eq!(cell(&header, &rows[0], "tracking.tool"), "consolidated");
+    // It imports as it is: its example line creates a user (dry run).
+    let dry = pb::ImportOptions {
+        dry_run: true,
+        ..crate::import::opts("007")
+    };
+    let run = crate::import::import(&app, &admin_key, dry, &t.csv, 1000).await;
+    assert_eq!(run.statuses(), [(2, "created")], "{:?}", run.results);
+    // The excel dialect: BOM, `;`, the account code kept as text.
+    let t = imp
+        .get_import_template(pb::GetImportTemplateRequest {
+            account_code: "007".into(),
+            excel: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let text = String::from_utf8(t.csv).unwrap();
+    assert!(text.starts_with("\u{feff}COMPTE;TYPE;ETAT;"), "{text}");
+    assert!(text.contains("\n\"=\"\"007\"\"\";avancé;actif;"), "{text}");
     expect_code(
         imp.get_import_template(pb::GetImportTemplateRequest {
             account_code: "E2".into(),

@@ -6,8 +6,8 @@ use tonic::Code;
 
 use crate::common::*;
 
-struct Run {
-    results: Vec<pb::LineResult>,
+pub(crate) struct Run {
+    pub(crate) results: Vec<pb::LineResult>,
     summary: Option<pb::ImportSummary>,
     error: Option<tonic::Status>,
 }
@@ -25,7 +25,7 @@ impl Run {
         ids
     }
 
-    fn statuses(&self) -> Vec<(i64, &str)> {
+    pub(crate) fn statuses(&self) -> Vec<(i64, &str)> {
         self.results
             .iter()
             .map(|r| (r.line, r.status.as_str()))
@@ -33,7 +33,7 @@ impl Run {
     }
 }
 
-async fn import(
+pub(crate) async fn import(
     app: &TestApp,
     key: &str,
     options: pb::ImportOptions,
@@ -81,7 +81,7 @@ async fn import(
     run
 }
 
-fn opts(account: &str) -> pb::ImportOptions {
+pub(crate) fn opts(account: &str) -> pb::ImportOptions {
     pb::ImportOptions {
         account_code: account.into(),
         mode: pb::ImportMode::Add as i32,
