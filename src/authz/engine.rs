@@ -387,3 +387,61 @@ impl CommitObserver for Engine {
         self.apply(changes, false);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::domain::principal::PrincipalKind;
+
+    fn cached(engine: &Engine, user: Uuid) -> bool {
+        engine.cached(&SubjectRef::Id(user)).is_some()
+    }
+
+    #[tokio::test]
+    async fn a_write_listing_many_users_drops_them_only_and_closes_its_revision_last() {
+        // A store that never connects: nothing here reaches Postgres.
+        let options = "postgres://clef@127.0.0.1:1/none".parse().expect("url");
+        let engine = Engine::new(Store::connect_lazy(options, 1), EngineConfig::default());
+        engine.live.store(true, Ordering::SeqCst);
+        let users: Vec<Uuid> = (0..451).map(|_| Uuid::new_v4()).collect();
+        for &user_id in &users {
+            let e = Entitlements {
+                user_id,
+                kind: PrincipalKind::Advanced,
+                active: true,
+                user_key: None,
+                keys: Vec::new(),
+                accounts: HashMap::new(),
+            };
+            engine.remember(&SubjectRef::Id(user_id), Some(&Arc::new(e)));
+        }
+        // A write touching the first 450 (an import batch, say).
+        let changes = Changes {
+            revision: 7,
+            users: users[..450].to_vec(),
+            ..Default::default()
+        };
+        let notices: Vec<Changes> = changes
+            .payloads()
+            .iter()
+            .map(|p| Changes::parse(p).expect("readable"))
+            .collect();
+        assert_eq!(notices.len(), 3);
+        for (i, notice) in notices.iter().enumerate() {
+            engine.apply(notice, true);
+            let last = i == notices.len() - 1;
+            assert_eq!(engine.seen_revision(), if last { 7 } else { 0 });
+        }
+        assert!(users[..450].iter().all(|&u| !cached(&engine, u)));
+        assert!(
+            cached(&engine, users[450]),
+            "an untouched user stays cached"
+        );
+        // Everything: the whole cache goes.
+        engine.apply(&Changes::parse("8 *").expect("readable"), true);
+        assert!(!cached(&engine, users[450]));
+        assert_eq!(engine.seen_revision(), 8);
+    }
+}
