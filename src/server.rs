@@ -1,7 +1,7 @@
 //! Assembles the gRPC server: the clef services, health, reflection (v1 and
 //! v1alpha), one tracing span per RPC, and graceful shutdown.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -39,6 +39,12 @@ pub const SERVICES: &[&str] = &[
     "clef.v1.ExportService",
 ];
 
+/// Health of this name is `SERVING` while decisions are answered from
+/// memory (the change feed proven alive and current within the staleness
+/// bound), `NOT_SERVING` while they come from Postgres: a detail for
+/// operators; the replica answers correctly either way.
+pub const CHANGE_FEED: &str = "clef.ChangeFeed";
+
 /// How often the health monitor pings Postgres.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -67,7 +73,10 @@ pub async fn serve_with(
             .set_service_status(*service, ServingStatus::NotServing)
             .await;
     }
-    let monitor = tokio::spawn(monitor_health(store.clone(), reporter));
+    reporter
+        .set_service_status(CHANGE_FEED, ServingStatus::NotServing)
+        .await;
+    let monitor = tokio::spawn(monitor_health(store.clone(), engine.clone(), reporter));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -106,9 +115,19 @@ pub async fn serve_with(
 
 /// Keeps health in step with Postgres: `NOT_SERVING` while it cannot be
 /// reached, `SERVING` again by itself when it returns.
-async fn monitor_health(store: Store, reporter: HealthReporter) {
+async fn monitor_health(store: Store, engine: Arc<Engine>, reporter: HealthReporter) {
     let mut last = Some(false);
+    let mut feed = false;
     loop {
+        if engine.serves_from_memory() != feed {
+            feed = !feed;
+            let status = if feed {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status(CHANGE_FEED, status).await;
+        }
         let ok = tokio::time::timeout(Duration::from_secs(2), store.ping())
             .await
             .is_ok_and(|r| r.is_ok());

@@ -3,12 +3,12 @@
 use data_encoding::BASE64URL_NOPAD;
 use tonic::{Request, Response, Status};
 
-use super::{auth::Authenticator, timestamp};
+use super::{auth::Authenticator, convert::request_key, timestamp};
 use crate::{
     domain::{
         account::{
-            parse_id, parse_request_id, Account, AccountChanges, AccountCode, AccountFilter,
-            AccountStatus, DisplayName, NewAccount, Organization,
+            parse_id, Account, AccountChanges, AccountCode, AccountFilter, AccountStatus,
+            DisplayName, NewAccount, Organization,
         },
         Error, Violations,
     },
@@ -43,14 +43,14 @@ impl AccountService for AccountApi {
         let req = request.into_inner();
         let mut v = Violations::default();
         let name = v.check("display_name", DisplayName::parse(&req.display_name));
-        let request_id = v.check("request_id", parse_request_id(&req.request_id));
+        let request = request_key("CreateOrganization", &req, |r| &mut r.request_id, &mut v);
         v.finish()?;
-        let (Some(name), Some(request_id)) = (name, request_id) else {
+        let Some(name) = name else {
             return Err(Error::Internal("validation inconsistency".into()).into());
         };
         let org = self
             .store
-            .create_organization(Some(actor.user_id), &name, request_id.as_deref())
+            .create_organization(Some(actor.user_id), &name, request.as_ref())
             .await?;
         Ok(Response::new(organization_to_pb(org)))
     }
@@ -151,18 +151,16 @@ fn parse_new_account(req: &pb::CreateAccountRequest) -> Result<NewAccount, Error
             Err(format!("unknown status {}", account.status)),
         ),
     };
-    let request_id = v.check("request_id", parse_request_id(&req.request_id));
+    let request = request_key("CreateAccount", req, |r| &mut r.request_id, &mut v);
     v.finish()?;
-    match (code, display_name, organization_id, status, request_id) {
-        (Some(code), Some(display_name), Some(organization_id), Some(status), Some(request_id)) => {
-            Ok(NewAccount {
-                code,
-                organization_id,
-                display_name,
-                status,
-                request_id,
-            })
-        }
+    match (code, display_name, organization_id, status) {
+        (Some(code), Some(display_name), Some(organization_id), Some(status)) => Ok(NewAccount {
+            code,
+            organization_id,
+            display_name,
+            status,
+            request,
+        }),
         _ => Err(Error::Internal("validation inconsistency".into())),
     }
 }

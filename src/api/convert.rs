@@ -8,7 +8,8 @@ use uuid::Uuid;
 use super::timestamp;
 use crate::{
     domain::{
-        account::{parse_id, AccountCode},
+        account::{parse_id, parse_request_id, AccountCode},
+        request::RequestKey,
         rights::{RawGrant, RightDef, Scope},
         user::{RawProfile, User, UserKind, UserStatus},
         Error, Violations,
@@ -239,5 +240,26 @@ pub fn right_to_pb(r: RightDef) -> pb::Right {
         label_en: r.label_en,
         kinds: r.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
         scoped: r.scoped,
+    }
+}
+
+/// The idempotency key of a create (`None` without a request id): its
+/// `request_id` (found by `field`) validated, and a digest of the rest of
+/// the request, as protobuf encodes it.
+pub(crate) fn request_key<M: prost::Message + Clone>(
+    method: &'static str,
+    req: &M,
+    field: impl FnOnce(&mut M) -> &mut String,
+    v: &mut Violations,
+) -> Option<RequestKey> {
+    let mut body = req.clone();
+    let id = std::mem::take(field(&mut body));
+    match parse_request_id(&id) {
+        Ok(Some(id)) => Some(RequestKey::new(method, id, &body.encode_to_vec())),
+        Ok(None) => None,
+        Err(why) => {
+            v.add("request_id", why);
+            None
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::{
     },
     pb::{self, user_service_server::UserService},
     service::users::{self, CreateUser, UpdateUser, UserLookup},
-    store::UserFilter,
+    store::{PrincipalCreated, UserFilter},
 };
 
 /// Serves `clef.v1.UserService`.
@@ -47,11 +47,16 @@ impl UserService for UserApi {
             tags: req.tags.clone(),
             grants: raw_grants(&req.rights, "rights", &mut v),
         };
+        let once = request_key("CreateUser", &req, |r| &mut r.request_id, &mut v);
         v.finish()?;
-        let created = users::create(&self.0.store, &actor, cmd).await?;
+        let created = users::create(&self.0.store, &actor, cmd, once).await?;
         Ok(Response::new(pb::CreateUserResponse {
             user: Some(user_to_pb(created.user)),
-            connection_key: created.key.expose_secret().to_owned(),
+            replayed: created.key.is_none(),
+            connection_key: created
+                .key
+                .map(|k| k.expose_secret().to_owned())
+                .unwrap_or_default(),
         }))
     }
 
@@ -220,15 +225,18 @@ impl UserApi {
         let actor = self.0.auth.actor(&request).await?;
         actor.require_operator()?;
         let mut v = Violations::default();
-        let name = v.check("name", parse_login(&request.get_ref().name));
+        let req = request.get_ref();
+        let name = v.check("name", parse_login(&req.name));
+        let once = request_key("CreateServicePrincipal", req, |r| &mut r.request_id, &mut v);
         let name = done(v, name)?;
         let created = self
             .0
             .store
-            .create_principal(
+            .create_principal_once(
                 Some(actor.user_id),
                 crate::domain::principal::PrincipalKind::Service,
                 &name,
+                once.as_ref(),
             )
             .await
             .map_err(|e| match e {
@@ -237,10 +245,19 @@ impl UserApi {
                 }
                 other => other,
             })?;
-        Ok(pb::CreateServicePrincipalResponse {
-            id: created.id.to_string(),
-            connection_key: created.key.expose_secret().to_owned(),
-            revision: created.revision,
+        Ok(match created {
+            PrincipalCreated::New(p) => pb::CreateServicePrincipalResponse {
+                id: p.id.to_string(),
+                connection_key: p.key.expose_secret().to_owned(),
+                revision: p.revision,
+                replayed: false,
+            },
+            PrincipalCreated::Replayed { id, revision } => pb::CreateServicePrincipalResponse {
+                id: id.to_string(),
+                connection_key: String::new(),
+                revision,
+                replayed: true,
+            },
         })
     }
 

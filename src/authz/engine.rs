@@ -5,7 +5,7 @@ use std::{
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use quick_cache::{sync::Cache, Weighter};
@@ -25,6 +25,13 @@ use crate::{
 /// Presented keys whose hash is memoised.
 const HASH_MEMO_CAPACITY: usize = 100_000;
 
+/// Invalidation stripes: a load is discarded when its subject's stripe saw
+/// an invalidation while it ran (one in this many of the others' does too).
+const STRIPES: usize = 1024;
+
+/// How often the engine proves its change feed alive.
+const PING_INTERVAL: Duration = Duration::from_millis(25);
+
 /// Sizes of the caches.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
@@ -34,6 +41,9 @@ pub struct EngineConfig {
     /// Entries of the small lookup caches (key → user, user key → user,
     /// account states).
     pub lookup_capacity: usize,
+    /// How stale memory may be: when the change feed's last proof of life
+    /// is older than this, decisions come from Postgres.
+    pub staleness_bound: Duration,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +51,7 @@ impl Default for EngineConfig {
         Self {
             weight_capacity: 4_000_000,
             lookup_capacity: 1_000_000,
+            staleness_bound: Duration::from_millis(100),
         }
     }
 }
@@ -85,9 +96,27 @@ pub struct Engine {
     /// Whether the listening connection is up. While it is not, nothing is
     /// served from or written to the caches.
     live: AtomicBool,
-    /// Bumped by every invalidation; a load that saw it change while it ran
-    /// is not cached (it may predate the change).
-    epoch: AtomicU64,
+    /// Counts invalidations. Each one stamps the stripes of the users it
+    /// drops (or `cleared`, for everything) with its number *before*
+    /// dropping them; a load notes the count before it starts, caches its
+    /// result, then removes it again if its subject's stripe (or `cleared`)
+    /// was stamped since. Either the stamp comes before that re-check, or
+    /// the drop comes after the insertion: a load taken before a change
+    /// never stays cached.
+    invalidations: AtomicU64,
+    stripes: Box<[AtomicU64]>,
+    cleared: AtomicU64,
+    /// The change feed's last proof of life: when (micros since `origin`)
+    /// the latest ping that came back through the listening connection was
+    /// sent. Every change committed before then has been applied.
+    proven_at: AtomicU64,
+    origin: Instant,
+    /// `proven_at` older than this: memory is not trusted.
+    bound_micros: u64,
+    /// The channel this replica pings itself on.
+    ping_channel: String,
+    /// Whether memory is trusted, as last reported (for the logs and health).
+    serving_memory: AtomicBool,
 }
 
 impl std::fmt::Debug for ByWeight {
@@ -108,17 +137,93 @@ impl Engine {
             hashes: Cache::new(HASH_MEMO_CAPACITY),
             seen: AtomicI64::new(0),
             live: AtomicBool::new(false),
-            epoch: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            cleared: AtomicU64::new(0),
+            proven_at: AtomicU64::new(0),
+            origin: Instant::now(),
+            bound_micros: config.staleness_bound.as_micros() as u64,
+            ping_channel: format!("clef_ping_{}", Uuid::new_v4().simple()),
+            serving_memory: AtomicBool::new(false),
         });
         store.observe_commits(engine.clone());
         engine
+    }
+
+    fn micros(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
+    }
+
+    fn stripe(&self, user: &Uuid) -> &AtomicU64 {
+        // Version 7 and 4 ids both end in random bits.
+        let low = user.as_u64_pair().1 as usize;
+        &self.stripes[low % STRIPES]
+    }
+
+    /// Whether `user` (or everything) was invalidated after `since`.
+    fn invalidated_since(&self, user: &Uuid, since: u64) -> bool {
+        self.cleared.load(Ordering::SeqCst) > since
+            || self.stripe(user).load(Ordering::SeqCst) > since
+    }
+
+    /// Whether the change feed proved itself alive and current within the
+    /// bound.
+    fn feed_proven(&self) -> bool {
+        self.micros()
+            .saturating_sub(self.proven_at.load(Ordering::SeqCst))
+            < self.bound_micros
+    }
+
+    /// Whether decisions are answered from memory now (the listener is up
+    /// and its feed proven within the bound). Shown by health.
+    pub fn serves_from_memory(&self) -> bool {
+        self.live.load(Ordering::SeqCst) && self.feed_proven()
     }
 
     /// Runs the listener until the process ends: keeps the caches in step
     /// with every replica's writes.
     pub fn spawn_listener(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
-        tokio::spawn(async move { engine.listen().await })
+        tokio::spawn(async move {
+            let pinger = engine.clone();
+            let pings = tokio::spawn(async move { pinger.ping().await });
+            engine.listen().await;
+            pings.abort();
+        })
+    }
+
+    /// Sends this replica a ping through Postgres' notification queue every
+    /// [`PING_INTERVAL`], carrying its send time. Notifications reach a
+    /// listener in commit order, so a ping coming back proves that every
+    /// change committed before it was sent has been applied: a silent
+    /// connection (half-open, a frozen backend) or a lagging one stops the
+    /// proofs, whatever TCP says. Also reports the transitions in the logs.
+    async fn ping(&self) {
+        let mut tick = tokio::time::interval(PING_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let sent = self.micros().to_string();
+            let ping = self.store.notify(&self.ping_channel, &sent);
+            if tokio::time::timeout(PING_INTERVAL * 4, ping).await.is_err() {
+                tracing::debug!("change-feed ping timed out");
+            }
+            self.report_state();
+        }
+    }
+
+    fn report_state(&self) {
+        let memory = self.serves_from_memory();
+        if self.serving_memory.swap(memory, Ordering::SeqCst) != memory {
+            if memory {
+                tracing::info!("change feed proven current; decisions served from memory");
+            } else {
+                tracing::warn!(
+                    bound_ms = self.bound_micros / 1000,
+                    "change feed silent or late beyond the bound; decisions come from postgres"
+                );
+            }
+        }
     }
 
     async fn listen(&self) {
@@ -140,7 +245,7 @@ impl Engine {
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         listener
-            .listen(CHANGES_CHANNEL)
+            .listen_all([CHANGES_CHANNEL, self.ping_channel.as_str()])
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         // Listening from here on: anything committed after the read below is
@@ -149,9 +254,28 @@ impl Engine {
         self.clear();
         self.seen.fetch_max(revision, Ordering::SeqCst);
         self.live.store(true, Ordering::SeqCst);
-        tracing::info!(revision, "change listener up; decisions served from memory");
+        tracing::info!(revision, "change listener up");
+        // A connection silent for this long is given up for a new one.
+        let give_up = Duration::from_micros(self.bound_micros * 10).max(Duration::from_secs(1));
+        let mut watchdog = tokio::time::interval(PING_INTERVAL);
         loop {
-            match listener.try_recv().await {
+            let notice = tokio::select! {
+                n = listener.try_recv() => n,
+                _ = watchdog.tick() => {
+                    let silent = self.micros().saturating_sub(self.proven_at.load(Ordering::SeqCst));
+                    if silent > give_up.as_micros() as u64 {
+                        tracing::warn!(silent_ms = silent / 1000, "change feed silent; reconnecting");
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            match notice {
+                Ok(Some(n)) if n.channel() == self.ping_channel => {
+                    if let Ok(sent) = n.payload().parse::<u64>() {
+                        self.proven_at.fetch_max(sent, Ordering::SeqCst);
+                    }
+                }
                 Ok(Some(n)) => match Changes::parse(n.payload()) {
                     Some(changes) => self.apply(&changes, true),
                     None => {
@@ -173,7 +297,8 @@ impl Engine {
     }
 
     fn clear(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let stamp = self.invalidations.fetch_add(1, Ordering::SeqCst) + 1;
+        self.cleared.fetch_max(stamp, Ordering::SeqCst);
         self.subjects.clear();
         self.keys.clear();
         self.user_keys.clear();
@@ -185,14 +310,12 @@ impl Engine {
     /// one, whose notification has not arrived yet; and only the last notice
     /// of a revision does (until then some of its users are still cached).
     fn apply(&self, changes: &Changes, from_listener: bool) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
         if changes.everything {
-            self.subjects.clear();
-            self.keys.clear();
-            self.user_keys.clear();
-            self.accounts.clear();
+            self.clear();
         } else {
+            let stamp = self.invalidations.fetch_add(1, Ordering::SeqCst) + 1;
             for u in &changes.users {
+                self.stripe(u).fetch_max(stamp, Ordering::SeqCst);
                 self.subjects.remove(u);
             }
         }
@@ -206,9 +329,12 @@ impl Engine {
         self.seen.load(Ordering::SeqCst)
     }
 
-    /// Whether memory may answer for `min_revision`.
+    /// Whether memory may answer for `min_revision`: the listener is up,
+    /// its feed proven within the bound, and it has applied that revision.
     fn fresh_enough(&self, min_revision: i64) -> bool {
-        self.live.load(Ordering::SeqCst) && min_revision <= self.seen.load(Ordering::SeqCst)
+        self.live.load(Ordering::SeqCst)
+            && min_revision <= self.seen.load(Ordering::SeqCst)
+            && self.feed_proven()
     }
 
     /// The subject's entitlements, from memory when fresh enough, else from
@@ -229,17 +355,17 @@ impl Engine {
                 });
             }
         }
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let since = self.invalidations.load(Ordering::SeqCst);
         let Loaded {
             subject: loaded,
             account: account_state,
             revision,
         } = self.store.load_entitlements(subject, account).await?;
         let loaded = loaded.map(Arc::new);
-        if self.live.load(Ordering::SeqCst) && self.epoch.load(Ordering::SeqCst) == epoch {
-            self.remember(subject, loaded.as_ref());
+        if self.live.load(Ordering::SeqCst) {
+            self.remember(subject, loaded.as_ref(), since);
             if let Some(code) = account {
-                self.accounts.insert(code.to_owned(), account_state);
+                self.remember_account(code, account_state, since);
             }
         }
         Ok(Answer {
@@ -262,7 +388,12 @@ impl Engine {
         self.subjects.get(&id).map(Some)
     }
 
-    fn remember(&self, subject: &SubjectRef, loaded: Option<&Arc<Entitlements>>) {
+    /// Caches a load that started after invalidation number `since`,
+    /// unless an invalidation of its subject came after that (see
+    /// `invalidations`: insert first, then re-check and take it back).
+    /// Which user a key or a user key names never changes, so those lookups
+    /// need no re-check.
+    fn remember(&self, subject: &SubjectRef, loaded: Option<&Arc<Entitlements>>, since: u64) {
         match (subject, loaded) {
             (SubjectRef::Key(hash), found) => self.keys.insert(*hash, found.map(|e| e.user_id)),
             (SubjectRef::UserKey(k), Some(e)) => self.user_keys.insert(k.clone(), e.user_id),
@@ -270,6 +401,18 @@ impl Engine {
         }
         if let Some(e) = loaded {
             self.subjects.insert(e.user_id, e.clone());
+            if self.invalidated_since(&e.user_id, since) {
+                self.subjects.remove(&e.user_id);
+            }
+        }
+    }
+
+    /// Caches an account's state read after invalidation number `since`
+    /// (account changes drop everything, so only `cleared` matters).
+    fn remember_account(&self, code: &str, state: Option<bool>, since: u64) {
+        self.accounts.insert(code.to_owned(), state);
+        if self.cleared.load(Ordering::SeqCst) > since {
+            self.accounts.remove(code);
         }
     }
 
@@ -337,15 +480,15 @@ impl Engine {
     }
 
     async fn account_state(&self, code: &str) -> Result<Option<bool>, Error> {
-        if self.live.load(Ordering::SeqCst) {
+        if self.fresh_enough(0) {
             if let Some(state) = self.accounts.get(code) {
                 return Ok(state);
             }
         }
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let since = self.invalidations.load(Ordering::SeqCst);
         let state = self.store.account_state(code).await?;
-        if self.live.load(Ordering::SeqCst) && self.epoch.load(Ordering::SeqCst) == epoch {
-            self.accounts.insert(code.to_owned(), state);
+        if self.live.load(Ordering::SeqCst) {
+            self.remember_account(code, state, since);
         }
         Ok(state)
     }
@@ -399,36 +542,51 @@ mod tests {
         engine.cached(&SubjectRef::Id(user)).is_some()
     }
 
-    #[tokio::test]
-    async fn a_write_listing_many_users_drops_them_only_and_closes_its_revision_last() {
-        // A store that never connects: nothing here reaches Postgres.
+    /// An engine whose store never connects (nothing here reaches
+    /// Postgres), live, with its feed just proven.
+    fn engine() -> Arc<Engine> {
         let options = "postgres://clef@127.0.0.1:1/none".parse().expect("url");
         let engine = Engine::new(Store::connect_lazy(options, 1), EngineConfig::default());
         engine.live.store(true, Ordering::SeqCst);
+        engine.proven_at.store(engine.micros(), Ordering::SeqCst);
+        engine
+    }
+
+    fn entitlements(user_id: Uuid) -> Arc<Entitlements> {
+        Arc::new(Entitlements {
+            user_id,
+            kind: PrincipalKind::Advanced,
+            active: true,
+            user_key: None,
+            keys: Vec::new(),
+            accounts: HashMap::new(),
+        })
+    }
+
+    fn remember_now(engine: &Engine, user: Uuid) {
+        let since = engine.invalidations.load(Ordering::SeqCst);
+        engine.remember(&SubjectRef::Id(user), Some(&entitlements(user)), since);
+    }
+
+    #[tokio::test]
+    async fn a_write_listing_many_users_drops_them_only_and_closes_its_revision_last() {
+        let engine = engine();
         let users: Vec<Uuid> = (0..451).map(|_| Uuid::new_v4()).collect();
-        for &user_id in &users {
-            let e = Entitlements {
-                user_id,
-                kind: PrincipalKind::Advanced,
-                active: true,
-                user_key: None,
-                keys: Vec::new(),
-                accounts: HashMap::new(),
-            };
-            engine.remember(&SubjectRef::Id(user_id), Some(&Arc::new(e)));
+        for &user in &users {
+            remember_now(&engine, user);
         }
-        // A write touching the first 450 (an import batch, say).
-        let changes = Changes {
-            revision: 7,
-            users: users[..450].to_vec(),
-            ..Default::default()
-        };
-        let notices: Vec<Changes> = changes
-            .payloads()
-            .iter()
-            .map(|p| Changes::parse(p).expect("readable"))
+        // A write touching the first 450 (an import batch, say), as the
+        // database sends it: notices of 200, all but the last marked '+'.
+        let notices: Vec<Changes> = users[..450]
+            .chunks(200)
+            .enumerate()
+            .map(|(i, chunk)| Changes {
+                revision: 7,
+                users: chunk.to_vec(),
+                continued: i < 2,
+                ..Default::default()
+            })
             .collect();
-        assert_eq!(notices.len(), 3);
         for (i, notice) in notices.iter().enumerate() {
             engine.apply(notice, true);
             let last = i == notices.len() - 1;
@@ -443,5 +601,51 @@ mod tests {
         engine.apply(&Changes::parse("8 *").expect("readable"), true);
         assert!(!cached(&engine, users[450]));
         assert_eq!(engine.seen_revision(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_load_overtaken_by_an_invalidation_of_its_subject_is_not_kept() {
+        let engine = engine();
+        let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
+        // The order check -> bump -> remove -> insert: the load started
+        // before the change, the change's drop ran before the insertion.
+        let since = engine.invalidations.load(Ordering::SeqCst);
+        engine.apply(
+            &Changes {
+                revision: 3,
+                users: vec![user],
+                ..Default::default()
+            },
+            true,
+        );
+        engine.remember(&SubjectRef::Id(user), Some(&entitlements(user)), since);
+        assert!(!cached(&engine, user), "a stale load must not stay cached");
+        // Another user's load over the same window is kept (a different
+        // stripe), and so is a load that started after the change.
+        assert_ne!(
+            engine.stripe(&user) as *const _,
+            engine.stripe(&other) as *const _
+        );
+        engine.remember(&SubjectRef::Id(other), Some(&entitlements(other)), since);
+        assert!(cached(&engine, other));
+        remember_now(&engine, user);
+        assert!(cached(&engine, user));
+        // A global clear overtakes every load in flight.
+        let since = engine.invalidations.load(Ordering::SeqCst);
+        engine.clear();
+        engine.remember(&SubjectRef::Id(other), Some(&entitlements(other)), since);
+        assert!(!cached(&engine, other));
+    }
+
+    #[tokio::test]
+    async fn memory_is_not_trusted_once_the_feed_proof_is_older_than_the_bound() {
+        let engine = engine();
+        assert!(engine.fresh_enough(0));
+        // No ping back for longer than the bound.
+        tokio::time::sleep(Duration::from_micros(engine.bound_micros + 5_000)).await;
+        assert!(!engine.fresh_enough(0));
+        assert!(!engine.serves_from_memory());
+        engine.proven_at.store(engine.micros(), Ordering::SeqCst);
+        assert!(engine.fresh_enough(0));
     }
 }

@@ -4,7 +4,7 @@
 pub mod bench;
 pub mod client;
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -12,6 +12,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 
 use crate::{
+    authz::EngineConfig,
     domain::principal::PrincipalKind,
     embedded::{self, DataDir},
     server,
@@ -86,6 +87,12 @@ pub struct ServeArgs {
     /// Connections to Postgres in the pool.
     #[arg(long, env = "CLEF_DB_POOL_SIZE", default_value_t = 32)]
     pub db_pool_size: u32,
+    /// How stale decisions from memory may be, in milliseconds: a replica
+    /// whose change feed has not proven itself alive and current within
+    /// this bound answers decisions from Postgres until it has.
+    #[arg(long, env = "CLEF_STALENESS_BOUND_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub staleness_bound_ms: u64,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -160,7 +167,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, embedded, "clef serving");
         // On stdout too, so that scripts (and tests) can use `--listen 127.0.0.1:0`.
         println!("clef serving on {addr}");
-        server::serve(store, listener, server::shutdown_signal()).await
+        let engine = EngineConfig {
+            staleness_bound: Duration::from_millis(args.staleness_bound_ms),
+            ..EngineConfig::default()
+        };
+        server::serve_with(store, listener, engine, server::shutdown_signal()).await
     }
     .await;
     let stopped = stop(data).await;

@@ -140,7 +140,8 @@ pub struct NewAccount {
     pub organization_id: Uuid,
     pub display_name: DisplayName,
     pub status: AccountStatus,
-    pub request_id: Option<String>,
+    /// Its idempotency key, if the caller gave a request id.
+    pub request: Option<crate::domain::request::RequestKey>,
 }
 
 /// A validated account update: `None` leaves the field as it is.

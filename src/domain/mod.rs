@@ -6,6 +6,7 @@ pub mod decision;
 pub mod error;
 pub mod key;
 pub mod principal;
+pub mod request;
 pub mod rights;
 pub mod user;
 

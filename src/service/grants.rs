@@ -241,7 +241,10 @@ async fn resolve(tx: &mut Tx, actor: &Actor, sel: &Selector) -> Result<Uuid, Err
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("user key {key}")))
         }
-        Selector::Email(email) => tx.user_id_by_email(email).await?,
+        Selector::Email(email) => {
+            tx.user_id_by_email(email, actor.user_id, actor.is_operator())
+                .await?
+        }
         Selector::New(_) => None,
     }
     .ok_or_else(|| Error::NotFound("user".into()))?;
@@ -319,7 +322,7 @@ pub async fn grant_across(
             // The actor administers every target account (checked above); the
             // user is linked to each of them below.
             let created = users::create_in(&mut tx, actor, *create, "user.new_user.", true).await?;
-            (created.user.id, Some(created.key))
+            (created.user.id, created.key)
         }
         existing => (resolve(&mut tx, actor, &existing).await?, None),
     };

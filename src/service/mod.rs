@@ -18,13 +18,15 @@ use crate::{
 
 /// A user the actor may see: operators see everyone, users see themselves,
 /// admins see the users linked to accounts they administer. Anyone else is
-/// `NotFound`, so that existence never leaks across tenants.
+/// `NotFound`, so that existence never leaks across tenants: the message
+/// never names the id (a lookup by email, login or user key must not reveal
+/// it).
 pub(crate) async fn visible_user(
     tx: &mut Tx,
     actor: &Actor,
     id: Uuid,
 ) -> Result<(User, Vec<LinkedAccount>), Error> {
-    let not_found = || Error::NotFound(format!("user {id}"));
+    let not_found = || Error::NotFound("user".into());
     let user = tx.user(id).await?.ok_or_else(not_found)?;
     let accounts = tx.linked_accounts(id, actor.user_id).await?;
     if actor.is_operator() || actor.user_id == id || accounts.iter().any(|a| a.actor_is_admin) {

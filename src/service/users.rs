@@ -8,6 +8,7 @@ use crate::{
         account::{AccountCode, AccountStatus},
         key::NewKey,
         principal::Actor,
+        request::RequestKey,
         rights::{validate_grants, RawGrant},
         user::{
             apply_profile_paths, default_login, parse_tags, Profile, RawProfile, User, UserKey,
@@ -30,20 +31,41 @@ pub struct CreateUser {
     pub grants: Vec<RawGrant>,
 }
 
-/// A created user and his first connection key.
+/// A created user and his first connection key (`None`: the answer to a
+/// retry, whose key was shown to the first call only).
 #[derive(Debug)]
 pub struct Created {
     pub user: User,
-    pub key: NewKey,
+    pub key: Option<NewKey>,
 }
 
 fn rng_error(e: getrandom::Error) -> Error {
     Error::Internal(format!("os rng: {e}"))
 }
 
-pub async fn create(store: &Store, actor: &Actor, req: CreateUser) -> Result<Created, Error> {
+/// `CreateUser`. With a request key, a retry of the same request answers
+/// the user the first call created, at its revision, without his key.
+pub async fn create(
+    store: &Store,
+    actor: &Actor,
+    req: CreateUser,
+    once: Option<RequestKey>,
+) -> Result<Created, Error> {
     let mut tx = store.write(Some(actor.user_id)).await?;
+    if let Some(key) = &once {
+        if let Some((id, revision)) = tx.replayed(key).await? {
+            let (user, _) = visible_user(&mut tx, actor, id).await?;
+            tx.rollback().await?;
+            return Ok(Created {
+                user: User { revision, ..user },
+                key: None,
+            });
+        }
+    }
     let created = create_in(&mut tx, actor, req, "user.", false).await?;
+    if let Some(key) = &once {
+        tx.record_request(key, created.user.id).await?;
+    }
     let revision = tx.commit().await?;
     Ok(Created {
         user: User {
@@ -181,7 +203,10 @@ pub(crate) async fn create_in(
         ),
     )
     .await?;
-    Ok(Created { user, key })
+    Ok(Created {
+        user,
+        key: Some(key),
+    })
 }
 
 /// How `GetUser` names its user.
@@ -197,7 +222,10 @@ pub async fn get(store: &Store, actor: &Actor, by: UserLookup) -> Result<User, E
     let id = match &by {
         UserLookup::Id(id) => Some(*id),
         UserLookup::Key(key) => tx.user_id_by_key(key).await?,
-        UserLookup::Login(login) => tx.user_id_by_login(login).await?,
+        UserLookup::Login(login) => {
+            tx.user_id_by_login(login, actor.user_id, actor.is_operator())
+                .await?
+        }
     }
     .ok_or_else(|| Error::NotFound("user".into()))?;
     let (user, _) = visible_user(&mut tx, actor, id).await?;

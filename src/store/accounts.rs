@@ -8,6 +8,7 @@ use crate::domain::{
         Account, AccountChanges, AccountFilter, AccountStatus, DisplayName, NewAccount,
         Organization,
     },
+    request::RequestKey,
     Error,
 };
 
@@ -39,40 +40,43 @@ impl From<AccountRow> for Account {
 
 impl Store {
     /// Creates an organization, or returns the one an earlier call with the
-    /// same `request_id` created.
+    /// same request created.
     pub async fn create_organization(
         &self,
         actor: Option<Uuid>,
         display_name: &DisplayName,
-        request_id: Option<&str>,
+        request: Option<&RequestKey>,
     ) -> Result<Organization, Error> {
-        if let Some(rid) = request_id {
-            let existing = sqlx::query_as!(
-                Organization,
-                "SELECT id, display_name, created_at, updated_at, revision FROM organizations WHERE request_id = $1",
-                rid
-            )
-            .fetch_optional(self.pool())
-            .await
-            .map_err(db_error)?;
-            if let Some(org) = existing {
+        let mut tx = self.write(actor).await?;
+        if let Some(key) = request {
+            if let Some((id, _)) = tx.replayed(key).await? {
+                let org = sqlx::query_as!(
+                    Organization,
+                    "SELECT id, display_name, created_at, updated_at, revision FROM organizations WHERE id = $1",
+                    id
+                )
+                .fetch_one(tx.conn())
+                .await
+                .map_err(db_error)?;
+                tx.rollback().await?;
                 return Ok(org);
             }
         }
-        let mut tx = self.write(actor).await?;
         let revision = tx.revision()?;
         let org = sqlx::query_as!(
             Organization,
-            "INSERT INTO organizations (id, display_name, request_id, revision) VALUES ($1, $2, $3, $4)
+            "INSERT INTO organizations (id, display_name, revision) VALUES ($1, $2, $3)
              RETURNING id, display_name, created_at, updated_at, revision",
             Uuid::now_v7(),
             display_name.as_str(),
-            request_id,
             revision
         )
         .fetch_one(tx.conn())
         .await
-        .map_err(|e| db_error_for(e, "organization with this request_id", "organization"))?;
+        .map_err(db_error)?;
+        if let Some(key) = request {
+            tx.record_request(key, org.id).await?;
+        }
         tx.audit(
             "organization.create",
             &format!("organization/{}", org.id),
@@ -84,39 +88,39 @@ impl Store {
     }
 
     /// Creates an account, or returns the one an earlier call with the same
-    /// `request_id` created.
+    /// request created.
     pub async fn create_account(
         &self,
         actor: Option<Uuid>,
         new: &NewAccount,
     ) -> Result<Account, Error> {
-        if let Some(rid) = &new.request_id {
-            let existing = sqlx::query_as!(
-                AccountRow,
-                "SELECT id, code, organization_id, display_name, status, created_at, updated_at, revision
-                 FROM accounts WHERE request_id = $1",
-                rid
-            )
-            .fetch_optional(self.pool())
-            .await
-            .map_err(db_error)?;
-            if let Some(row) = existing {
+        let mut tx = self.write(actor).await?;
+        if let Some(key) = &new.request {
+            if let Some((id, _)) = tx.replayed(key).await? {
+                let row = sqlx::query_as!(
+                    AccountRow,
+                    "SELECT id, code, organization_id, display_name, status, created_at, updated_at, revision
+                     FROM accounts WHERE id = $1",
+                    id
+                )
+                .fetch_one(tx.conn())
+                .await
+                .map_err(db_error)?;
+                tx.rollback().await?;
                 return Ok(row.into());
             }
         }
-        let mut tx = self.write(actor).await?;
         let revision = tx.revision()?;
         let row = sqlx::query_as!(
             AccountRow,
-            "INSERT INTO accounts (id, code, organization_id, display_name, status, request_id, revision)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO accounts (id, code, organization_id, display_name, status, revision)
+             VALUES ($1, $2, $3, $4, $5, $6)
              RETURNING id, code, organization_id, display_name, status, created_at, updated_at, revision",
             Uuid::now_v7(),
             new.code.as_str(),
             new.organization_id,
             new.display_name.as_str(),
             new.status.as_str(),
-            new.request_id.as_deref(),
             revision
         )
         .fetch_one(tx.conn())
@@ -128,8 +132,6 @@ impl Store {
                 &format!("organization {}", new.organization_id),
             )
         })?;
-        // Decisions answered "unknown account" for this code until now.
-        tx.touch_everything();
         tx.audit(
             "account.create",
             &format!("account/{}", row.code),
@@ -139,6 +141,9 @@ impl Store {
             ),
         )
         .await?;
+        if let Some(key) = &new.request {
+            tx.record_request(key, row.id).await?;
+        }
         tx.commit().await?;
         Ok(row.into())
     }
@@ -198,8 +203,6 @@ impl Store {
         .await
         .map_err(db_error)?
         .ok_or_else(|| Error::NotFound(format!("account {code:?}")))?;
-        // An account's status is part of every decision on it.
-        tx.touch_everything();
         let mut summary = Vec::new();
         if let Some(name) = &changes.display_name {
             summary.push(format!("display_name={:?}", name.as_str()));

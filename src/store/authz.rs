@@ -173,6 +173,17 @@ impl Store {
         .map_err(db_error)
     }
 
+    /// Sends a notification on `channel` (the engine's pings to itself).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(self.pool())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     /// The latest committed revision.
     pub async fn current_revision(&self) -> Result<i64, Error> {
         sqlx::query_scalar!("SELECT value FROM revision_counter")

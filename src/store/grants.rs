@@ -135,7 +135,6 @@ impl Tx {
         account: Uuid,
         g: &GrantSpec,
     ) -> Result<(), Error> {
-        self.touch_user(user);
         let revision = self.revision()?;
         let by = self.actor();
         sqlx::query!(
@@ -165,7 +164,6 @@ impl Tx {
         account: Uuid,
         rights: &[String],
     ) -> Result<i64, Error> {
-        self.touch_user(user);
         let done = sqlx::query!(
             "DELETE FROM grants WHERE user_id = $1 AND account_id = $2 AND right_code = ANY($3)",
             user,
@@ -180,7 +178,6 @@ impl Tx {
 
     /// Removes every grant of a user on every account.
     pub async fn delete_all_grants(&mut self, user: Uuid) -> Result<i64, Error> {
-        self.touch_user(user);
         let done = sqlx::query!("DELETE FROM grants WHERE user_id = $1", user)
             .execute(self.conn())
             .await

@@ -17,6 +17,9 @@ pub struct Known {
     /// Lowercased; `None` when archived (an archived user's email is free).
     pub email: Option<String>,
     pub login: String,
+    /// Whether the importer manages him (an operator, or an admin of one of
+    /// his accounts). Only a managed user may be matched by email or login.
+    pub managed: bool,
 }
 
 /// A new user, as inserted.
@@ -103,21 +106,6 @@ pub struct ImportWrites {
     pub audits: Vec<AuditRow>,
 }
 
-impl ImportWrites {
-    /// The users whose decisions these writes may change.
-    fn touched(&self) -> impl Iterator<Item = Uuid> + '_ {
-        self.users
-            .iter()
-            .map(|u| u.id)
-            .chain(self.links.iter().map(|l| l.user_id))
-            .chain(self.grants.iter().map(|g| g.user_id))
-            .chain(self.new_grants.iter().map(|g| g.user_id))
-            .chain(self.revokes.iter().map(|g| g.user_id))
-            .chain(self.keys.iter().map(|k| k.user_id))
-            .chain(self.statuses.iter().map(|s| s.id))
-    }
-}
-
 /// The rows of one kind of every part, as one JSON array (`None`: none).
 fn json<'a, T: Serialize + 'a>(
     parts: &[&'a ImportWrites],
@@ -133,16 +121,26 @@ fn json<'a, T: Serialize + 'a>(
 }
 impl Tx {
     /// The users (standard or advanced) having one of these user keys,
-    /// live emails (lowercased) or logins.
+    /// live emails (lowercased) or logins, each with whether `actor`
+    /// manages him (`operator`: everyone). The caller may match a user by
+    /// email or login only when he is managed; the others only tell that
+    /// the email or login is taken.
     pub async fn users_known_by(
         &mut self,
         keys: &[String],
         emails: &[String],
         logins: &[String],
+        actor: Uuid,
+        operator: bool,
     ) -> Result<Vec<Known>, Error> {
         let rows = sqlx::query!(
             r#"SELECT id AS "id!", user_key, CASE WHEN status <> 'archived' THEN lower(email) END AS email,
-                      login AS "login!"
+                      login AS "login!",
+                      $5 OR EXISTS (SELECT 1 FROM links l JOIN grants g
+                                       ON g.account_id = l.account_id AND g.user_id = $4
+                                      AND g.right_code = 'admin.users'
+                                      AND (g.expires_at IS NULL OR g.expires_at > now())
+                                    WHERE l.user_id = u.id) AS "managed!"
                  FROM (SELECT * FROM users WHERE user_key = ANY($1)
                        UNION
                        SELECT * FROM users WHERE lower(email) = ANY($2) AND email IS NOT NULL AND status <> 'archived'
@@ -151,7 +149,9 @@ impl Tx {
                 WHERE kind IN ('standard', 'advanced')"#,
             keys,
             emails,
-            logins
+            logins,
+            actor,
+            operator
         )
         .fetch_all(self.conn())
         .await
@@ -163,6 +163,7 @@ impl Tx {
                 user_key: r.user_key,
                 email: r.email,
                 login: r.login,
+                managed: r.managed,
             })
             .collect())
     }
@@ -218,10 +219,6 @@ impl Tx {
     ) -> Result<(), Error> {
         let revision = self.revision()?;
         let actor = self.actor();
-        let touched: Vec<Uuid> = parts.iter().flat_map(|w| w.touched()).collect();
-        for u in touched {
-            self.touch_user(u);
-        }
         // Plain inserts go through COPY (cheapest for Postgres); updates
         // and upserts through json_to_recordset.
         let mut users = CopyRows::default();

@@ -25,7 +25,6 @@ impl Tx {
         key: &NewKey,
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<KeyMeta, Error> {
-        self.touch_user(user);
         let id = Uuid::now_v7();
         sqlx::query!(
             "INSERT INTO connection_keys (id, user_id, secret_hash, display_prefix, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -51,7 +50,6 @@ impl Tx {
         keep: Uuid,
         overlap_seconds: i32,
     ) -> Result<(), Error> {
-        self.touch_user(user);
         sqlx::query!(
             "UPDATE connection_keys SET revoked_at = now() + make_interval(secs => $3)
               WHERE user_id = $1 AND id <> $2 AND (revoked_at IS NULL OR revoked_at > now() + make_interval(secs => $3))",
@@ -92,10 +90,11 @@ impl Tx {
 
     /// Stops a key of `user` at once.
     pub async fn revoke_key(&mut self, user: Uuid, id: Uuid) -> Result<(), Error> {
-        self.touch_user(user);
         sqlx::query!(
-            "UPDATE connection_keys SET revoked_at = now() WHERE id = $1 AND (revoked_at IS NULL OR revoked_at > now())",
-            id
+            "UPDATE connection_keys SET revoked_at = now()
+              WHERE id = $1 AND user_id = $2 AND (revoked_at IS NULL OR revoked_at > now())",
+            id,
+            user
         )
         .execute(self.conn())
         .await

@@ -1,5 +1,6 @@
 //! An import's ledger (`import_seen`, `import_named`): what it has met so
-//! far, keyed by its report. Written through the pool, outside the
+//! far, keyed by its report; and what an atomic import stages
+//! (`import_staged_lines`, `import_staged_results`). Written through the pool, outside the
 //! import's transactions.
 
 use sqlx::PgConnection;
@@ -76,6 +77,20 @@ pub(super) async fn delete_ledgers(conn: &mut PgConnection, reports: &[Uuid]) ->
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
+    sqlx::query!(
+        "DELETE FROM import_staged_lines WHERE report_id = ANY($1)",
+        reports
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    sqlx::query!(
+        "DELETE FROM import_staged_results WHERE report_id = ANY($1)",
+        reports
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
     Ok(())
 }
 
@@ -121,5 +136,81 @@ impl Tx {
             live: rows.first().map(|r| r.live).unwrap_or(0),
             users: rows.into_iter().map(|r| r.id).collect(),
         })
+    }
+}
+
+impl Store {
+    /// Stages records of an atomic import: (line, cells as JSON).
+    pub async fn stage_lines(
+        &self,
+        report: Uuid,
+        lines: &[i64],
+        cells: &[Vec<u8>],
+    ) -> Result<(), Error> {
+        sqlx::query!(
+            "INSERT INTO import_staged_lines (report_id, line, cells)
+             SELECT $1, l, c FROM unnest($2::bigint[], $3::bytea[]) AS s (l, c)",
+            report,
+            lines,
+            cells
+        )
+        .execute(self.pool())
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Up to `limit` staged records after line `after`, in line order.
+    pub async fn staged_lines(
+        &self,
+        report: Uuid,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, Error> {
+        let rows = sqlx::query!(
+            "SELECT line, cells FROM import_staged_lines
+              WHERE report_id = $1 AND line > $2 ORDER BY line LIMIT $3",
+            report,
+            after,
+            limit
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_error)?;
+        Ok(rows.into_iter().map(|r| (r.line, r.cells)).collect())
+    }
+
+    /// Stages a batch's results of an atomic import until its transaction ends.
+    pub async fn stage_results(&self, report: Uuid, seq: i64, data: &[u8]) -> Result<(), Error> {
+        sqlx::query!(
+            "INSERT INTO import_staged_results (report_id, seq, data) VALUES ($1, $2, $3)",
+            report,
+            seq,
+            data
+        )
+        .execute(self.pool())
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Up to `limit` staged result batches after `after`, in order.
+    pub async fn staged_results(
+        &self,
+        report: Uuid,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, Error> {
+        let rows = sqlx::query!(
+            "SELECT seq, data FROM import_staged_results
+              WHERE report_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            report,
+            after,
+            limit
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_error)?;
+        Ok(rows.into_iter().map(|r| (r.seq, r.data)).collect())
     }
 }

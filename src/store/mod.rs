@@ -15,6 +15,7 @@ mod keys;
 mod ledger;
 mod principals;
 mod reports;
+mod requests;
 mod tx;
 mod users;
 
@@ -39,7 +40,7 @@ pub use import::{
 };
 pub use keys::KeyMeta;
 pub use ledger::Absent;
-pub use principals::NewPrincipal;
+pub use principals::{NewPrincipal, PrincipalCreated};
 pub use reports::{ReportMeta, ReportOptions, ReportSummary, REPORT_DAYS};
 pub use tx::{Changes, CommitObserver, Tx, CHANGES_CHANNEL};
 pub use users::{Link, LinkedAccount, NewUser, UserFilter};

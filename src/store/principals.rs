@@ -6,6 +6,7 @@ use super::{db_error, db_error_for, Store};
 use crate::domain::{
     key::{KeyHash, NewKey},
     principal::{Actor, PrincipalKind},
+    request::RequestKey,
     Error,
 };
 
@@ -19,6 +20,14 @@ pub struct NewPrincipal {
     pub key: NewKey,
 }
 
+/// What a create with a request id gives: a new principal, or the one an
+/// earlier call with the same request created (its key is not shown again).
+#[derive(Debug)]
+pub enum PrincipalCreated {
+    New(NewPrincipal),
+    Replayed { id: Uuid, revision: i64 },
+}
+
 impl Store {
     /// Creates an operator or service principal and its first key. `actor` is
     /// `None` when done from the command line.
@@ -28,6 +37,22 @@ impl Store {
         kind: PrincipalKind,
         name: &str,
     ) -> Result<NewPrincipal, Error> {
+        match self.create_principal_once(actor, kind, name, None).await? {
+            PrincipalCreated::New(p) => Ok(p),
+            PrincipalCreated::Replayed { .. } => Err(Error::Internal(
+                "a create without a request id was replayed".into(),
+            )),
+        }
+    }
+
+    /// [`Store::create_principal`], idempotent when given a request key.
+    pub async fn create_principal_once(
+        &self,
+        actor: Option<Uuid>,
+        kind: PrincipalKind,
+        name: &str,
+        request: Option<&RequestKey>,
+    ) -> Result<PrincipalCreated, Error> {
         debug_assert!(matches!(
             kind,
             PrincipalKind::Operator | PrincipalKind::Service
@@ -35,6 +60,13 @@ impl Store {
         let key = NewKey::generate().map_err(|e| Error::Internal(format!("os rng: {e}")))?;
         let id = Uuid::now_v7();
         let mut tx = self.write(actor).await?;
+        if let Some(request) = request {
+            if let Some((id, revision)) = tx.replayed(request).await? {
+                tx.rollback().await?;
+                return Ok(PrincipalCreated::Replayed { id, revision });
+            }
+            tx.record_request(request, id).await?;
+        }
         let revision = tx.revision()?;
         sqlx::query!(
             "INSERT INTO users (id, kind, status, login, display_name, revision) VALUES ($1, $2, 'active', $3, $3, $4)",
@@ -46,7 +78,6 @@ impl Store {
         .execute(tx.conn())
         .await
         .map_err(|e| db_error_for(e, &format!("principal {name:?}"), "principal"))?;
-        tx.touch_user(id);
         sqlx::query!(
             "INSERT INTO connection_keys (id, user_id, secret_hash, display_prefix) VALUES ($1, $2, $3, $4)",
             Uuid::now_v7(),
@@ -68,7 +99,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(NewPrincipal { id, revision, key })
+        Ok(PrincipalCreated::New(NewPrincipal { id, revision, key }))
     }
 
     /// How many operators exist (any status).

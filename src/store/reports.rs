@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{db_error, Store};
+use super::{db_error, Store, Tx};
 use crate::domain::Error;
 
 /// How long a report is kept.
@@ -237,5 +237,28 @@ impl Store {
         .await
         .map_err(db_error)?;
         Ok(rows.into_iter().map(|r| (r.seq, r.data)).collect())
+    }
+}
+
+impl Tx {
+    /// Fencing: checks, inside the import's own write transaction, that its
+    /// report is still the account's (a newer import replaces the report of
+    /// one that showed no sign of life for [`RUNNING_SECONDS`]), and holds
+    /// it until this transaction ends, so that no newer import can take the
+    /// account while this batch writes. A replaced import stops here.
+    pub async fn hold_report(&mut self, report: Uuid) -> Result<(), Error> {
+        let held = sqlx::query_scalar!(
+            "SELECT id FROM import_reports WHERE id = $1 FOR KEY SHARE",
+            report
+        )
+        .fetch_optional(self.conn())
+        .await
+        .map_err(db_error)?;
+        match held {
+            Some(_) => Ok(()),
+            None => Err(Error::FailedPrecondition(
+                "this import was replaced by a newer import into the account; it stopped".into(),
+            )),
+        }
     }
 }

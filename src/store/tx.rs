@@ -14,15 +14,6 @@ use crate::domain::Error;
 /// replica's decision cache drops what the write changed.
 pub const CHANGES_CHANNEL: &str = "clef_changes";
 
-/// Users listed per notice: a NOTIFY payload is limited to 8000 bytes, and a
-/// listed user takes 37 of them.
-const USERS_PER_NOTICE: usize = 200;
-
-/// Above this many users, a write invalidates everything instead of listing
-/// them. An import batch (500 lines) stays well under it, so that a large
-/// import does not empty every replica's decision cache at each commit.
-const MAX_LISTED_USERS: usize = 10_000;
-
 /// What a committed write changed, as far as decisions are concerned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -39,36 +30,10 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// The notices of this write, in the order they must be sent: one
-    /// `"<revision> *"`, or one `"<revision>"`, or notices of up to
-    /// [`USERS_PER_NOTICE`] users each, `"<revision>+ <uuid> <uuid>..."`
-    /// for all but the last, which has no `+`.
-    pub fn payloads(&self) -> Vec<String> {
-        if self.everything || self.users.len() > MAX_LISTED_USERS {
-            return vec![format!("{} *", self.revision)];
-        }
-        if self.users.is_empty() {
-            return vec![self.revision.to_string()];
-        }
-        let chunks = self.users.chunks(USERS_PER_NOTICE);
-        let last = chunks.len() - 1;
-        chunks
-            .enumerate()
-            .map(|(i, users)| {
-                let mut p = self.revision.to_string();
-                if i < last {
-                    p.push('+');
-                }
-                for u in users {
-                    p.push(' ');
-                    p.push_str(&u.to_string());
-                }
-                p
-            })
-            .collect()
-    }
-
-    /// Parses a payload written by [`Changes::payload`].
+    /// Parses a notice sent by the database at commit (migration
+    /// `changes_from_triggers`, `clef_send_changes`): `"<revision> *"`,
+    /// `"<revision>"`, or `"<revision>[+] <uuid> <uuid>..."`, where `+`
+    /// says that more notices of the same revision follow.
     pub fn parse(payload: &str) -> Option<Self> {
         let mut parts = payload.split(' ');
         let first = parts.next()?;
@@ -104,17 +69,17 @@ pub struct Tx {
     inner: Transaction<'static, Postgres>,
     revision: Option<i64>,
     actor: Option<Uuid>,
-    changes: Changes,
     observer: Option<Arc<dyn CommitObserver>>,
     /// A rehearsal never commits (see [`Store::rehearsal`]).
     rehearsal: bool,
 }
 
 impl Store {
-    /// A read-only transaction.
+    /// A read-only transaction on one snapshot: a use case reading with
+    /// several queries sees one state of the database.
     pub async fn read(&self) -> Result<Tx, Error> {
         let mut inner = self.pool().begin().await.map_err(db_error)?;
-        sqlx::query("SET TRANSACTION READ ONLY")
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *inner)
             .await
             .map_err(db_error)?;
@@ -122,7 +87,6 @@ impl Store {
             inner,
             revision: None,
             actor: None,
-            changes: Changes::default(),
             observer: None,
             rehearsal: false,
         })
@@ -163,10 +127,6 @@ impl Tx {
             inner,
             revision: Some(revision),
             actor,
-            changes: Changes {
-                revision,
-                ..Default::default()
-            },
             observer,
             rehearsal: false,
         }
@@ -195,20 +155,11 @@ impl Tx {
         super::audit(&mut self.inner, revision, actor, action, target, summary).await
     }
 
-    /// Records that `user`'s decisions may change with this write.
-    pub(crate) fn touch_user(&mut self, user: Uuid) {
-        if !self.changes.users.contains(&user) {
-            self.changes.users.push(user);
-        }
-    }
-
-    /// Records that this write may change any decision.
-    pub(crate) fn touch_everything(&mut self) {
-        self.changes.everything = true;
-    }
-
-    /// Commits; returns the revision of a write (0 for a read). A write
-    /// notifies `clef_changes` in the same transaction.
+    /// Commits; returns the revision of a write (0 for a read). The
+    /// database sends the change notices of a write as it commits (migration
+    /// `changes_from_triggers`): which users a write touched is derived from
+    /// the rows it changed, never declared here. This process's own engine
+    /// is told the same set right after the commit.
     pub async fn commit(mut self) -> Result<i64, Error> {
         if self.rehearsal {
             self.inner.rollback().await.map_err(db_error)?;
@@ -218,19 +169,22 @@ impl Tx {
             self.inner.commit().await.map_err(db_error)?;
             return Ok(0);
         };
-        // One statement per notice keeps them in order: listeners advance
-        // their revision on the last one only.
-        for payload in self.changes.payloads() {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANGES_CHANNEL)
-                .bind(payload)
-                .execute(&mut *self.inner)
+        let touched: Vec<Uuid> = match &self.observer {
+            Some(_) => sqlx::query_scalar!(r#"SELECT clef_touched() AS "users!""#)
+                .fetch_one(&mut *self.inner)
                 .await
-                .map_err(db_error)?;
-        }
+                .map_err(db_error)?,
+            None => Vec::new(),
+        };
         self.inner.commit().await.map_err(db_error)?;
         if let Some(observer) = &self.observer {
-            observer.committed(&self.changes);
+            let everything = touched.contains(&Uuid::nil());
+            observer.committed(&Changes {
+                revision,
+                everything,
+                users: if everything { Vec::new() } else { touched },
+                continued: false,
+            });
         }
         Ok(revision)
     }
@@ -275,58 +229,25 @@ impl Tx {
 mod tests {
     use super::*;
 
-    fn users(n: usize) -> Vec<Uuid> {
-        (0..n).map(|_| Uuid::new_v4()).collect()
-    }
-
     #[test]
-    fn many_users_are_listed_over_several_notices_the_last_one_closing_the_revision() {
-        let changes = Changes {
-            revision: 42,
-            users: users(450),
-            ..Default::default()
-        };
-        let payloads = changes.payloads();
-        assert_eq!(payloads.len(), 3);
-        let parsed: Vec<Changes> = payloads
-            .iter()
-            .map(|p| {
-                assert!(p.len() < 8000, "a NOTIFY payload is limited to 8000 bytes");
-                Changes::parse(p).expect("readable notice")
-            })
-            .collect();
-        assert!(parsed.iter().all(|c| c.revision == 42 && !c.everything));
+    fn notices_are_read_as_the_database_writes_them() {
+        let user = Uuid::new_v4();
+        let continued = Changes::parse(&format!("42+ {user} {user}")).expect("readable");
+        assert_eq!(continued.revision, 42);
+        assert!(continued.continued && !continued.everything);
+        assert_eq!(continued.users, [user, user]);
+        let last = Changes::parse(&format!("42 {user}")).expect("readable");
+        assert!(!last.continued);
         assert_eq!(
-            parsed.iter().map(|c| c.continued).collect::<Vec<_>>(),
-            [true, true, false]
+            Changes::parse("7"),
+            Some(Changes {
+                revision: 7,
+                ..Default::default()
+            })
         );
-        let listed: Vec<Uuid> = parsed.into_iter().flat_map(|c| c.users).collect();
-        assert_eq!(listed, changes.users);
-    }
-
-    #[test]
-    fn small_and_sweeping_writes_send_one_notice() {
-        let none = Changes {
-            revision: 7,
-            ..Default::default()
-        };
-        assert_eq!(none.payloads(), ["7"]);
-        assert_eq!(Changes::parse("7"), Some(none));
-        let one = Changes {
-            revision: 8,
-            users: users(1),
-            ..Default::default()
-        };
-        assert_eq!(one.payloads().len(), 1);
-        assert_eq!(Changes::parse(&one.payloads()[0]), Some(one));
-        let huge = Changes {
-            revision: 9,
-            users: users(MAX_LISTED_USERS + 1),
-            ..Default::default()
-        };
-        assert_eq!(huge.payloads(), ["9 *"]);
         let everything = Changes::parse("9 *").expect("readable");
         assert!(everything.everything && !everything.continued);
         assert_eq!(Changes::parse("x+ y"), None);
+        assert_eq!(Changes::parse("9 not-a-user"), None);
     }
 }

@@ -129,21 +129,54 @@ impl Tx {
             .map_err(db_error)
     }
 
-    pub async fn user_id_by_login(&mut self, login: &str) -> Result<Option<Uuid>, Error> {
+    /// The user with this login, if `actor` may see him (himself, a user
+    /// linked to an account he administers; an `operator` everyone). There
+    /// is no unscoped lookup by login or email: another tenant's user is
+    /// reached by his user key only, and his login tells nothing.
+    pub async fn user_id_by_login(
+        &mut self,
+        login: &str,
+        actor: Uuid,
+        operator: bool,
+    ) -> Result<Option<Uuid>, Error> {
         sqlx::query_scalar!(
-            "SELECT id FROM users WHERE login = $1 AND kind IN ('standard', 'advanced')",
-            login
+            r#"SELECT u.id FROM users u
+                WHERE u.login = $1 AND u.kind IN ('standard', 'advanced')
+                  AND ($3 OR u.id = $2 OR EXISTS (
+                        SELECT 1 FROM links l JOIN grants g
+                            ON g.account_id = l.account_id AND g.user_id = $2
+                           AND g.right_code = 'admin.users'
+                           AND (g.expires_at IS NULL OR g.expires_at > now())
+                         WHERE l.user_id = u.id))"#,
+            login,
+            actor,
+            operator
         )
         .fetch_optional(self.conn())
         .await
         .map_err(db_error)
     }
 
-    /// The non-archived user with this email (case-insensitive).
-    pub async fn user_id_by_email(&mut self, email: &str) -> Result<Option<Uuid>, Error> {
+    /// The non-archived user with this email (case-insensitive), if `actor`
+    /// may see him (see [`Tx::user_id_by_login`]).
+    pub async fn user_id_by_email(
+        &mut self,
+        email: &str,
+        actor: Uuid,
+        operator: bool,
+    ) -> Result<Option<Uuid>, Error> {
         sqlx::query_scalar!(
-            "SELECT id FROM users WHERE lower(email) = lower($1) AND status <> 'archived'",
-            email
+            r#"SELECT u.id FROM users u
+                WHERE lower(u.email) = lower($1) AND u.status <> 'archived'
+                  AND ($3 OR u.id = $2 OR EXISTS (
+                        SELECT 1 FROM links l JOIN grants g
+                            ON g.account_id = l.account_id AND g.user_id = $2
+                           AND g.right_code = 'admin.users'
+                           AND (g.expires_at IS NULL OR g.expires_at > now())
+                         WHERE l.user_id = u.id))"#,
+            email,
+            actor,
+            operator
         )
         .fetch_optional(self.conn())
         .await
@@ -189,7 +222,6 @@ impl Tx {
         .execute(self.conn())
         .await
         .map_err(user_error)?;
-        self.touch_user(id);
         self.user(id)
             .await?
             .ok_or_else(|| Error::Internal("inserted user vanished".into()))
@@ -260,7 +292,6 @@ impl Tx {
 
     pub async fn set_user_status(&mut self, id: Uuid, status: UserStatus) -> Result<(), Error> {
         let revision = self.revision()?;
-        self.touch_user(id);
         sqlx::query!(
             "UPDATE users SET status = $2, updated_at = now(), revision = $3 WHERE id = $1",
             id,
@@ -432,7 +463,6 @@ impl Tx {
         account: Uuid,
         tags: &[String],
     ) -> Result<(), Error> {
-        self.touch_user(user);
         let revision = self.revision()?;
         sqlx::query!(
             "INSERT INTO links (user_id, account_id, tags, revision) VALUES ($1, $2, $3, $4)",
@@ -453,7 +483,6 @@ impl Tx {
         account: Uuid,
         tags: &[String],
     ) -> Result<bool, Error> {
-        self.touch_user(user);
         let revision = self.revision()?;
         let done = sqlx::query!(
             "UPDATE links SET tags = $3, updated_at = now(), revision = $4 WHERE user_id = $1 AND account_id = $2",
@@ -471,7 +500,6 @@ impl Tx {
     /// Removes a link; its grants go with it (foreign key cascade). Returns
     /// how many grants were removed.
     pub async fn delete_link(&mut self, user: Uuid, account: Uuid) -> Result<i64, Error> {
-        self.touch_user(user);
         let grants = sqlx::query_scalar!(
             r#"SELECT count(*) AS "n!" FROM grants WHERE user_id = $1 AND account_id = $2"#,
             user,

@@ -527,6 +527,7 @@ async fn only_services_and_operators_may_ask() {
         .users
         .create_service_principal(pb::CreateServicePrincipalRequest {
             name: "tracking-eu".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -544,6 +545,7 @@ async fn only_services_and_operators_may_ask() {
         ops.users
             .create_service_principal(pb::CreateServicePrincipalRequest {
                 name: "tracking-eu".into(),
+                ..Default::default()
             })
             .await,
         Code::AlreadyExists,
@@ -554,6 +556,7 @@ async fn only_services_and_operators_may_ask() {
             .users
             .create_service_principal(pb::CreateServicePrincipalRequest {
                 name: "mine".into(),
+                ..Default::default()
             })
             .await,
         Code::PermissionDenied,

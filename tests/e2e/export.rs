@@ -324,9 +324,11 @@ async fn a_large_export_streams_in_many_chunks() {
 async fn a_client_leaving_mid_export_leaves_the_server_healthy() {
     let app = spawn_app().await;
     let org = org_with_account(&app, "Big", "BIG").await;
-    // 20,000 standard users on the account, written directly.
+    // 20,000 standard users on the account, written directly (under a
+    // revision, as every write that changes access must be).
     sqlx::query(
-        "WITH a AS (SELECT id FROM accounts WHERE code = 'BIG'),
+        "WITH r AS (UPDATE revision_counter SET value = value + 1 RETURNING value),
+              a AS (SELECT id FROM accounts, r WHERE code = 'BIG'),
               u AS (INSERT INTO users (id, kind, status, login, display_name, last_name, first_name,
                                        home_account_id, default_account_id, revision)
                     SELECT gen_random_uuid(), 'standard', 'active', 'big' || i, 'B ' || i, 'B' || i, 'Zoé',

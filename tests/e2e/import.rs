@@ -514,6 +514,33 @@ async fn open_import(
     (tx, s)
 }
 
+/// Waits until the server has staged `n` lines of an atomic import (which
+/// answers nothing before the end of its file).
+async fn until_staged(store: &clef::store::Store, n: i64) {
+    for _ in 0..1000 {
+        let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM import_staged_lines")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        if staged >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the atomic import never staged {n} lines");
+}
+
+/// The first answer of an import (its first batch's results), or, for an
+/// atomic import, nothing once its first 500 lines are staged.
+async fn first_batch(store: &clef::store::Store, atomic: bool, s: &mut Responses) -> Vec<String> {
+    if atomic {
+        until_staged(store, 500).await;
+        return Vec::new();
+    }
+    let first = s.message().await.unwrap().expect("a first batch");
+    first.results.into_iter().map(|r| r.user_id).collect()
+}
+
 /// A client process that sends the options and `lines` standard users,
 /// reads the first answer, then dies with the stream still open: its
 /// runtime, and so its connection, is dropped (the server sees the
@@ -523,21 +550,18 @@ async fn import_then_vanish(
     options: pb::ImportOptions,
     lines: usize,
 ) -> Vec<String> {
-    let (addr, key) = (app.addr, app.operator_key.clone());
+    let (addr, key, store) = (app.addr, app.operator_key.clone(), app.store.clone());
     tokio::task::spawn_blocking(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let reported = rt.block_on(async move {
+            let atomic = options.atomic;
             let (tx, mut s) = open_import(connect(addr).await, &key, options, "gone", lines).await;
-            let first = s.message().await.unwrap().expect("a first batch");
+            let first = first_batch(&store, atomic, &mut s).await;
             std::mem::forget(tx); // the request stream never ends cleanly
             first
-                .results
-                .into_iter()
-                .map(|r| r.user_id)
-                .collect::<Vec<_>>()
         });
         drop(rt);
         reported
@@ -566,7 +590,7 @@ async fn a_client_gone_mid_stream_keeps_exactly_the_lines_reported_done() {
         ..opts("GONE")
     };
     let reported = import_then_vanish(&app, atomic, 700).await;
-    assert_eq!(reported.len(), 500);
+    assert!(reported.is_empty(), "an atomic import answers at its end");
     assert_nothing_left(&app, &before).await;
 }
 
@@ -606,6 +630,13 @@ async fn a_batch_meeting_a_concurrent_writer_still_reports_each_line() {
     // committed: the import's lookups cannot see it, its batch insert waits
     // on it and fails once it commits.
     let mut other = app.store.pool().begin().await.unwrap();
+    // A writer that does not hold the revision counter (so that the
+    // import's batch can reach the row), under a revision number of its
+    // own: the database refuses access changes without one.
+    sqlx::query("SELECT set_config('clef.revision', '0', true)")
+        .execute(&mut *other)
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO users (id, kind, status, login, display_name, last_name, first_name, email, revision)
          VALUES (gen_random_uuid(), 'operator', 'active', 'racer', 'Racer', 'R', 'R', 'race@example.com', 0)",
@@ -1101,7 +1132,14 @@ async fn one_import_per_account_at_a_time() {
 
     // An import whose server stopped mid-way (no sign of life for minutes)
     // does not hold the account.
-    let (c, mut c_out) = open_import(app.channel().await, &key, opts("ONE1"), "c", 700).await;
+    // C is a forced sync: were its sync step to run after it lost the
+    // account, it would deactivate everyone its file does not name.
+    let c_opts = pb::ImportOptions {
+        mode: pb::ImportMode::Sync as i32,
+        force: true,
+        ..opts("ONE1")
+    };
+    let (c, mut c_out) = open_import(app.channel().await, &key, c_opts, "c", 700).await;
     assert_eq!(c_out.message().await.unwrap().unwrap().results.len(), 500);
     sqlx::query("UPDATE import_reports SET active_at = now() - interval '10 minutes'")
         .execute(app.store.pool())
@@ -1110,13 +1148,23 @@ async fn one_import_per_account_at_a_time() {
     let d = import(&app, &key, std_opts("ONE1"), file.as_bytes(), 100).await;
     assert!(d.error.is_none(), "{:?}", d.error);
     assert_eq!(d.statuses(), [(2, "unchanged")]);
-    // Should C come back to life, it is told its last lines and stops.
+    // Should C come back to life, its next batch finds, in its own
+    // transaction, that it no longer owns the account (fencing): it stops
+    // before writing anything more, and its sync never runs.
     drop(c);
-    let last = c_out.message().await.unwrap().expect("C's last lines");
-    assert_eq!(last.results.len(), 200);
     let err = c_out.message().await.expect_err("C stops");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("replaced"), "{}", err.message());
+    let (late, deactivated): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE login ~ '^c[0-9]+$' AND substring(login from 2)::int >= 500),
+                count(*) FILTER (WHERE status = 'deactivated')
+           FROM users",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(late, 0, "C wrote lines after it was replaced");
+    assert_eq!(deactivated, 0, "C's sync ran after it was replaced");
 }
 
 #[tokio::test]
@@ -1209,20 +1257,17 @@ async fn a_server_killed_mid_import_keeps_exactly_the_lines_reported_done() {
             .expect("start clef serve")
     };
     let killed = |options: pb::ImportOptions, login: &'static str| {
-        let key = app.operator_key.clone();
+        let (key, store) = (app.operator_key.clone(), app.store.clone());
         let mut child = serve();
         async move {
             let (addr, _, _) = crate::embedded::started(&mut child).await;
+            let atomic = options.atomic;
             let (tx, mut s) = open_import(connect(addr).await, &key, options, login, 700).await;
-            let first = s.message().await.unwrap().expect("a first batch");
+            let first = first_batch(&store, atomic, &mut s).await;
             child.start_kill().unwrap();
             child.wait().await.unwrap();
             drop(tx);
             first
-                .results
-                .into_iter()
-                .map(|r| r.user_id)
-                .collect::<Vec<_>>()
         }
     };
 
@@ -1242,7 +1287,7 @@ async fn a_server_killed_mid_import_keeps_exactly_the_lines_reported_done() {
         atomic: true,
         ..opts("KILLA")
     };
-    assert_eq!(killed(atomic, "atomic").await.len(), 500);
+    assert!(killed(atomic, "atomic").await.is_empty());
     assert_nothing_left(&app, &before).await;
 }
 

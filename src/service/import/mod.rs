@@ -60,6 +60,27 @@ pub struct Outcome {
     pub user_id: Option<Uuid>,
 }
 
+/// Every status a line result can have.
+const STATUSES: [&str; 8] = [
+    "created",
+    "updated",
+    "unchanged",
+    "deactivated",
+    "right_not_held",
+    "invalid_choice",
+    "invalid_user_data",
+    "duplicate_in_file",
+];
+
+/// The status named `name` (results staged in Postgres are read back).
+fn status_named(name: &str) -> &'static str {
+    STATUSES
+        .iter()
+        .find(|s| **s == name)
+        .copied()
+        .unwrap_or("invalid_user_data")
+}
+
 impl Outcome {
     fn new(line: u64, status: &'static str, column: &str, message: impl Into<String>) -> Self {
         Self {
@@ -266,6 +287,7 @@ impl Import {
         lines: Vec<(u64, Result<ImportLine, LineProblem>)>,
     ) -> Result<Vec<Outcome>, Error> {
         let report = self.ledger()?;
+        tx.hold_report(report).await?;
         let mut outcomes = Vec::with_capacity(lines.len());
         let mut pending = Vec::new();
         // Identities met in this batch; the whole file's are in the ledger
@@ -447,7 +469,14 @@ impl Import {
             }
         }
         let mut k = Lookups::default();
-        for u in tx.users_known_by(&keys, &emails, &logins).await? {
+        let (actor, operator) = (self.actor.user_id, self.actor.is_operator());
+        for u in tx
+            .users_known_by(&keys, &emails, &logins, actor, operator)
+            .await?
+        {
+            if !u.managed {
+                k.unmanaged.insert(u.id);
+            }
             if let Some(key) = u.user_key {
                 k.by_key.insert(key, u.id);
             }
@@ -512,6 +541,18 @@ impl Import {
             Identity::Login(x) => k.by_login.get(x).copied(),
             Identity::Nobody => None,
         };
+        // A user of another tenant is reached by his user key only: his
+        // email or login fails the line and tells nothing about him.
+        if let (Some(id), Identity::Email(_) | Identity::Login(_)) = (existing, &identity) {
+            if k.unmanaged.contains(&id) {
+                let column = if matches!(identity, Identity::Email(_)) {
+                    "email"
+                } else {
+                    "login"
+                };
+                return Err(refuse("invalid_user_data", column, not_managed()));
+            }
+        }
         let existing = existing.and_then(|id| k.users.get(&id).cloned());
         if let Some(u) = &existing {
             // Named by the file, whatever becomes of the line: a sync does
@@ -552,6 +593,9 @@ impl Import {
         if let Some(e) = &new_email {
             let holder = k.by_email.get(e).copied();
             let mine = existing.as_ref().map(|u| u.id);
+            if holder.is_some_and(|h| Some(h) != mine && k.unmanaged.contains(&h)) {
+                return Err(refuse("invalid_user_data", "email", not_managed()));
+            }
             if (holder.is_some() && holder != mine)
                 || (holder.is_none() && k.new_emails.contains(e))
             {
@@ -564,6 +608,9 @@ impl Import {
         }
         if existing.is_none() {
             if let Some(x) = &login {
+                if k.by_login.get(x).is_some_and(|h| k.unmanaged.contains(h)) {
+                    return Err(refuse("invalid_user_data", "login", not_managed()));
+                }
                 if k.by_login.contains_key(x) || k.new_logins.contains(x) {
                     return Err(refuse(
                         "invalid_user_data",
@@ -805,6 +852,7 @@ impl Import {
     /// import is not forced.
     pub async fn finish_sync(&mut self, tx: &mut Tx) -> Result<Vec<Outcome>, Error> {
         let report = self.ledger()?;
+        tx.hold_report(report).await?;
         let absent = tx
             .absent_users(self.account.id, report, self.actor.user_id)
             .await?;
@@ -978,6 +1026,14 @@ struct Lookups {
     grants: HashMap<Uuid, Vec<(String, Option<Scope>)>>,
     new_logins: HashSet<String>,
     new_emails: HashSet<String>,
+    /// Users met that the importer does not manage (another tenant's).
+    unmanaged: HashSet<Uuid>,
+}
+
+/// Why a line naming another tenant's user by email or login fails: the
+/// same words whoever holds it, and nothing about him.
+fn not_managed() -> String {
+    "already used by a user you do not manage; link him by his user key".into()
 }
 
 /// The field a uniqueness violation is about.

@@ -4,17 +4,22 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use super::{Import, Outcome};
 use crate::{
     bulk::{
-        reader::{map_header, parse_line},
+        reader::{map_header, parse_line, Header, ImportLine, LineProblem},
         stream::{records, Chunks, Parsed},
     },
     domain::Error,
     store::{Store, Tx},
 };
+
+/// Batches of a staged atomic import's results sent to the client per read.
+const RESULT_PAGES: i64 = 8;
 
 /// Lines applied per transaction (non-atomic imports).
 const BATCH: usize = 500;
@@ -64,6 +69,8 @@ pub async fn run(store: Store, import: Import, chunks: Chunks, out: ProgressSend
             revision: 0,
         },
         failed_lines: false,
+        staged: Vec::new(),
+        staged_results: 0,
     };
     if let Err(e) = run.go(chunks).await {
         // What was not committed rolls back (everything, when atomic); the
@@ -101,7 +108,23 @@ struct Run {
     summary: Summary,
     /// Whether a line was refused (an atomic import then writes nothing).
     failed_lines: bool,
+    /// Records of an atomic import not yet staged.
+    staged: Vec<(u64, Vec<String>)>,
+    /// Batches of results staged so far (atomic imports).
+    staged_results: i64,
 }
+
+/// A line result as an atomic import stages it.
+#[derive(Serialize, Deserialize)]
+struct StagedOutcome {
+    line: u64,
+    status: String,
+    column: String,
+    message: String,
+    user_id: Option<Uuid>,
+}
+
+type Lines = Vec<(u64, Result<ImportLine, LineProblem>)>;
 
 impl Run {
     /// Records why the import stopped, retrying while Postgres is
@@ -136,6 +159,7 @@ impl Run {
         };
         self.import.set_header(&self.store, &header).await?;
         let default_kind = self.import.options.default_kind;
+        let staging = self.staging();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             // A client that sends nothing for IDLE, or whose call was
@@ -151,13 +175,19 @@ impl Run {
                 () = self.out.closed() => Some(Parsed::Failed("the client cancelled the call".into())),
             };
             match next {
-                Some(Parsed::Record(line, cells)) => {
-                    // Empty lines are skipped.
-                    if !(cells.len() == 1 && cells[0].trim().is_empty()) {
-                        let parsed =
-                            parse_line(&header, &cells, line, self.import.catalog(), default_kind);
-                        batch.push((line, parsed));
+                // Empty lines are skipped.
+                Some(Parsed::Record(_, cells))
+                    if cells.len() == 1 && cells[0].trim().is_empty() => {}
+                Some(Parsed::Record(line, cells)) if staging => {
+                    self.staged.push((line, cells));
+                    if self.staged.len() >= BATCH {
+                        self.stage().await?;
                     }
+                }
+                Some(Parsed::Record(line, cells)) => {
+                    let parsed =
+                        parse_line(&header, &cells, line, self.import.catalog(), default_kind);
+                    batch.push((line, parsed));
                     if batch.len() >= BATCH {
                         self.apply(std::mem::take(&mut batch)).await?;
                     }
@@ -170,7 +200,10 @@ impl Run {
                 None => break,
             }
         }
-        if !batch.is_empty() {
+        if staging {
+            self.stage().await?;
+            self.replay(&header).await?;
+        } else if !batch.is_empty() {
             self.apply(batch).await?;
         }
         let mut deactivated = Vec::new();
@@ -188,8 +221,8 @@ impl Run {
     /// it back), or a new one. It is opened when a batch is ready, not
     /// while waiting for the client: a write holds the revision counter,
     /// and so every other writer, until it commits. Dry runs rehearse
-    /// without holding it; atomic imports hold it from their first batch to
-    /// the end.
+    /// without holding it; atomic imports hold it while they replay their
+    /// staged file, after its last byte.
     async fn open(&mut self) -> Result<Tx, Error> {
         if let Some(tx) = self.tx.take() {
             return Ok(tx);
@@ -199,6 +232,89 @@ impl Run {
             self.store.rehearsal(actor).await
         } else {
             self.store.write(actor).await
+        }
+    }
+
+    /// Whether the file is staged before it is applied: an atomic import
+    /// that writes (a dry run holds no lock while it waits).
+    fn staging(&self) -> bool {
+        self.import.options.atomic && !self.import.options.dry_run
+    }
+
+    /// Stages the records read so far (atomic imports).
+    async fn stage(&mut self) -> Result<(), Error> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let report = self.import.ledger()?;
+        let mut lines = Vec::with_capacity(self.staged.len());
+        let mut cells = Vec::with_capacity(self.staged.len());
+        for (line, record) in self.staged.drain(..) {
+            lines.push(line as i64);
+            cells.push(serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?);
+        }
+        self.store.stage_lines(report, &lines, &cells).await
+    }
+
+    /// Applies a staged atomic import, batch by batch, in one transaction:
+    /// the client has sent everything, so the transaction waits on nobody.
+    async fn replay(&mut self, header: &Header) -> Result<(), Error> {
+        let report = self.import.ledger()?;
+        let default_kind = self.import.options.default_kind;
+        let mut after = 0;
+        loop {
+            if self.out.is_closed() {
+                return Err(Error::Unavailable("the client went away".into()));
+            }
+            let rows = self.store.staged_lines(report, after, BATCH as i64).await?;
+            let Some(&(last, _)) = rows.last() else {
+                return Ok(());
+            };
+            after = last;
+            let mut batch: Lines = Vec::with_capacity(rows.len());
+            for (line, cells) in rows {
+                let cells: Vec<String> =
+                    serde_json::from_slice(&cells).map_err(|e| Error::Internal(e.to_string()))?;
+                let line = line as u64;
+                let parsed = parse_line(header, &cells, line, self.import.catalog(), default_kind);
+                batch.push((line, parsed));
+            }
+            self.apply(batch).await?;
+        }
+    }
+
+    /// Tells the client the results a staged atomic import kept in
+    /// Postgres, once its transaction has ended.
+    async fn send_staged_results(&mut self) -> Result<(), Error> {
+        let report = self.import.ledger()?;
+        let mut after = 0;
+        loop {
+            let pages = self
+                .store
+                .staged_results(report, after, RESULT_PAGES)
+                .await?;
+            let Some(&(last, _)) = pages.last() else {
+                return Ok(());
+            };
+            after = last;
+            for (_, data) in pages {
+                let staged: Vec<StagedOutcome> =
+                    serde_json::from_slice(&data).map_err(|e| Error::Internal(e.to_string()))?;
+                let results = staged
+                    .into_iter()
+                    .map(|o| Outcome {
+                        line: o.line,
+                        status: super::status_named(&o.status),
+                        column: o.column,
+                        message: o.message,
+                        user_id: o.user_id,
+                    })
+                    .collect();
+                self.out
+                    .send(Ok(Progress::Lines(results)))
+                    .await
+                    .map_err(|_| Error::Unavailable("the client went away".into()))?;
+            }
         }
     }
 
@@ -214,13 +330,7 @@ impl Run {
     /// Applies a batch, commits it unless the import runs in one
     /// transaction, reports it, and tells the client (an error once the
     /// client has gone: the batch was reported done, the rest is not read).
-    async fn apply(
-        &mut self,
-        batch: Vec<(
-            u64,
-            Result<crate::bulk::reader::ImportLine, crate::bulk::reader::LineProblem>,
-        )>,
-    ) -> Result<(), Error> {
+    async fn apply(&mut self, batch: Lines) -> Result<(), Error> {
         let mut tx = self.open().await?;
         let results = self.import.apply_batch(&self.store, &mut tx, batch).await;
         self.tx = Some(tx);
@@ -240,11 +350,36 @@ impl Run {
         // The client hears of committed lines even when the report cannot
         // take them (its import then stops).
         let reported = self.import.report(&self.store, &results).await;
+        if self.staging() {
+            // Told once the transaction has ended: nothing waits on the
+            // client while it is open.
+            reported?;
+            return self.stage_results(&results).await;
+        }
         self.out
             .send(Ok(Progress::Lines(results)))
             .await
             .map_err(|_| Error::Unavailable("the client went away".into()))?;
         reported
+    }
+
+    async fn stage_results(&mut self, results: &[Outcome]) -> Result<(), Error> {
+        let report = self.import.ledger()?;
+        let staged: Vec<StagedOutcome> = results
+            .iter()
+            .map(|o| StagedOutcome {
+                line: o.line,
+                status: o.status.to_owned(),
+                column: o.column.clone(),
+                message: o.message.clone(),
+                user_id: o.user_id,
+            })
+            .collect();
+        let data = serde_json::to_vec(&staged).map_err(|e| Error::Internal(e.to_string()))?;
+        self.staged_results += 1;
+        self.store
+            .stage_results(report, self.staged_results, &data)
+            .await
     }
 
     /// Commits or rolls back what is still open, then reports a sync's
@@ -265,6 +400,9 @@ impl Run {
         };
         self.summary.committed = committed;
         self.summary.revision = revision;
+        if self.staging() {
+            self.send_staged_results().await?;
+        }
         if !deactivated.is_empty() {
             self.import.report(&self.store, &deactivated).await?;
             let _ = self.out.send(Ok(Progress::Lines(deactivated))).await;
