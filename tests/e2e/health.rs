@@ -11,7 +11,7 @@ use tonic_health::pb::{
 
 use crate::{common::*, embedded::temp_dir};
 
-async fn health(app: &TestApp, service: &str) -> i32 {
+pub(crate) async fn health(app: &TestApp, service: &str) -> i32 {
     HealthClient::new(app.channel().await)
         .check(HealthCheckRequest {
             service: service.into(),

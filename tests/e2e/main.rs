@@ -10,6 +10,7 @@ mod delegation;
 mod differential;
 mod embedded;
 mod export;
+mod freshness;
 mod grpcurl;
 mod health;
 mod import;
