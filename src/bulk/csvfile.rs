@@ -75,7 +75,10 @@ pub fn template(
             last_name: "Dupré".into(),
             first_name: "Zoé".into(),
             job_title: some("Logisticienne"),
-            email: some("zoe.dupre@example.com"),
+            // One address per account (codes are unique): the example
+            // imported into two accounts names two users, never one
+            // user of another tenant.
+            email: Some(format!("zoe.dupre+{}@example.com", account.to_lowercase())),
             phone: some("+33 1 02 03 04 05"),
             address_lines: vec!["12 rue de la Gare".into()],
             postal_code: some("88000"),
