@@ -169,3 +169,62 @@ async fn the_new_enemy_is_never_allowed() {
         assert!(d.revision >= r.revision);
     }
 }
+
+/// The propagation figures of `bench/propagation.sh` (not a timed test: run
+/// on demand, `--run-ignored only`): alternate grants and revokes through
+/// replica A, each timed from the write's answer until replica B, asked
+/// without `min_revision`, reflects it.
+#[tokio::test]
+#[ignore = "a benchmark: bench/propagation.sh"]
+async fn propagation_figures() {
+    let a = spawn_app().await;
+    let b = spawn_app_on(a.db_options.clone()).await;
+    let mut ops = a.operator().await;
+    let org = create_org(&mut ops.accounts, "Org").await;
+    create_account(&mut ops.accounts, &org, "P1").await;
+    let (u, key) = create_user(&mut ops, standard("Paul", "Prop"), "P1", &[], vec![])
+        .await
+        .unwrap();
+    let mut on_b = b.decider().await;
+    let mut took = Vec::new();
+    for round in 0..400 {
+        let grant = round % 2 == 0;
+        if grant {
+            ops.grants
+                .grant_rights(pb::GrantRightsRequest {
+                    account_code: "P1".into(),
+                    user_id: u.id.clone(),
+                    rights: vec![right("tracking.ws")],
+                })
+                .await
+                .unwrap();
+        } else {
+            ops.grants
+                .revoke_rights(pb::RevokeRightsRequest {
+                    account_code: "P1".into(),
+                    user_id: u.id.clone(),
+                    rights: vec!["tracking.ws".into()],
+                })
+                .await
+                .unwrap();
+        }
+        let start = Instant::now();
+        while check(&mut on_b, by_key(&key), "P1", "tracking.ws", 0)
+            .await
+            .allowed
+            != grant
+        {
+            assert!(start.elapsed() < Duration::from_secs(1), "never propagated");
+        }
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+    println!(
+        "propagation A -> B over {} changes: p50 {:?}, p99 {:?}, max {:?}",
+        took.len(),
+        at(0.50),
+        at(0.99),
+        took[took.len() - 1]
+    );
+}
