@@ -96,8 +96,8 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- An account's existence, code or state is cached apart from any user:
--- its change drops everything.
+-- An account's existence, code or state, and the rights catalog, are
+-- cached apart from any user: their change drops everything.
 CREATE FUNCTION clef_touch_accounts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
@@ -144,6 +144,15 @@ CREATE TRIGGER accounts_update AFTER UPDATE ON accounts REFERENCING OLD TABLE AS
     FOR EACH STATEMENT EXECUTE FUNCTION clef_touch_accounts();
 CREATE TRIGGER accounts_delete AFTER DELETE ON accounts REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION clef_touch_accounts();
+
+CREATE FUNCTION clef_touch_everything() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM clef_touch(ARRAY['00000000-0000-0000-0000-000000000000'::uuid]);
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER rights_change AFTER INSERT OR UPDATE OR DELETE ON rights
+    FOR EACH STATEMENT EXECUTE FUNCTION clef_touch_everything();
 
 -- Users listed per notice: a payload is limited to 8000 bytes and a listed
 -- user takes 37. Above 10,000 users a write drops everything instead.

@@ -17,7 +17,8 @@
 //!   with every replica's writes.
 //! - [`bulk`]: CSV files of users: columns, dialects, reading records from a
 //!   file that arrives in chunks.
-//! - [`server`]: assembles services, health, reflection and shutdown.
+//! - [`server`]: assembles services, health, reflection and shutdown;
+//!   [`limits`]: the transport's limits, answered with a `grpc-status`.
 //! - [`embedded`]: the Postgres clef runs itself when given no database URL.
 //! - [`cli`]: the command line (`serve`, `operator create`, `migrate`).
 //! - [`telemetry`]: logs and OTLP traces.
@@ -28,6 +29,7 @@ pub mod bulk;
 pub mod cli;
 pub mod domain;
 pub mod embedded;
+pub mod limits;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -4,8 +4,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{server::TcpIncoming, Server};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
@@ -14,6 +13,7 @@ use crate::{
         grants::GrantApi, import::ImportApi, keys::KeyApi, links::LinkApi, users::UserApi, Ctx,
     },
     authz::{Engine, EngineConfig},
+    limits::{LimitsLayer, H2_MAX_HEADER_LIST, MAX_MESSAGE_BYTES},
     pb::{
         self, account_service_server::AccountServiceServer,
         authorization_service_server::AuthorizationServiceServer,
@@ -44,6 +44,13 @@ pub const SERVICES: &[&str] = &[
 /// bound), `NOT_SERVING` while they come from Postgres: a detail for
 /// operators; the replica answers correctly either way.
 pub const CHANGE_FEED: &str = "clef.ChangeFeed";
+
+/// TCP keepalive on accepted connections.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// HTTP/2 pings on idle connections, and how long an answer may take
+/// before the connection is closed.
+const H2_KEEPALIVE: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the health monitor pings Postgres.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
@@ -92,20 +99,41 @@ pub async fn serve_with(
         store: store.clone(),
         auth: auth.clone(),
     };
+    // Every service takes and sends messages up to the documented limit.
+    macro_rules! limited {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        };
+    }
+    // Accepted sockets without Nagle's algorithm (small answers must not
+    // wait for the peer's delayed ACK), with TCP keepalives.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
     let result = Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", rpc.method = %req.uri().path()))
+        .http2_max_header_list_size(H2_MAX_HEADER_LIST)
+        .http2_keepalive_interval(Some(H2_KEEPALIVE))
+        .http2_keepalive_timeout(Some(H2_KEEPALIVE_TIMEOUT))
+        .layer(LimitsLayer)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AccountServiceServer::new(AccountApi::new(store, auth)))
-        .add_service(UserServiceServer::new(UserApi(ctx.clone())))
-        .add_service(LinkServiceServer::new(LinkApi(ctx.clone())))
-        .add_service(GrantServiceServer::new(GrantApi(ctx.clone())))
-        .add_service(ImportServiceServer::new(ImportApi(ctx.clone())))
-        .add_service(ExportServiceServer::new(ExportApi(ctx.clone())))
-        .add_service(ConnectionKeyServiceServer::new(KeyApi(ctx)))
-        .add_service(AuthorizationServiceServer::new(AuthzApi::new(engine)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_service(limited!(AccountServiceServer::new(AccountApi::new(
+            store, auth
+        ))))
+        .add_service(limited!(UserServiceServer::new(UserApi(ctx.clone()))))
+        .add_service(limited!(LinkServiceServer::new(LinkApi(ctx.clone()))))
+        .add_service(limited!(GrantServiceServer::new(GrantApi(ctx.clone()))))
+        .add_service(limited!(ImportServiceServer::new(ImportApi(ctx.clone()))))
+        .add_service(limited!(ExportServiceServer::new(ExportApi(ctx.clone()))))
+        .add_service(limited!(ConnectionKeyServiceServer::new(KeyApi(ctx))))
+        .add_service(limited!(AuthorizationServiceServer::new(AuthzApi::new(
+            engine
+        ))))
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     monitor.abort();
     change_listener.abort();
@@ -136,6 +164,7 @@ async fn monitor_health(store: Store, engine: Arc<Engine>, reporter: HealthRepor
         } else {
             ServingStatus::NotServing
         };
+        store.set_reachable(ok);
         if last != Some(ok) {
             if ok {
                 tracing::info!("database reachable: serving");

@@ -62,7 +62,8 @@ impl AuthzApi {
 }
 
 /// Decodes a subject. A malformed connection key is an unknown subject (it
-/// comes from the end user); a malformed id or user key is a caller's bug.
+/// comes from the end user); an empty one, or a malformed id or user key, is
+/// a caller's bug.
 /// Field names are only built for violations (this runs on every Check).
 fn subject(
     engine: &Engine,
@@ -72,6 +73,13 @@ fn subject(
 ) -> Option<Option<SubjectRef>> {
     use pb::subject::By;
     match s.as_ref().and_then(|s| s.by.as_ref()) {
+        Some(By::ConnectionKey(k)) if k.trim().is_empty() => {
+            v.add(
+                format!("{prefix}subject.connection_key"),
+                "must not be empty",
+            );
+            None
+        }
         Some(By::ConnectionKey(k)) => Some(engine.key_hash(k.trim()).map(SubjectRef::Key)),
         Some(By::UserId(u)) => match crate::domain::account::parse_id(u) {
             Ok(u) => Some(Some(SubjectRef::Id(u))),
@@ -175,6 +183,28 @@ fn check_args(
 }
 
 impl AuthzApi {
+    /// Refuses rights that are not in the catalog, naming each one's field
+    /// (`field(i)` for the i-th; built only for a refusal).
+    async fn known_rights(
+        &self,
+        codes: &[&str],
+        field: impl Fn(usize) -> String,
+    ) -> Result<(), Error> {
+        let unknown = self.engine.unknown_rights(codes).await?;
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mut v = Violations::default();
+        for (i, code) in codes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| unknown.contains(c))
+        {
+            v.add(field(i), format!("{code:?} is not in the rights catalog"));
+        }
+        v.finish()
+    }
+
     async fn check_one(&self, a: &CheckArgs, now: i64) -> Result<pb::CheckResponse, Error> {
         let (d, revision) = match &a.subject {
             Some(s) => {
@@ -210,6 +240,8 @@ impl AuthorizationService for AuthzApi {
         let args = check_args(&self.engine, request.get_ref(), "", &mut v);
         v.finish()?;
         let args = args.ok_or_else(|| Status::internal("internal error"))?;
+        self.known_rights(&[args.right.as_str()], |_| "right".into())
+            .await?;
         Ok(Response::new(self.check_one(&args, now_micros()).await?))
     }
 
@@ -233,6 +265,10 @@ impl AuthorizationService for AuthzApi {
             .map(|(i, c)| check_args(&self.engine, c, &format!("checks[{i}]."), &mut v))
             .collect();
         v.finish()?;
+        // Every item parsed (v.finish() above), so indexes are the items'.
+        let rights: Vec<&str> = args.iter().flatten().map(|a| a.right.as_str()).collect();
+        self.known_rights(&rights, |i| format!("checks[{i}].right"))
+            .await?;
         let now = now_micros();
         let mut results = Vec::with_capacity(args.len());
         for a in args.iter().flatten() {

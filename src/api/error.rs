@@ -25,6 +25,7 @@ impl From<Error> for Status {
             Error::Unauthenticated => Status::unauthenticated("missing or invalid credentials"),
             Error::FailedPrecondition(why) => Status::failed_precondition(why),
             Error::Unavailable(why) => Status::unavailable(why),
+            Error::ResourceExhausted(why) => Status::resource_exhausted(why),
             Error::PerAccount(refusals) => {
                 let code = if refusals.iter().any(|r| r.reason == "permission_denied") {
                     Code::PermissionDenied

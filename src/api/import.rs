@@ -28,7 +28,7 @@ impl ImportService for ImportApi {
     ) -> Result<Response<Self::ImportUsersStream>, Status> {
         let actor = self.0.auth.actor(&request).await?;
         let mut inbound = request.into_inner();
-        let options = match inbound.message().await? {
+        let options = match inbound.message().await.map_err(stream_error)? {
             Some(pb::ImportUsersRequest {
                 msg: Some(pb::import_users_request::Msg::Options(o)),
             }) => o,
@@ -92,9 +92,7 @@ impl ImportService for ImportApi {
                         "options",
                         "only the first message carries options",
                     )),
-                    Err(_) => Err(Error::Unavailable(
-                        "the client stream ended abnormally".into(),
-                    )),
+                    Err(e) => Err(stream_error(e)),
                 };
                 let stop = chunk.is_err();
                 if chunks.send(chunk).await.is_err() || stop {
@@ -240,5 +238,18 @@ fn result_to_pb(o: crate::service::import::Outcome) -> pb::LineResult {
         column: o.column,
         message: o.message,
         user_id: o.user_id.map(|u| u.to_string()).unwrap_or_default(),
+    }
+}
+
+/// What a broken request stream means: a message over the limit, or a
+/// client gone.
+fn stream_error(e: Status) -> Error {
+    if e.code() == tonic::Code::OutOfRange {
+        Error::ResourceExhausted(format!(
+            "a message over the {}-byte limit: send the file in smaller chunks",
+            crate::limits::MAX_MESSAGE_BYTES
+        ))
+    } else {
+        Error::Unavailable("the client stream ended abnormally".into())
     }
 }

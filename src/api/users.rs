@@ -98,16 +98,23 @@ impl UserService for UserApi {
         if req.query.chars().count() > 100 {
             v.add("query", "must be at most 100 characters");
         }
-        let status = match req.status {
-            0 => None,
-            s => {
-                let parsed = status_from_pb(s);
-                if parsed.is_none() {
-                    v.add("status", format!("unknown status {s}"));
-                }
-                parsed
+        let mut statuses = Vec::new();
+        let asked = std::iter::once(("status".to_owned(), req.status)).filter(|(_, s)| *s != 0);
+        let more = req
+            .statuses
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("statuses[{i}]"), *s));
+        for (field, s) in asked.chain(more) {
+            match status_from_pb(s) {
+                Some(status) if !statuses.contains(&status) => statuses.push(status),
+                Some(_) => {}
+                None => v.add(field, format!("unknown status {s}")),
             }
-        };
+        }
+        if statuses.is_empty() {
+            statuses = UserStatus::LISTED_BY_DEFAULT.to_vec();
+        }
         let kind = match req.kind {
             0 => None,
             k => {
@@ -121,7 +128,7 @@ impl UserService for UserApi {
         let account = done(v, account)?;
         let filter = UserFilter {
             account_id: uuid::Uuid::nil(),
-            status,
+            statuses,
             kind,
             query: req.query.trim().to_lowercase(),
             after,

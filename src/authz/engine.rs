@@ -117,6 +117,9 @@ pub struct Engine {
     ping_channel: String,
     /// Whether memory is trusted, as last reported (for the logs and health).
     serving_memory: AtomicBool,
+    /// The rights catalog's codes (`None`: not loaded; dropped with
+    /// everything, which a catalog change sends).
+    rights: std::sync::RwLock<Option<Arc<std::collections::HashSet<String>>>>,
 }
 
 impl std::fmt::Debug for ByWeight {
@@ -145,6 +148,7 @@ impl Engine {
             bound_micros: config.staleness_bound.as_micros() as u64,
             ping_channel: format!("clef_ping_{}", Uuid::new_v4().simple()),
             serving_memory: AtomicBool::new(false),
+            rights: std::sync::RwLock::new(None),
         });
         store.observe_commits(engine.clone());
         engine
@@ -299,6 +303,9 @@ impl Engine {
     fn clear(&self) {
         let stamp = self.invalidations.fetch_add(1, Ordering::SeqCst) + 1;
         self.cleared.fetch_max(stamp, Ordering::SeqCst);
+        if let Ok(mut rights) = self.rights.write() {
+            *rights = None;
+        }
         self.subjects.clear();
         self.keys.clear();
         self.user_keys.clear();
@@ -414,6 +421,32 @@ impl Engine {
         if self.cleared.load(Ordering::SeqCst) > since {
             self.accounts.remove(code);
         }
+    }
+
+    /// Which of `codes` are not in the rights catalog (from memory; loaded
+    /// once, and again after a catalog change). A code a caller asks about
+    /// must exist: a typo must not read as a missing grant.
+    pub async fn unknown_rights<'a>(&self, codes: &[&'a str]) -> Result<Vec<&'a str>, Error> {
+        let cached = self.rights.read().ok().and_then(|r| r.clone());
+        let known = match cached {
+            Some(known) if self.live.load(Ordering::SeqCst) => known,
+            _ => {
+                let since = self.invalidations.load(Ordering::SeqCst);
+                let known = Arc::new(self.store.right_codes().await?.into_iter().collect());
+                if self.live.load(Ordering::SeqCst) && self.cleared.load(Ordering::SeqCst) <= since
+                {
+                    if let Ok(mut rights) = self.rights.write() {
+                        *rights = Some(Arc::clone(&known));
+                    }
+                }
+                known
+            }
+        };
+        Ok(codes
+            .iter()
+            .copied()
+            .filter(|c| !known.contains(*c))
+            .collect())
     }
 
     /// The hash of a presented connection key, or `None` when it cannot be a

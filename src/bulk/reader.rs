@@ -74,24 +74,41 @@ pub fn decode(bytes: &[u8]) -> String {
     }
 }
 
-/// `;` when the header line has more semicolons than commas outside quotes,
-/// else `,`.
+/// Of `,`, `;` and tab, the one the header line uses most outside quotes
+/// (`,` when none).
 pub fn detect_delimiter(header_line: &str) -> u8 {
-    let (mut semicolons, mut commas, mut quoted) = (0, 0, false);
+    let (mut semicolons, mut commas, mut tabs, mut quoted) = (0, 0, 0, false);
     for c in header_line.chars() {
         match c {
             '"' => quoted = !quoted,
             ';' if !quoted => semicolons += 1,
             ',' if !quoted => commas += 1,
-            '\n' if !quoted => break,
+            '\t' if !quoted => tabs += 1,
+            '\n' | '\r' if !quoted => break,
             _ => {}
         }
     }
-    if semicolons > commas {
+    if tabs > semicolons && tabs > commas {
+        b'\t'
+    } else if semicolons > commas {
         b';'
     } else {
         b','
     }
+}
+
+/// The longest cell read, in bytes.
+pub const MAX_CELL_BYTES: usize = 4096;
+
+/// Why a cell cannot be data: a control character (a NUL included; line
+/// breaks and tabs are data in quoted cells), or too long.
+fn bad_cell(cell: &str) -> Option<String> {
+    if cell.len() > MAX_CELL_BYTES {
+        return Some(format!("is longer than {MAX_CELL_BYTES} bytes"));
+    }
+    cell.chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        .map(|c| format!("contains the control character U+{:04X}", c as u32))
 }
 
 /// Lowercase ASCII letters and digits only: `Clé utilisateur` → `cleutilisateur`.
@@ -157,6 +174,14 @@ pub struct Header {
     pub names: Vec<String>,
 }
 
+/// At most 60 characters of `s`, for messages.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
 /// Maps header cells to columns. Unknown or repeated columns are errors
 /// naming them (an import must not silently ignore a right column).
 pub fn map_header(cells: &[String], catalog: &[RightDef]) -> Result<Header, Vec<String>> {
@@ -191,8 +216,13 @@ pub fn map_header(cells: &[String], catalog: &[RightDef]) -> Result<Header, Vec<
             }
             Some(c) => columns.push(c),
             None if n.is_empty() => problems.push("a column has no name".into()),
-            None => problems.push(format!("unknown column {cell:?}")),
+            None => problems.push(format!("unknown column {:?}", shorten(cell))),
         }
+    }
+    if cells.len() == 1 && !problems.is_empty() {
+        problems.push(
+            "the header line has a single column: separate columns with ',', ';' or a tab".into(),
+        );
     }
     if problems.is_empty() {
         Ok(Header {
@@ -286,6 +316,16 @@ pub fn parse_line(
                 cells.len(),
                 header.columns.len()
             ),
+        });
+    }
+    if let Some((i, why)) = cells
+        .iter()
+        .enumerate()
+        .find_map(|(i, c)| bad_cell(c).map(|why| (i, why)))
+    {
+        return Err(LineProblem::InvalidUserData {
+            field: header.names[i].clone(),
+            why,
         });
     }
     let mut l = ImportLine {

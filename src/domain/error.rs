@@ -30,6 +30,9 @@ pub enum Error {
     /// Postgres cannot be reached; retrying later may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Over a documented limit (a message's size, ...).
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     /// A change over several accounts refused, with each account at fault.
     #[error("refused on {}", .0.iter().map(|r| format!("{} ({})", r.account, r.description)).collect::<Vec<_>>().join(", "))]
     PerAccount(Vec<AccountRefusal>),

@@ -42,6 +42,14 @@ pub enum UserStatus {
 }
 
 impl UserStatus {
+    /// What a listing shows when asked for no status: everyone but the
+    /// archived.
+    pub const LISTED_BY_DEFAULT: [UserStatus; 3] = [
+        UserStatus::Invited,
+        UserStatus::Active,
+        UserStatus::Deactivated,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             UserStatus::Invited => "invited",
@@ -126,15 +134,9 @@ pub const PROFILE_FIELDS: &[&str] = &[
 
 impl Profile {
     /// Validates a profile for a user of `kind`, recording violations under
-    /// `prefix` (e.g. `user.`). `has_login` tells whether a standard user
-    /// without email still has a login.
-    pub fn parse(
-        raw: &RawProfile,
-        kind: UserKind,
-        has_login: bool,
-        prefix: &str,
-        v: &mut Violations,
-    ) -> Profile {
+    /// `prefix` (e.g. `user.`). A standard user needs only his names (seed
+    /// 001): without login nor email he gets `firstname.lastname`.
+    pub fn parse(raw: &RawProfile, kind: UserKind, prefix: &str, v: &mut Violations) -> Profile {
         let f = |name: &str| format!("{prefix}{name}");
         let mut text = |name: &str, value: &str, required: bool, max: usize| -> Option<String> {
             let value = value.trim();
@@ -164,8 +166,6 @@ impl Profile {
             "" => {
                 if advanced {
                     v.add(f("email"), "is required");
-                } else if !has_login {
-                    v.add(f("email"), "is required when no login is given");
                 }
                 None
             }
@@ -365,12 +365,17 @@ pub fn parse_login(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// The login of a user given none: his email, else `firstname.lastname`
-/// folded to lowercase ASCII. The store adds a numeric suffix on collision.
-pub fn default_login(profile: &Profile) -> String {
-    if let Some(email) = &profile.email {
-        return email.to_lowercase();
-    }
+/// The logins a user given none may get, in order: his email, as it is (a
+/// suffix never goes on the end of an email), while no one holds it as a
+/// login; else `firstname.lastname` folded to lowercase ASCII, with a
+/// numeric suffix on collision (`zoe.bronte-orsted2`: the store picks it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultLogin {
+    pub email: Option<String>,
+    pub name: String,
+}
+
+pub fn default_login(profile: &Profile) -> DefaultLogin {
     let fold = |s: &str| -> String {
         deunicode::deunicode(s)
             .to_lowercase()
@@ -383,10 +388,14 @@ pub fn default_login(profile: &Profile) -> String {
             .join("-")
     };
     let login = format!("{}.{}", fold(&profile.first_name), fold(&profile.last_name));
-    if login == "." {
+    let name = if login == "." {
         "user".into()
     } else {
         login.trim_matches('.').to_owned()
+    };
+    DefaultLogin {
+        email: profile.email.as_ref().map(|e| e.to_lowercase()),
+        name,
     }
 }
 
@@ -533,24 +542,22 @@ mod tests {
             last_name: "Le Bœuf".into(),
             ..Default::default()
         };
-        assert_eq!(default_login(&p), "jerome.le-boeuf");
+        assert_eq!(default_login(&p).name, "jerome.le-boeuf");
+        assert_eq!(default_login(&p).email, None);
         let with_email = Profile {
             email: Some("J.Doe@Example.com".into()),
             ..p
         };
-        assert_eq!(default_login(&with_email), "j.doe@example.com");
+        assert_eq!(
+            default_login(&with_email).email.as_deref(),
+            Some("j.doe@example.com")
+        );
     }
 
     #[test]
     fn advanced_profiles_require_their_fields() {
         let mut v = Violations::default();
-        Profile::parse(
-            &RawProfile::default(),
-            UserKind::Advanced,
-            false,
-            "user.",
-            &mut v,
-        );
+        Profile::parse(&RawProfile::default(), UserKind::Advanced, "user.", &mut v);
         let fields: Vec<_> = v.0.iter().map(|x| x.field.as_str()).collect();
         for f in [
             "user.last_name",
@@ -570,7 +577,7 @@ mod tests {
             first_name: "Zoé".into(),
             ..Default::default()
         };
-        Profile::parse(&raw, UserKind::Standard, true, "", &mut v);
+        Profile::parse(&raw, UserKind::Standard, "", &mut v);
         assert!(v.0.is_empty(), "{v}");
     }
 

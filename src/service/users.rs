@@ -98,7 +98,7 @@ pub(crate) async fn create_in(
             UserKind::Standard
         }
     };
-    let profile = Profile::parse(&req.profile, kind, req.login.is_some(), prefix, &mut v);
+    let profile = Profile::parse(&req.profile, kind, prefix, &mut v);
     let tags = parse_tags(&req.tags, "tags", &mut v);
     if kind == UserKind::Standard && req.account.is_none() {
         v.add(
@@ -277,7 +277,7 @@ pub async fn update(store: &Store, actor: &Actor, req: UpdateUser) -> Result<Use
     let mut raw = user.profile.to_raw();
     apply_profile_paths(&mut raw, &req.profile, &req.paths, &mut v);
     let kind = user.kind;
-    let profile = Profile::parse(&raw, kind, true, "user.", &mut v);
+    let profile = Profile::parse(&raw, kind, "user.", &mut v);
     let mut default_account_id = accounts
         .iter()
         .find(|a| Some(&a.code) == user.default_account.as_ref())

@@ -66,6 +66,7 @@ impl Store {
         subject: &SubjectRef,
         account: Option<&str>,
     ) -> Result<Loaded, Error> {
+        self.fail_fast()?;
         let (hash, id, user_key) = match subject {
             SubjectRef::Key(h) => (Some(&h[..]), None, None),
             SubjectRef::Id(i) => (None, Some(*i), None),
@@ -164,6 +165,7 @@ impl Store {
 
     /// The state of an account: `None` unknown, `Some(closed)`.
     pub async fn account_state(&self, code: &str) -> Result<Option<bool>, Error> {
+        self.fail_fast()?;
         sqlx::query_scalar!(
             r#"SELECT status = 'closed' AS "closed!" FROM accounts WHERE code = $1"#,
             code
@@ -171,6 +173,15 @@ impl Store {
         .fetch_optional(self.pool())
         .await
         .map_err(db_error)
+    }
+
+    /// The codes of the rights catalog.
+    pub async fn right_codes(&self) -> Result<Vec<String>, Error> {
+        self.fail_fast()?;
+        sqlx::query_scalar!("SELECT code FROM rights")
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_error)
     }
 
     /// Sends a notification on `channel` (the engine's pings to itself).

@@ -7,7 +7,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{copy::CopyRows, db_error, tx::Tx, users::user_error};
-use crate::domain::{rights::Scope, user::Profile, Error};
+use crate::domain::{
+    rights::Scope,
+    user::{DefaultLogin, Profile},
+    Error,
+};
 
 /// A user met by an import's lookups.
 #[derive(Debug, Clone)]
@@ -402,12 +406,20 @@ impl Tx {
         Ok(())
     }
 
-    /// The first free login `base`, `base2`, `base3`... not in `also_taken`.
+    /// The login a user given none gets (see `DefaultLogin`), none of
+    /// `also_taken`: his email when free, else the first free of `name`,
+    /// `name2`, `name3`...
     pub async fn free_login_besides(
         &mut self,
-        base: &str,
+        choice: &DefaultLogin,
         also_taken: &std::collections::HashSet<String>,
     ) -> Result<String, Error> {
+        if let Some(email) = &choice.email {
+            if !also_taken.contains(email) && !self.logins_like(email).await?.contains(email) {
+                return Ok(email.clone());
+            }
+        }
+        let base = choice.name.as_str();
         let taken = self.logins_like(base).await?;
         let free = |l: &String| !taken.contains(l) && !also_taken.contains(l);
         if free(&base.to_owned()) {

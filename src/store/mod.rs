@@ -20,7 +20,10 @@ mod tx;
 mod users;
 
 use std::{
-    sync::{Arc, OnceLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock,
+    },
     time::Duration,
 };
 
@@ -54,6 +57,9 @@ pub struct Store {
     pool: PgPool,
     /// Told of every commit of this process (the decision engine).
     observer: Arc<OnceLock<Arc<dyn CommitObserver>>>,
+    /// Set while the health monitor knows Postgres is unreachable: requests
+    /// then fail at once instead of waiting for the pool's timeout.
+    down: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -69,6 +75,22 @@ impl Store {
         Self {
             pool,
             observer: Arc::default(),
+            down: Arc::default(),
+        }
+    }
+
+    /// Records whether Postgres answers (the health monitor's finding).
+    pub fn set_reachable(&self, reachable: bool) {
+        self.down.store(!reachable, Ordering::SeqCst);
+    }
+
+    /// `Unavailable` at once while Postgres is known to be down: the first
+    /// step of every use of the database on a request's path.
+    pub(crate) fn fail_fast(&self) -> Result<(), Error> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(Error::Unavailable("database unavailable".into()))
+        } else {
+            Ok(())
         }
     }
 

@@ -112,6 +112,7 @@ impl Store {
 
     /// The active principal holding a live key with this hash.
     pub async fn actor_by_key_hash(&self, hash: &KeyHash) -> Result<Option<Actor>, Error> {
+        self.fail_fast()?;
         let row = sqlx::query!(
             "SELECT k.id AS key_id, u.id AS user_id, u.kind
                FROM connection_keys k JOIN users u ON u.id = k.user_id

@@ -78,6 +78,7 @@ impl Store {
     /// A read-only transaction on one snapshot: a use case reading with
     /// several queries sees one state of the database.
     pub async fn read(&self) -> Result<Tx, Error> {
+        self.fail_fast()?;
         let mut inner = self.pool().begin().await.map_err(db_error)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *inner)
@@ -95,6 +96,7 @@ impl Store {
     /// A write transaction by `actor` (`None`: the command line), holding the
     /// next revision.
     pub async fn write(&self, actor: Option<Uuid>) -> Result<Tx, Error> {
+        self.fail_fast()?;
         let mut inner = self.pool().begin().await.map_err(db_error)?;
         let revision = super::next_revision(&mut inner).await?;
         Ok(Tx::writing(inner, revision, actor, self.observer()))
@@ -104,6 +106,7 @@ impl Store {
     /// carry the next revision's number, but it does not take it, so it
     /// neither waits for other writers nor holds them up.
     pub async fn rehearsal(&self, actor: Option<Uuid>) -> Result<Tx, Error> {
+        self.fail_fast()?;
         let mut inner = self.pool().begin().await.map_err(db_error)?;
         let revision = sqlx::query_scalar!("SELECT value + 1 AS \"next!\" FROM revision_counter")
             .fetch_one(&mut *inner)

@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::{db_error, tx::Tx};
 use crate::domain::{
-    user::{Profile, User, UserKey, UserKind, UserStatus},
+    user::{DefaultLogin, Profile, User, UserKey, UserKind, UserStatus},
     Error,
 };
 
@@ -15,7 +15,7 @@ pub struct NewUser<'a> {
     pub status: UserStatus,
     /// `None`: derived from the profile (see `domain::user::default_login`).
     pub login: Option<&'a str>,
-    pub derived_login: String,
+    pub derived_login: DefaultLogin,
     pub profile: &'a Profile,
     pub user_key: Option<&'a UserKey>,
     pub home_account_id: Option<Uuid>,
@@ -26,7 +26,8 @@ pub struct NewUser<'a> {
 #[derive(Debug, Default)]
 pub struct UserFilter {
     pub account_id: Uuid,
-    pub status: Option<UserStatus>,
+    /// Any of these (never empty: see `UserStatus::LISTED_BY_DEFAULT`).
+    pub statuses: Vec<UserStatus>,
     pub kind: Option<UserKind>,
     /// Lowercased substring.
     pub query: String,
@@ -227,8 +228,8 @@ impl Tx {
             .ok_or_else(|| Error::Internal("inserted user vanished".into()))
     }
 
-    async fn free_login(&mut self, base: &str) -> Result<String, Error> {
-        self.free_login_besides(base, &Default::default()).await
+    async fn free_login(&mut self, choice: &DefaultLogin) -> Result<String, Error> {
+        self.free_login_besides(choice, &Default::default()).await
     }
 
     /// The logins starting with `base`.
@@ -329,14 +330,17 @@ impl Tx {
         let ids: Vec<Uuid> = sqlx::query_scalar!(
             "SELECT u.id FROM links l JOIN users u ON u.id = l.user_id
               WHERE l.account_id = $1
-                AND ($2::text IS NULL OR u.status = $2)
+                AND u.status = ANY($2::text[])
                 AND ($3::text IS NULL OR u.kind = $3)
                 AND u.search_text LIKE $4
                 AND ($5::uuid IS NULL OR u.id > $5)
               ORDER BY u.id
               LIMIT $6",
             f.account_id,
-            f.status.map(UserStatus::as_str),
+            &f.statuses
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect::<Vec<_>>(),
             f.kind.map(UserKind::as_str),
             pattern,
             f.after,

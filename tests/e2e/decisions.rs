@@ -148,10 +148,19 @@ async fn check_answers_every_scope_and_denial_reason() {
         reason(check(&mut d, by_key(&key), "900138", "billing.invoices", 0).await),
         R::NoGrant
     );
-    assert_eq!(
-        reason(check(&mut d, by_key(&key), "900138", "no.such_right", 0).await),
-        R::NoGrant
+    // A right the catalog does not have is the caller's typo, not a
+    // missing grant.
+    let typo = expect_code(
+        d.check(pb::CheckRequest {
+            subject: by_key(&key),
+            account_code: "900138".into(),
+            right: "no.such_right".into(),
+            min_revision: 0,
+        })
+        .await,
+        Code::InvalidArgument,
     );
+    assert_eq!(violated_fields(&typo), ["right"]);
     // Expired grants stop counting at their expiry, with no write.
     assert!(
         check(&mut d, by_key(&key), "900138", "tracking.ws", 0)

@@ -582,8 +582,7 @@ impl Import {
                 raw
             }
         };
-        let has_login = login.is_some() || existing.is_some();
-        let profile = Profile::parse(&raw, kind, has_login, "", &mut v);
+        let profile = Profile::parse(&raw, kind, "", &mut v);
         if let Some(first) = v.0.first() {
             let field = first.field.clone();
             return Err(refuse("invalid_user_data", &field, v.to_string()));
@@ -683,14 +682,18 @@ impl Import {
                 let login = match login {
                     Some(x) => x,
                     None => {
-                        let base = default_login(&profile);
-                        if k.by_login.contains_key(&base)
-                            || k.new_logins.contains(&base)
-                            || !k.looked_up.contains(&base)
-                        {
-                            tx.free_login_besides(&base, &k.new_logins).await?
-                        } else {
-                            base
+                        let choice = default_login(&profile);
+                        // The email, when the lookups tell it is free as a
+                        // login; else the store decides.
+                        match &choice.email {
+                            Some(e)
+                                if k.looked_up.contains(e)
+                                    && !k.by_login.contains_key(e)
+                                    && !k.new_logins.contains(e) =>
+                            {
+                                e.clone()
+                            }
+                            _ => tx.free_login_besides(&choice, &k.new_logins).await?,
                         }
                     }
                 };

@@ -12,7 +12,7 @@ use super::{Import, Outcome};
 use crate::{
     bulk::{
         reader::{map_header, parse_line, Header, ImportLine, LineProblem},
-        stream::{records, Chunks, Parsed},
+        stream::{records, Chunks, Parsed, MAX_CELLS, MAX_RECORD_BYTES},
     },
     domain::Error,
     store::{Store, Tx},
@@ -20,6 +20,30 @@ use crate::{
 
 /// Batches of a staged atomic import's results sent to the client per read.
 const RESULT_PAGES: i64 = 8;
+
+/// How a staged atomic import keeps a record over the limits (a NUL makes
+/// it a cell no real record passes as valid).
+const TOO_LONG: &str = "\u{0}clef: record over the limits\u{0}";
+
+/// The problem of a record over the limits.
+fn too_long() -> LineProblem {
+    LineProblem::InvalidUserData {
+        field: "line".into(),
+        why: format!(
+            "is longer than {MAX_RECORD_BYTES} bytes or has more than {MAX_CELLS} cells (the record limits)"
+        ),
+    }
+}
+
+/// The error that stops an import whose file cannot be read further: the
+/// client gone (`INVALID_ARGUMENT` on `file`, saying why), or what its
+/// sender reported (a message over the limit).
+fn reading_stopped(e: Error) -> Error {
+    match e {
+        Error::Unavailable(why) => Error::invalid("file", format!("reading stopped: {why}")),
+        other => other,
+    }
+}
 
 /// Lines applied per transaction (non-atomic imports).
 const BATCH: usize = 500;
@@ -149,12 +173,17 @@ impl Run {
     async fn go(&mut self, chunks: Chunks) -> Result<(), Error> {
         let mut records = records(chunks).await?;
         let header = match records.recv().await {
-            Some(Parsed::Record(_, cells)) => {
-                map_header(&cells, self.import.catalog()).map_err(|problems| {
+            Some(Parsed::Record { cells, .. }) => map_header(&cells, self.import.catalog())
+                .map_err(|problems| {
                     Error::invalid("file", format!("header: {}", problems.join("; ")))
-                })?
+                })?,
+            Some(Parsed::TooLong { .. }) => {
+                return Err(Error::invalid(
+                    "file",
+                    format!("header: longer than {MAX_RECORD_BYTES} bytes or {MAX_CELLS} cells"),
+                ))
             }
-            Some(Parsed::Failed(e)) => return Err(Error::invalid("file", e)),
+            Some(Parsed::Failed(e)) => return Err(reading_stopped(e)),
             None => return Err(Error::invalid("file", "is empty: no header line")),
         };
         self.import.set_header(&self.store, &header).await?;
@@ -167,24 +196,26 @@ impl Run {
             let next = tokio::select! {
                 next = tokio::time::timeout(IDLE, records.recv()) => match next {
                     Ok(next) => next,
-                    Err(_) => Some(Parsed::Failed(format!(
+                    Err(_) => Some(Parsed::Failed(Error::Unavailable(format!(
                         "no data from the client for {} s",
                         IDLE.as_secs()
-                    ))),
+                    )))),
                 },
-                () = self.out.closed() => Some(Parsed::Failed("the client cancelled the call".into())),
+                () = self.out.closed() => Some(Parsed::Failed(Error::Unavailable(
+                    "the client cancelled the call".into(),
+                ))),
             };
             match next {
                 // Empty lines are skipped.
-                Some(Parsed::Record(_, cells))
+                Some(Parsed::Record { cells, .. })
                     if cells.len() == 1 && cells[0].trim().is_empty() => {}
-                Some(Parsed::Record(line, cells)) if staging => {
+                Some(Parsed::Record { line, cells, .. }) if staging => {
                     self.staged.push((line, cells));
                     if self.staged.len() >= BATCH {
                         self.stage().await?;
                     }
                 }
-                Some(Parsed::Record(line, cells)) => {
+                Some(Parsed::Record { line, cells, .. }) => {
                     let parsed =
                         parse_line(&header, &cells, line, self.import.catalog(), default_kind);
                     batch.push((line, parsed));
@@ -192,10 +223,23 @@ impl Run {
                         self.apply(std::mem::take(&mut batch)).await?;
                     }
                 }
+                Some(Parsed::TooLong { line, .. }) if staging => {
+                    // Staged as a marker that the replay reads back.
+                    self.staged.push((line, vec![TOO_LONG.to_owned()]));
+                    if self.staged.len() >= BATCH {
+                        self.stage().await?;
+                    }
+                }
+                Some(Parsed::TooLong { line, .. }) => {
+                    batch.push((line, Err(too_long())));
+                    if batch.len() >= BATCH {
+                        self.apply(std::mem::take(&mut batch)).await?;
+                    }
+                }
                 Some(Parsed::Failed(e)) => {
                     // Client gone or file unreadable: the pending batch is
                     // not applied, nor reported.
-                    return Err(Error::invalid("file", format!("reading stopped: {e}")));
+                    return Err(reading_stopped(e));
                 }
                 None => break,
             }
@@ -276,7 +320,11 @@ impl Run {
                 let cells: Vec<String> =
                     serde_json::from_slice(&cells).map_err(|e| Error::Internal(e.to_string()))?;
                 let line = line as u64;
-                let parsed = parse_line(header, &cells, line, self.import.catalog(), default_kind);
+                let parsed = if cells.len() == 1 && cells[0] == TOO_LONG {
+                    Err(too_long())
+                } else {
+                    parse_line(header, &cells, line, self.import.catalog(), default_kind)
+                };
                 batch.push((line, parsed));
             }
             self.apply(batch).await?;
