@@ -6,6 +6,9 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = clef::cli::Cli::parse();
+    // A server's fatal error goes to its logs; a client command's to its
+    // user, once.
+    let serving = matches!(cli.command, clef::cli::Command::Serve(_));
     let _telemetry = match clef::telemetry::init() {
         Ok(guard) => guard,
         Err(e) => {
@@ -16,8 +19,11 @@ async fn main() -> std::process::ExitCode {
     match clef::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            if serving {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -64,6 +64,9 @@ impl ImportService for ImportApi {
                 crate::domain::user::UserKind::Advanced
             }
         };
+        if options.max_failed_lines < 0 {
+            v.add("options.max_failed_lines", "must not be negative");
+        }
         let account = done(v, account)?;
         let import = crate::service::import::Import::start(
             &self.0.store,
@@ -75,6 +78,7 @@ impl ImportService for ImportApi {
                 atomic: options.atomic,
                 force: options.force,
                 default_kind,
+                max_failed_lines: options.max_failed_lines,
             },
         )
         .await?;
@@ -108,9 +112,10 @@ impl ImportService for ImportApi {
             out,
         ));
         let responses = tokio_stream::wrappers::ReceiverStream::new(progress).map(|p| match p? {
-            Progress::Lines(results) => Ok(pb::ImportUsersResponse {
+            Progress::Lines(results, processed) => Ok(pb::ImportUsersResponse {
                 results: results.into_iter().map(result_to_pb).collect(),
                 summary: None,
+                processed_bytes: processed as i64,
             }),
             Progress::Summary(s) => Ok(pb::ImportUsersResponse {
                 results: Vec::new(),
@@ -120,6 +125,7 @@ impl ImportService for ImportApi {
                     committed: s.committed,
                     revision: s.revision,
                 }),
+                processed_bytes: 0,
             }),
         });
         Ok(Response::new(Box::pin(responses)))
@@ -210,6 +216,7 @@ fn report_info(r: &crate::store::ReportMeta, account: &str) -> pb::ImportReportI
         expires_at: timestamp(r.started_at + chrono::Duration::days(crate::store::REPORT_DAYS)),
         imported_by: r.actor_id.map(|u| u.to_string()).unwrap_or_default(),
         options: Some(pb::ImportOptions {
+            max_failed_lines: 0,
             account_code: account.to_owned(),
             mode: if r.sync {
                 pb::ImportMode::Sync

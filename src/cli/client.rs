@@ -7,7 +7,7 @@ use clap::Args;
 use tonic::{
     metadata::{Ascii, MetadataValue},
     service::interceptor::InterceptedService,
-    transport::Channel,
+    transport::{Certificate, Channel, ClientTlsConfig},
     Request, Status,
 };
 
@@ -19,26 +19,68 @@ use crate::{
 /// Where the server is and who is calling.
 #[derive(Debug, Args)]
 pub struct Endpoint {
-    /// The clef server.
+    /// The clef server: `https://HOST:PORT` (TLS, verified against the
+    /// system's roots or --ca-cert) or `http://HOST:PORT` (plaintext).
     #[arg(long, env = "CLEF_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     pub endpoint: String,
-    /// The caller's connection key.
+    /// The caller's connection key (better in CLEF_KEY: arguments show in
+    /// process listings).
     #[arg(long = "key", env = "CLEF_KEY", hide_env_values = true)]
-    pub key: String,
+    pub key: Option<String>,
+    /// A PEM file of the certificate authority that signed the server's
+    /// certificate (instead of the system's roots).
+    #[arg(long, env = "CLEF_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Seconds an unary call may take, and a stream may stay silent, before
+    /// the command gives up.
+    #[arg(long, env = "CLEF_TIMEOUT", default_value_t = 30)]
+    pub timeout: u64,
 }
 
 type Auth = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>;
 
 impl Endpoint {
+    fn deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout.max(1))
+    }
+
     async fn channel(&self) -> anyhow::Result<(Channel, MetadataValue<Ascii>)> {
-        let channel = Channel::from_shared(self.endpoint.clone())
-            .context("invalid --endpoint")?
+        let key = self
+            .key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .context("no connection key: set CLEF_KEY to your key (or pass --key)")?;
+        let bearer: MetadataValue<Ascii> = format!("Bearer {key}")
+            .parse()
+            .context("CLEF_KEY is not a valid connection key")?;
+        let mut endpoint = Channel::from_shared(self.endpoint.clone())
+            .with_context(|| format!("invalid --endpoint {:?}", self.endpoint))?
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(self.deadline());
+        match self.endpoint.split_once("://").map(|(scheme, _)| scheme) {
+            Some("https") => {
+                let mut tls = ClientTlsConfig::new();
+                tls = match &self.ca_cert {
+                    Some(path) => {
+                        let pem = std::fs::read(path)
+                            .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+                        tls.ca_certificate(Certificate::from_pem(pem))
+                    }
+                    None => tls.with_native_roots(),
+                };
+                endpoint = endpoint.tls_config(tls).context("cannot set up TLS")?;
+            }
+            Some("http") => {}
+            _ => bail!(
+                "--endpoint {:?} must start with https:// (TLS) or http:// (plaintext)",
+                self.endpoint
+            ),
+        }
+        let channel = endpoint
             .connect()
             .await
-            .with_context(|| format!("cannot reach {}", self.endpoint))?;
-        let bearer: MetadataValue<Ascii> = format!("Bearer {}", self.key.trim())
-            .parse()
-            .context("CLEF_KEY is not a valid header value")?;
+            .map_err(|e| anyhow::anyhow!("cannot reach {}: {}", self.endpoint, root_cause(&e)))?;
         Ok((channel, bearer))
     }
 
@@ -50,6 +92,25 @@ impl Endpoint {
         });
         Ok(InterceptedService::new(channel, auth))
     }
+
+    /// The next message of a server stream, or an error when the server
+    /// stays silent longer than the timeout.
+    async fn next<T>(&self, stream: &mut tonic::Streaming<T>) -> anyhow::Result<Option<T>> {
+        match tokio::time::timeout(self.deadline(), stream.message()).await {
+            Ok(next) => next.map_err(status),
+            Err(_) => bail!("the server sent nothing for {} s", self.timeout),
+        }
+    }
+}
+
+/// The innermost cause of an error, said once (transport errors repeat
+/// their causes in their own messages).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 #[derive(Debug, Args)]
@@ -97,7 +158,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
         .into_inner();
     let mut out = output(args.output.as_ref())?;
     let mut rows = 0;
-    while let Some(chunk) = stream.message().await.map_err(status)? {
+    while let Some(chunk) = args.endpoint.next(&mut stream).await? {
         out.write_all(&chunk.data)?;
         rows += chunk.rows;
     }
@@ -134,7 +195,14 @@ pub struct ImportArgs {
     /// Where the per-line results go, as CSV (default: standard output).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Stop the import once this many lines have failed (default: never).
+    #[arg(long)]
+    pub max_failed: Option<u64>,
 }
+
+/// How long an import's answers may pause: an atomic import says nothing
+/// while it applies its staged file in one transaction.
+const IMPORT_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Lines whose status is one of these went through.
 const DONE: [&str; 4] = ["created", "updated", "unchanged", "deactivated"];
@@ -157,12 +225,11 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open {}", args.file.display()))?;
     let size = file.metadata().await?.len();
-    let mut out = csv::Writer::from_writer(output(args.output.as_ref())?);
-    out.write_record(["line", "status", "column", "message", "user_id"])?;
-
+    // Work done, not bytes sent: the bar follows the bytes of the file the
+    // server has processed into lines.
     let bar = indicatif::ProgressBar::new(size).with_style(
         indicatif::ProgressStyle::with_template(
-            "{bar:30} {bytes}/{total_bytes} {msg} ({elapsed}, {bytes_per_sec})",
+            "{bar:20} {percent:>3}% {msg} {elapsed_precise} eta {eta}",
         )
         .expect("a valid template"),
     );
@@ -175,11 +242,11 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
             atomic: args.atomic,
             force: args.force,
             default_kind: kind as i32,
+            max_failed_lines: args.max_failed.unwrap_or(0) as i64,
         })),
     })
     .await?;
     // The file, in 256 KiB chunks, read as fast as the server takes them.
-    let sent = bar.clone();
     let reader = tokio::spawn(async move {
         loop {
             let mut buf = vec![0u8; 256 * 1024];
@@ -188,7 +255,6 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
                 return anyhow::Ok(());
             }
             buf.truncate(n);
-            sent.inc(n as u64);
             let chunk = pb::ImportUsersRequest {
                 msg: Some(pb::import_users_request::Msg::Chunk(buf)),
             };
@@ -204,10 +270,27 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         .await
         .map_err(status)?
         .into_inner();
+    // The results file is created with the first answer: an import refused
+    // whole leaves none behind.
+    let mut out: Option<csv::Writer<Box<dyn Write>>> = None;
     let (mut lines, mut failed) = (0u64, 0u64);
     let mut summary = None;
+    let started = std::time::Instant::now();
     let outcome = async {
-        while let Some(msg) = stream.message().await.map_err(status)? {
+        loop {
+            let next = match tokio::time::timeout(IMPORT_IDLE, stream.message()).await {
+                Ok(next) => next.map_err(status)?,
+                Err(_) => bail!("the server sent nothing for {} s", IMPORT_IDLE.as_secs()),
+            };
+            let Some(msg) = next else { break };
+            let w = match &mut out {
+                Some(w) => w,
+                None => {
+                    let mut w = csv::Writer::from_writer(output(args.output.as_ref())?);
+                    w.write_record(["line", "status", "column", "message", "user_id"])?;
+                    out.insert(w)
+                }
+            };
             for r in msg.results {
                 if r.line > 0 {
                     lines += 1;
@@ -215,9 +298,13 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
                 if !DONE.contains(&r.status.as_str()) {
                     failed += 1;
                 }
-                out.write_record([r.line.to_string(), r.status, r.column, r.message, r.user_id])?;
+                w.write_record([r.line.to_string(), r.status, r.column, r.message, r.user_id])?;
             }
-            bar.set_message(format!("{lines} lines, {failed} failed"));
+            if msg.processed_bytes > 0 {
+                bar.set_position(msg.processed_bytes as u64);
+            }
+            let rate = lines as f64 / started.elapsed().as_secs_f64().max(0.001);
+            bar.set_message(format!("{lines} lines {rate:.0}/s {failed} failed"));
             if msg.summary.is_some() {
                 summary = msg.summary;
             }
@@ -226,7 +313,9 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     }
     .await;
     bar.finish_and_clear();
-    out.flush()?;
+    if let Some(w) = &mut out {
+        w.flush()?;
+    }
     reader.abort();
     outcome?;
     let summary = summary.context("the server ended the import without a summary")?;
@@ -274,7 +363,7 @@ pub async fn import_report(args: ImportReportArgs) -> anyhow::Result<()> {
         .map_err(status)?
         .into_inner();
     let mut out = output(args.output.as_ref())?;
-    while let Some(msg) = stream.message().await.map_err(status)? {
+    while let Some(msg) = args.endpoint.next(&mut stream).await? {
         if let Some(info) = msg.info {
             let when = |t: Option<prost_types::Timestamp>| {
                 t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))

@@ -48,6 +48,8 @@ pub struct Options {
     pub atomic: bool,
     pub force: bool,
     pub default_kind: UserKind,
+    /// Stop once this many lines have failed (0: never).
+    pub max_failed_lines: i64,
 }
 
 /// What happened to one line (or, for a sync, to one absent user).

@@ -55,8 +55,9 @@ const IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 /// What an import tells its client, in order.
 #[derive(Debug)]
 pub enum Progress {
-    /// The results of lines (or of a sync's deactivations), once written.
-    Lines(Vec<Outcome>),
+    /// The results of lines (or of a sync's deactivations), once written,
+    /// and how many bytes of the file have been processed.
+    Lines(Vec<Outcome>, u64),
     /// The end of the import.
     Summary(Summary),
 }
@@ -95,6 +96,8 @@ pub async fn run(store: Store, import: Import, chunks: Chunks, out: ProgressSend
         failed_lines: false,
         staged: Vec::new(),
         staged_results: 0,
+        processed: 0,
+        failed: 0,
     };
     if let Err(e) = run.go(chunks).await {
         // What was not committed rolls back (everything, when atomic); the
@@ -136,6 +139,10 @@ struct Run {
     staged: Vec<(u64, Vec<String>)>,
     /// Batches of results staged so far (atomic imports).
     staged_results: i64,
+    /// Bytes of the file read into lines so far.
+    processed: u64,
+    /// Lines refused so far (for `max_failed_lines`).
+    failed: i64,
 }
 
 /// A line result as an atomic import stages it.
@@ -207,15 +214,20 @@ impl Run {
             };
             match next {
                 // Empty lines are skipped.
-                Some(Parsed::Record { cells, .. })
-                    if cells.len() == 1 && cells[0].trim().is_empty() => {}
-                Some(Parsed::Record { line, cells, .. }) if staging => {
+                Some(Parsed::Record { cells, end, .. })
+                    if cells.len() == 1 && cells[0].trim().is_empty() =>
+                {
+                    self.processed = end;
+                }
+                Some(Parsed::Record { line, cells, end }) if staging => {
+                    self.processed = end;
                     self.staged.push((line, cells));
                     if self.staged.len() >= BATCH {
                         self.stage().await?;
                     }
                 }
-                Some(Parsed::Record { line, cells, .. }) => {
+                Some(Parsed::Record { line, cells, end }) => {
+                    self.processed = end;
                     let parsed =
                         parse_line(&header, &cells, line, self.import.catalog(), default_kind);
                     batch.push((line, parsed));
@@ -223,14 +235,16 @@ impl Run {
                         self.apply(std::mem::take(&mut batch)).await?;
                     }
                 }
-                Some(Parsed::TooLong { line, .. }) if staging => {
+                Some(Parsed::TooLong { line, end }) if staging => {
+                    self.processed = end;
                     // Staged as a marker that the replay reads back.
                     self.staged.push((line, vec![TOO_LONG.to_owned()]));
                     if self.staged.len() >= BATCH {
                         self.stage().await?;
                     }
                 }
-                Some(Parsed::TooLong { line, .. }) => {
+                Some(Parsed::TooLong { line, end }) => {
+                    self.processed = end;
                     batch.push((line, Err(too_long())));
                     if batch.len() >= BATCH {
                         self.apply(std::mem::take(&mut batch)).await?;
@@ -297,7 +311,12 @@ impl Run {
             lines.push(line as i64);
             cells.push(serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?);
         }
-        self.store.stage_lines(report, &lines, &cells).await
+        self.store.stage_lines(report, &lines, &cells).await?;
+        // No write transaction is open while staging: the client may be told.
+        self.out
+            .send(Ok(Progress::Lines(Vec::new(), self.processed)))
+            .await
+            .map_err(|_| Error::Unavailable("the client went away".into()))
     }
 
     /// Applies a staged atomic import, batch by batch, in one transaction:
@@ -359,7 +378,7 @@ impl Run {
                     })
                     .collect();
                 self.out
-                    .send(Ok(Progress::Lines(results)))
+                    .send(Ok(Progress::Lines(results, self.processed)))
                     .await
                     .map_err(|_| Error::Unavailable("the client went away".into()))?;
             }
@@ -371,8 +390,23 @@ impl Run {
         for o in results {
             *self.summary.counts.entry(o.status.to_owned()).or_default() += 1;
             self.failed_lines |= o.failed();
+            self.failed += i64::from(o.failed());
             self.dirty |= o.wrote();
         }
+    }
+
+    /// Stops the import once `max_failed_lines` lines have failed (after the
+    /// batch that reached it is reported).
+    fn too_many_failures(&self) -> Result<(), Error> {
+        let max = self.import.options.max_failed_lines;
+        if max > 0 && self.failed >= max {
+            return Err(Error::FailedPrecondition(format!(
+                "stopped after {} failed lines (max_failed_lines {max}); the lines reported before are {}",
+                self.failed,
+                if self.staging() || self.import.options.dry_run { "not committed" } else { "committed" }
+            )));
+        }
+        Ok(())
     }
 
     /// Applies a batch, commits it unless the import runs in one
@@ -402,13 +436,15 @@ impl Run {
             // Told once the transaction has ended: nothing waits on the
             // client while it is open.
             reported?;
-            return self.stage_results(&results).await;
+            self.stage_results(&results).await?;
+            return self.too_many_failures();
         }
         self.out
-            .send(Ok(Progress::Lines(results)))
+            .send(Ok(Progress::Lines(results, self.processed)))
             .await
             .map_err(|_| Error::Unavailable("the client went away".into()))?;
-        reported
+        reported?;
+        self.too_many_failures()
     }
 
     async fn stage_results(&mut self, results: &[Outcome]) -> Result<(), Error> {
@@ -453,7 +489,10 @@ impl Run {
         }
         if !deactivated.is_empty() {
             self.import.report(&self.store, &deactivated).await?;
-            let _ = self.out.send(Ok(Progress::Lines(deactivated))).await;
+            let _ = self
+                .out
+                .send(Ok(Progress::Lines(deactivated, self.processed)))
+                .await;
         }
         let s = &self.summary;
         self.import
