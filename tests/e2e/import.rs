@@ -8,13 +8,13 @@ use crate::common::*;
 
 pub(crate) struct Run {
     pub(crate) results: Vec<pb::LineResult>,
-    summary: Option<pb::ImportSummary>,
-    error: Option<tonic::Status>,
+    pub(crate) summary: Option<pb::ImportSummary>,
+    pub(crate) error: Option<tonic::Status>,
 }
 
 impl Run {
     /// The ids of the users whose result has `status`, sorted.
-    fn users_with(&self, status: &str) -> Vec<String> {
+    pub(crate) fn users_with(&self, status: &str) -> Vec<String> {
         let mut ids: Vec<String> = self
             .results
             .iter()
@@ -318,7 +318,7 @@ async fn encodings_dry_run_atomic_and_round_trip() {
 }
 
 /// The latest report of an account: `None` when the call is refused.
-async fn report(
+pub(crate) async fn report(
     app: &TestApp,
     key: &str,
     account: &str,
@@ -451,7 +451,7 @@ async fn assert_exactly_reported_committed(app: &TestApp, prefix: &str, reported
 
 /// Asserts that the database is as `before` (taken with `snapshot`) once
 /// the dead import's transaction is gone.
-async fn assert_nothing_left(app: &TestApp, before: &[String]) {
+pub(crate) async fn assert_nothing_left(app: &TestApp, before: &[String]) {
     wait_until_idle(app).await;
     assert_eq!(
         snapshot(app).await,
@@ -516,7 +516,7 @@ async fn open_import(
 
 /// Waits until the server has staged `n` lines of an atomic import (which
 /// answers nothing before the end of its file).
-async fn until_staged(store: &clef::store::Store, n: i64) {
+pub(crate) async fn until_staged(store: &clef::store::Store, n: i64) {
     for _ in 0..1000 {
         let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM import_staged_lines")
             .fetch_one(store.pool())

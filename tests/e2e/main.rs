@@ -19,4 +19,5 @@ mod logs;
 mod replicas;
 mod restart;
 mod story;
+mod tenants;
 mod validation;
