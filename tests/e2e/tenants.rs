@@ -373,3 +373,157 @@ async fn an_operators_import_template_imports_twice_into_its_account() {
     let t = tenants().await;
     template_imports_twice(&t.app, &t.app.operator_key).await;
 }
+
+/// Sends an import's options and the `lines` of its file as the client
+/// chooses; the sender ends the file when dropped.
+async fn paced_import(
+    channel: tonic::transport::Channel,
+    key: &str,
+    options: pb::ImportOptions,
+) -> (
+    tokio::sync::mpsc::Sender<pb::ImportUsersRequest>,
+    tonic::Streaming<pb::ImportUsersResponse>,
+) {
+    let mut c = pb::import_service_client::ImportServiceClient::with_interceptor(
+        channel,
+        Bearer::new(Some(key)),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::ImportUsersRequest {
+        msg: Some(pb::import_users_request::Msg::Options(options)),
+    })
+    .await
+    .unwrap();
+    let s = c
+        .import_users(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, s)
+}
+
+fn chunk(lines: std::ops::Range<usize>, header: bool) -> pb::ImportUsersRequest {
+    let mut file = String::new();
+    if header {
+        file.push_str("NOM,PRENOM,IDENTIFIANT,TYPE\n");
+    }
+    for i in lines {
+        file.push_str(&format!("Nom{i},Prénom,paced{i},standard\n"));
+    }
+    pb::ImportUsersRequest {
+        msg: Some(pb::import_users_request::Msg::Chunk(file.into_bytes())),
+    }
+}
+
+/// Runs a write, failing after 5 s; how long it took.
+async fn timed<T, F>(what: &str, write: F) -> std::time::Duration
+where
+    F: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let start = std::time::Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(5), write)
+        .await
+        .unwrap_or_else(|_| panic!("{what} waited on the import's client"))
+        .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn an_atomic_import_waiting_for_its_client_holds_up_no_other_account() {
+    let a = spawn_app().await;
+    let b = spawn_app_on(a.db_options.clone()).await;
+    let org = org_with_account(&a, "Org", "LOCK-A").await;
+    create_account(&mut a.operator_accounts().await, &org, "LOCK-B").await;
+    let mut ops_a = a.operator().await;
+    let (on_b, _) = create_user(
+        &mut ops_a,
+        standard("Bruno", "Bee"),
+        "LOCK-B",
+        &[],
+        vec![right("shipping.ws")],
+    )
+    .await
+    .unwrap();
+
+    // The client sends the options and 700 lines, then pauses 10 s.
+    let atomic = pb::ImportOptions {
+        atomic: true,
+        ..opts("LOCK-A")
+    };
+    let (tx, mut s) = paced_import(a.channel().await, &a.operator_key, atomic).await;
+    tx.send(chunk(0..700, true)).await.unwrap();
+    let paused = std::time::Instant::now();
+    // Until the server has had them: staged (an import that does not stage
+    // has applied them in its transaction by then).
+    for _ in 0..500 {
+        let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM import_staged_lines")
+            .fetch_one(a.store.pool())
+            .await
+            .unwrap();
+        if staged >= 500 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // Meanwhile, writes to account B commit at once, on either replica.
+    let mut ops_b = b.operator().await;
+    let revoke = timed(
+        "RevokeRights on B through the second replica",
+        ops_b.grants.revoke_rights(pb::RevokeRightsRequest {
+            account_code: "LOCK-B".into(),
+            user_id: on_b.id.clone(),
+            rights: vec!["shipping.ws".into()],
+        }),
+    )
+    .await;
+    let create = timed(
+        "CreateUser on B",
+        create_user(&mut ops_a, standard("Berthe", "Bee"), "LOCK-B", &[], vec![]),
+    )
+    .await;
+    eprintln!("during the pause: RevokeRights {revoke:?}, CreateUser {create:?}");
+    assert!(
+        revoke < std::time::Duration::from_secs(1),
+        "RevokeRights took {revoke:?}"
+    );
+    assert!(
+        create < std::time::Duration::from_secs(1),
+        "CreateUser took {create:?}"
+    );
+    let grants: i64 = sqlx::query_scalar("SELECT count(*) FROM grants WHERE user_id = $1::uuid")
+        .bind(&on_b.id)
+        .fetch_one(a.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(grants, 0, "the revoke committed");
+    let imported: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE login LIKE 'paced%'")
+        .fetch_one(a.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        imported, 0,
+        "an atomic import commits nothing before its end"
+    );
+
+    // The client sends the rest after its pause: the import completes.
+    tokio::time::sleep(std::time::Duration::from_secs(10).saturating_sub(paused.elapsed())).await;
+    tx.send(chunk(700..1000, false)).await.unwrap();
+    drop(tx);
+    let mut statuses = Vec::new();
+    let mut summary = None;
+    while let Some(m) = s.message().await.unwrap() {
+        statuses.extend(m.results.into_iter().map(|r| r.status));
+        summary = summary.or(m.summary);
+    }
+    assert_eq!(statuses.len(), 1000);
+    assert!(statuses.iter().all(|s| s == "created"), "{statuses:?}");
+    let summary = summary.expect("a summary");
+    assert!(summary.committed);
+    assert_eq!(summary.lines, 1000);
+    let imported: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE login LIKE 'paced%'")
+        .fetch_one(a.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(imported, 1000);
+}
