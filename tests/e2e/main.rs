@@ -17,6 +17,7 @@ mod import;
 mod keys;
 mod logs;
 mod replicas;
+mod requests;
 mod restart;
 mod story;
 mod tenants;
