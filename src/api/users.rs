@@ -245,13 +245,7 @@ impl UserApi {
                 &name,
                 once.as_ref(),
             )
-            .await
-            .map_err(|e| match e {
-                Error::AlreadyExists(_) => {
-                    Error::AlreadyExists(format!("a principal named {name:?}"))
-                }
-                other => other,
-            })?;
+            .await?;
         Ok(match created {
             PrincipalCreated::New(p) => pb::CreateServicePrincipalResponse {
                 id: p.id.to_string(),

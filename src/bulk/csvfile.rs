@@ -88,8 +88,11 @@ pub fn template(
             language: "fr".into(),
         },
         tags: vec!["ATELIER-7".into()],
+        // The example is an advanced user: a right he cannot hold is shown
+        // as a column, not granted (the line imports as it is).
         rights: rights
             .iter()
+            .filter(|(def, _)| def.kinds.contains(&UserKind::Advanced))
             .map(|(def, scope)| (def.code.clone(), *scope))
             .collect(),
     })?;

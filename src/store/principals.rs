@@ -77,7 +77,7 @@ impl Store {
         )
         .execute(tx.conn())
         .await
-        .map_err(|e| db_error_for(e, &format!("principal {name:?}"), "principal"))?;
+        .map_err(|e| db_error_for(e, &format!("a principal named {name:?}"), "principal"))?;
         sqlx::query!(
             "INSERT INTO connection_keys (id, user_id, secret_hash, display_prefix) VALUES ($1, $2, $3, $4)",
             Uuid::now_v7(),

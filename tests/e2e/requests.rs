@@ -323,10 +323,8 @@ async fn create_service_principal_retries_answer_the_first_without_its_key() {
     assert!(!r.allowed);
 }
 
-/// KNOWN BUG (fails): `CreateServicePrincipal` turns every ALREADY_EXISTS
-/// into "a principal named <name> already exists", so the same request_id
-/// given to another name is refused with a message that names no
-/// `request_id` and says a name is taken that nobody holds.
+/// The same request_id given to another name is refused naming
+/// `request_id`, not as a taken name (nobody holds the second name).
 #[tokio::test]
 async fn a_service_principal_request_id_given_to_another_name_is_refused_naming_it() {
     let app = spawn_app().await;

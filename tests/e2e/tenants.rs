@@ -350,10 +350,11 @@ async fn the_import_template_imports_twice_into_its_account() {
     template_imports_twice(&t.app, &t.admin).await;
 }
 
-/// KNOWN BUG (fails): the template's example line is an advanced user, and
-/// it offers every right its reader may give, standard-only rights included
-/// (`billing.invoices` ...): that line fails with `invalid_choice`. An admin
-/// holding such a right (a standard user may) gets this template...
+/// The template's example line is an advanced user, and the template offers
+/// every right its reader may give, standard-only rights included
+/// (`billing.invoices` ...): the example holds only those an advanced user
+/// may, so it imports as it is. An admin holding such a right (a standard
+/// user may) gets such a template...
 #[tokio::test]
 async fn the_template_of_an_admin_holding_a_standard_only_right_imports_twice() {
     let t = tenants().await;
@@ -367,7 +368,7 @@ async fn the_template_of_an_admin_holding_a_standard_only_right_imports_twice() 
     template_imports_twice(&t.app, &admin).await;
 }
 
-/// ... and so does every operator (KNOWN BUG, fails; see above).
+/// ... and so does every operator (the whole catalog).
 #[tokio::test]
 async fn an_operators_import_template_imports_twice_into_its_account() {
     let t = tenants().await;
