@@ -3,8 +3,9 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use anyhow::Context;
 use tokio::net::TcpListener;
-use tonic::transport::{server::TcpIncoming, Server};
+use tonic::transport::{server::TcpIncoming, Identity, Server, ServerTlsConfig};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
@@ -55,23 +56,39 @@ const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the health monitor pings Postgres.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How the server runs beyond its database and socket.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Decision-cache sizes and the staleness bound.
+    pub engine: EngineConfig,
+    /// TLS: the server's certificate chain and private key (PEM). Without
+    /// it, plaintext.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 /// Serves on `listener` until `shutdown` resolves, then drains in-flight RPCs.
 pub async fn serve(
     store: Store,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    serve_with(store, listener, EngineConfig::default(), shutdown).await
+    serve_with(store, listener, ServeOptions::default(), shutdown).await
 }
 
-/// [`serve`] with explicit decision-cache sizes.
+/// [`serve`] with explicit options.
 pub async fn serve_with(
     store: Store,
     listener: TcpListener,
-    engine_config: EngineConfig,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let engine = Engine::new(store.clone(), engine_config);
+    let mut builder = Server::builder();
+    if let Some((cert, key)) = &options.tls {
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .context("invalid TLS certificate or key")?;
+    }
+    let engine = Engine::new(store.clone(), options.engine);
     let change_listener = engine.spawn_listener();
     let (reporter, health) = tonic_health::server::health_reporter();
     // Nothing is SERVING until the monitor has reached Postgres once.
@@ -112,7 +129,7 @@ pub async fn serve_with(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(TCP_KEEPALIVE));
-    let result = Server::builder()
+    let result = builder
         .trace_fn(|req| tracing::info_span!("rpc", rpc.method = %req.uri().path()))
         .http2_max_header_list_size(H2_MAX_HEADER_LIST)
         .http2_keepalive_interval(Some(H2_KEEPALIVE))

@@ -93,6 +93,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CLEF_STALENESS_BOUND_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub staleness_bound_ms: u64,
+    /// The server's TLS certificate chain (PEM); with --tls-key, the server
+    /// speaks TLS only.
+    #[arg(long, env = "CLEF_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "CLEF_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -167,11 +174,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, embedded, "clef serving");
         // On stdout too, so that scripts (and tests) can use `--listen 127.0.0.1:0`.
         println!("clef serving on {addr}");
-        let engine = EngineConfig {
-            staleness_bound: Duration::from_millis(args.staleness_bound_ms),
-            ..EngineConfig::default()
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
         };
-        server::serve_with(store, listener, engine, server::shutdown_signal()).await
+        let options = server::ServeOptions {
+            engine: EngineConfig {
+                staleness_bound: Duration::from_millis(args.staleness_bound_ms),
+                ..EngineConfig::default()
+            },
+            tls,
+        };
+        server::serve_with(store, listener, options, server::shutdown_signal()).await
     }
     .await;
     let stopped = stop(data).await;
