@@ -205,12 +205,19 @@ impl Engine {
     async fn ping(&self) {
         let mut tick = tokio::time::interval(PING_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut notifier = self.store.notifier();
         loop {
             tick.tick().await;
             let sent = self.micros().to_string();
-            let ping = self.store.notify(&self.ping_channel, &sent);
-            if tokio::time::timeout(PING_INTERVAL * 4, ping).await.is_err() {
-                tracing::debug!("change-feed ping timed out");
+            let ping = notifier.notify(&self.ping_channel, &sent);
+            match tokio::time::timeout(PING_INTERVAL * 4, ping).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "change-feed ping failed"),
+                Err(_) => {
+                    // A connection that does not answer is made again.
+                    notifier = self.store.notifier();
+                    tracing::debug!("change-feed ping timed out");
+                }
             }
             self.report_state();
         }

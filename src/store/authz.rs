@@ -184,15 +184,14 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Sends a notification on `channel` (the engine's pings to itself).
-    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), Error> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(payload)
-            .execute(self.pool())
-            .await
-            .map_err(db_error)?;
-        Ok(())
+    /// A connection of its own for the decision engine's pings, so that they
+    /// never wait behind a busy pool (a late ping would send decisions to
+    /// Postgres, and load the pool more).
+    pub fn notifier(&self) -> Notifier {
+        Notifier {
+            options: (*self.pool().connect_options()).clone(),
+            conn: None,
+        }
     }
 
     /// The latest committed revision.
@@ -201,5 +200,46 @@ impl Store {
             .fetch_one(self.pool())
             .await
             .map_err(db_error)
+    }
+}
+
+/// See [`Store::notifier`].
+pub struct Notifier {
+    options: sqlx::postgres::PgConnectOptions,
+    conn: Option<sqlx::PgConnection>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("connected", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl Notifier {
+    /// Sends a notification on `channel`, connecting first if need be; a
+    /// failed connection is dropped and made again on the next call.
+    pub async fn notify(&mut self, channel: &str, payload: &str) -> Result<(), Error> {
+        use sqlx::Connection;
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let conn = sqlx::PgConnection::connect_with(&self.options)
+                    .await
+                    .map_err(db_error)?;
+                self.conn.insert(conn)
+            }
+        };
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&mut *conn)
+            .await;
+        if let Err(e) = sent {
+            self.conn = None;
+            return Err(db_error(e));
+        }
+        Ok(())
     }
 }

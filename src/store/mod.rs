@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::domain::Error;
 
-pub use authz::{Loaded, SubjectRef};
+pub use authz::{Loaded, Notifier, SubjectRef};
 pub use grants::Grant;
 pub use import::{
     AuditRow, GrantRow, ImportWrites, KeyRow, Known, LinkRow, ProfileRow, RevokeRow, StatusRow,

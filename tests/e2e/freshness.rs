@@ -94,7 +94,7 @@ async fn a_frozen_change_feed_never_serves_a_stale_allow() {
         let revoked = Instant::now();
         // For 3 s, B answers: allowed is tolerated only within the bound of
         // the revoke's commit.
-        let (mut stale, mut answers, mut degraded) = (0, 0, false);
+        let (mut stale, mut answers, mut degraded) = (0, 0u32, false);
         while revoked.elapsed() < Duration::from_secs(3) {
             let asked = Instant::now();
             let r = check(&mut on_b, by_key(&key), "F1", "shipping.ws", 0).await;
@@ -104,7 +104,7 @@ async fn a_frozen_change_feed_never_serves_a_stale_allow() {
             }
             // The detail of health says B is degraded while its feed is
             // silent (until it gives the connection up for a new one).
-            if answers % 20 == 0 {
+            if answers.is_multiple_of(20) {
                 degraded |= health(&b, FEED).await == ServingStatus::NotServing as i32;
             }
         }
@@ -212,12 +212,12 @@ async fn cache_fills_overtaken_by_a_write_never_stay() {
         checkers.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let subject = if n % 2 == 0 {
+                let subject = if n.is_multiple_of(2) {
                     by_key(&key)
                 } else {
                     by_user(&user)
                 };
-                let right = if n % 3 == 0 {
+                let right = if n.is_multiple_of(3) {
                     "shipping.ws"
                 } else {
                     "tracking.ws"
