@@ -140,11 +140,7 @@ impl Tx {
         let rows = sqlx::query!(
             r#"SELECT id AS "id!", user_key, CASE WHEN status <> 'archived' THEN lower(email) END AS email,
                       login AS "login!",
-                      $5 OR EXISTS (SELECT 1 FROM links l JOIN grants g
-                                       ON g.account_id = l.account_id AND g.user_id = $4
-                                      AND g.right_code = 'admin.users'
-                                      AND (g.expires_at IS NULL OR g.expires_at > now())
-                                    WHERE l.user_id = u.id) AS "managed!"
+                      $5 OR clef_manages($4, u.id) AS "managed!"
                  FROM (SELECT * FROM users WHERE user_key = ANY($1)
                        UNION
                        SELECT * FROM users WHERE lower(email) = ANY($2) AND email IS NOT NULL AND status <> 'archived'

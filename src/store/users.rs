@@ -143,12 +143,7 @@ impl Tx {
         sqlx::query_scalar!(
             r#"SELECT u.id FROM users u
                 WHERE u.login = $1 AND u.kind IN ('standard', 'advanced')
-                  AND ($3 OR u.id = $2 OR EXISTS (
-                        SELECT 1 FROM links l JOIN grants g
-                            ON g.account_id = l.account_id AND g.user_id = $2
-                           AND g.right_code = 'admin.users'
-                           AND (g.expires_at IS NULL OR g.expires_at > now())
-                         WHERE l.user_id = u.id))"#,
+                  AND ($3 OR u.id = $2 OR clef_manages($2, u.id))"#,
             login,
             actor,
             operator
@@ -169,12 +164,7 @@ impl Tx {
         sqlx::query_scalar!(
             r#"SELECT u.id FROM users u
                 WHERE lower(u.email) = lower($1) AND u.status <> 'archived'
-                  AND ($3 OR u.id = $2 OR EXISTS (
-                        SELECT 1 FROM links l JOIN grants g
-                            ON g.account_id = l.account_id AND g.user_id = $2
-                           AND g.right_code = 'admin.users'
-                           AND (g.expires_at IS NULL OR g.expires_at > now())
-                         WHERE l.user_id = u.id))"#,
+                  AND ($3 OR u.id = $2 OR clef_manages($2, u.id))"#,
             email,
             actor,
             operator
