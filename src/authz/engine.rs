@@ -266,14 +266,17 @@ impl Engine {
         self.seen.fetch_max(revision, Ordering::SeqCst);
         self.live.store(true, Ordering::SeqCst);
         tracing::info!(revision, "change listener up");
-        // A connection silent for this long is given up for a new one.
+        // A connection silent for this long (since its start, or its last
+        // proof) is given up for a new one.
         let give_up = Duration::from_micros(self.bound_micros * 10).max(Duration::from_secs(1));
+        let started = self.micros();
         let mut watchdog = tokio::time::interval(PING_INTERVAL);
         loop {
             let notice = tokio::select! {
                 n = listener.try_recv() => n,
                 _ = watchdog.tick() => {
-                    let silent = self.micros().saturating_sub(self.proven_at.load(Ordering::SeqCst));
+                    let last = self.proven_at.load(Ordering::SeqCst).max(started);
+                    let silent = self.micros().saturating_sub(last);
                     if silent > give_up.as_micros() as u64 {
                         tracing::warn!(silent_ms = silent / 1000, "change feed silent; reconnecting");
                         return Ok(());

@@ -111,7 +111,15 @@ async fn a_frozen_change_feed_never_serves_a_stale_allow() {
         (stale, answers, degraded)
     }
     .await;
+    // Still frozen, B has given the silent connection up for a new one,
+    // proven it, and serves from memory again.
+    let reconnected = tokio::time::timeout(
+        Duration::from_secs(3),
+        wait_feed(&b, ServingStatus::Serving),
+    )
+    .await;
     signal_all(&frozen, signal::Signal::SIGCONT);
+    assert!(reconnected.is_ok(), "B never replaced its frozen feed");
     let (stale, answers, degraded) = result;
     assert!(answers > 100, "only {answers} answers in 3 s");
     assert_eq!(
@@ -120,8 +128,8 @@ async fn a_frozen_change_feed_never_serves_a_stale_allow() {
     );
     assert!(degraded, "health never said the change feed was silent");
 
-    // Thawed (or reconnected): memory serves again, and a change through A
-    // reaches B within the bound without min_revision.
+    // Memory serves, and a change through A reaches B within the bound
+    // without min_revision.
     wait_feed(&b, ServingStatus::Serving).await;
     ops.grants
         .grant_rights(pb::GrantRightsRequest {
