@@ -251,12 +251,16 @@ fn result_to_pb(o: crate::service::import::Outcome) -> pb::LineResult {
 /// What a broken request stream means: a message over the limit, or a
 /// client gone.
 fn stream_error(e: Status) -> Error {
-    if e.code() == tonic::Code::OutOfRange {
-        Error::ResourceExhausted(format!(
+    match e.code() {
+        tonic::Code::OutOfRange => Error::ResourceExhausted(format!(
             "a message over the {}-byte limit: send the file in smaller chunks",
             crate::limits::MAX_MESSAGE_BYTES
-        ))
-    } else {
-        Error::Unavailable("the client stream ended abnormally".into())
+        )),
+        // tonic's decoder: a body that is not an ImportUsersRequest.
+        tonic::Code::Internal if e.message().starts_with("failed to decode") => Error::invalid(
+            "message",
+            "is not an ImportUsersRequest (malformed protobuf)",
+        ),
+        _ => Error::Unavailable("the client stream ended abnormally".into()),
     }
 }

@@ -20,6 +20,9 @@ use crate::domain::Error;
 /// no line ends sooner (and to tell text from binary).
 const PREFIX: usize = 64 * 1024;
 
+/// How long the start of a file may take to arrive.
+const PREFIX_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Records parsed and not yet taken.
 const RECORDS_BUFFERED: usize = 1024;
 
@@ -77,16 +80,25 @@ pub fn not_text(prefix: &[u8]) -> Option<&'static str> {
 /// to detect the delimiter and to refuse a file that is not text; an error
 /// of the sender before that is returned.
 pub async fn records(mut chunks: Chunks) -> Result<mpsc::Receiver<Parsed>, Error> {
+    // The first 64 KiB (or the whole file, when shorter) are read before
+    // anything is decided, so that the verdicts (text or not, delimiter) do
+    // not depend on how the file was cut into chunks.
     let mut prefix = Vec::new();
     while prefix.len() < PREFIX {
-        let Some(chunk) = chunks.recv().await else {
-            break;
+        let chunk = match tokio::time::timeout(PREFIX_WAIT, chunks.recv()).await {
+            Ok(Some(chunk)) => chunk?,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(Error::invalid(
+                    "file",
+                    format!(
+                        "reading stopped: no data from the client for {} s",
+                        PREFIX_WAIT.as_secs()
+                    ),
+                ))
+            }
         };
-        let chunk = chunk?;
         prefix.extend_from_slice(&chunk);
-        if chunk.contains(&b'\n') || chunk.contains(&b'\r') {
-            break;
-        }
     }
     if let Some(why) = not_text(&prefix) {
         return Err(Error::invalid("file", why));
@@ -146,7 +158,9 @@ impl Parser {
     fn new(delimiter: u8, offset: u64) -> Self {
         Self {
             core: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
-            out: vec![0; MAX_RECORD_BYTES],
+            // One byte more than the limit: csv_core reports a full buffer
+            // only once a byte does not fit.
+            out: vec![0; MAX_RECORD_BYTES + 1],
             ends: vec![0; MAX_CELLS],
             outlen: 0,
             nends: 0,
@@ -235,7 +249,8 @@ impl Parser {
         };
         let line = last.saturating_sub(self.record_breaks.count).max(1);
         let end = self.offset;
-        let parsed = if std::mem::take(&mut self.too_long) {
+        let over = std::mem::take(&mut self.too_long) || self.outlen > MAX_RECORD_BYTES;
+        let parsed = if over {
             Parsed::TooLong { line, end }
         } else {
             let ends = &self.ends[..self.nends];
@@ -383,18 +398,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_sender_stops_the_records_with_its_error() {
-        let out = read_all(vec![
-            Ok(b"NOM,PRENOM\nA,B\n"),
+        let mut first = b"NOM,PRENOM\n".to_vec();
+        for i in 0..PREFIX / 4 {
+            first.extend_from_slice(format!("A{i},B\n").as_bytes());
+        }
+        let lines = 1 + PREFIX / 4;
+        let out = read_owned(vec![
+            Ok(first),
             Err(Error::Unavailable("the client went away".into())),
-            Ok(b"C,D\n"),
+            Ok(b"C,D\n".to_vec()),
         ])
         .await;
         assert!(matches!(&out[1], Parsed::Record { line: 2, .. }));
-        match &out[2] {
+        match &out[lines] {
             Parsed::Failed(Error::Unavailable(e)) => assert!(e.contains("went away"), "{e}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(out.len(), 3);
+        assert_eq!(out.len(), lines + 1);
     }
 
     #[tokio::test]

@@ -514,24 +514,29 @@ pub async fn revoke_everywhere(args: RevokeEverywhereArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-/// A refused call as an error message: the code, the message, and each field
-/// or account at fault.
+/// A refused call as an error message, said once: the code and the
+/// message, or, when the server listed each field or account at fault, the
+/// code and that list (the message repeats it).
 fn status(s: Status) -> anyhow::Error {
     use tonic_types::StatusExt;
-    let mut msg = format!("{:?}: {}", s.code(), s.message());
     let details = s.get_error_details();
+    let mut lines = Vec::new();
     if let Some(b) = details.bad_request() {
         for v in &b.field_violations {
-            msg.push_str(&format!("\n  {}: {}", v.field, v.description));
+            lines.push(format!("  {}: {}", v.field, v.description));
         }
     }
     if let Some(p) = details.precondition_failure() {
         for v in &p.violations {
-            msg.push_str(&format!(
-                "\n  {} ({}): {}",
-                v.subject, v.r#type, v.description
-            ));
+            lines.push(format!("  {} ({}): {}", v.subject, v.r#type, v.description));
         }
     }
-    anyhow::anyhow!(msg)
+    if lines.is_empty() {
+        return anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+    }
+    let head = match s.code() {
+        tonic::Code::InvalidArgument => "invalid argument",
+        _ => "nothing was changed",
+    };
+    anyhow::anyhow!("{:?}: {head}:\n{}", s.code(), lines.join("\n"))
 }
