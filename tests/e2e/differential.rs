@@ -6,7 +6,8 @@
 //! After each write, Check, CheckParcelVisibility and VisibilityFilter answer
 //! on both replicas what plain SQL computes straight from the tables,
 //! written here independently of clef's code: with the write's revision as
-//! `min_revision` at once, and without it within the staleness bound.
+//! `min_revision` at once, and without it within the staleness bound. Then
+//! the same while loads race writes.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -1591,4 +1592,142 @@ async fn both_replicas_agree_with_a_sql_reference_after_every_write_path() {
             r.name
         );
     }
+}
+
+/// Loads racing writes. Readers ask both replicas about a few users again
+/// and again while each user's status is switched twice in a row, straight
+/// in SQL (taking a revision, as every write must: the triggers notice any
+/// writer), so that the two commits come closer than a load takes: the load
+/// the first one's notice causes is often still reading when the second
+/// commits. However each race goes, both replicas then answer as the
+/// tables do within the bound: a load that a concurrent write made stale
+/// is never kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_racing_a_write_is_never_kept() {
+    let a = spawn_app().await;
+    let b = spawn_app_on(a.db_options.clone()).await;
+    let pool = a.store.pool().clone();
+    // Users with many accounts and grants: their loads take a while, the
+    // window in which a commit races them.
+    let mut ops = a.operator().await;
+    let org = create_org(&mut ops.accounts, "Race").await;
+    let codes: Vec<String> = (0..10).map(|i| format!("RACE{i}")).collect();
+    for code in &codes {
+        create_account(&mut ops.accounts, &org, code).await;
+    }
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let across = ops
+            .grants
+            .grant_across_accounts(pb::GrantAcrossAccountsRequest {
+                user: Some(pb::UserSelector {
+                    by: Some(pb::user_selector::By::NewUser(pb::NewUserProfile {
+                        last_name: "Race".into(),
+                        first_name: format!("R{i}"),
+                        job_title: "Logisticien".into(),
+                        email: format!("race{i}@example.com"),
+                        phone: "+33 1 23 45 67 89".into(),
+                        address_lines: vec!["12 rue de la Gare".into()],
+                        postal_code: "88000".into(),
+                        city: "Épinal".into(),
+                        ..Default::default()
+                    })),
+                }),
+                account_codes: codes.clone(),
+                rights: vec![
+                    right("shipping.ws"),
+                    right("tracking.ws"),
+                    scoped("tracking.tool", Scope::Consolidated),
+                    scoped("tracking.tool_cs", Scope::UserTag),
+                ],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(across.user_id);
+    }
+    let replicas = [Replica::new(&a, "A").await, Replica::new(&b, "B").await];
+    let probe = Probe {
+        checks: ids
+            .iter()
+            .map(|id| Ask {
+                subject: Subject::Id(id.clone()),
+                account: "RACE0".into(),
+                right: "shipping.ws",
+                parcel_key: None,
+                parcel_tag: None,
+            })
+            .collect(),
+        parcels: Vec::new(),
+        filters: Vec::new(),
+    };
+    let asked = pb::CheckBatchRequest {
+        checks: ids
+            .iter()
+            .map(|id| pb::CheckRequest {
+                subject: by_user(id),
+                account_code: "RACE0".into(),
+                right: "shipping.ws".into(),
+                min_revision: 0,
+            })
+            .collect(),
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = tokio::task::JoinSet::new();
+    for app in [&a, &b] {
+        for _ in 0..2 {
+            let mut c = app.decider().await;
+            let (asked, stop) = (asked.clone(), stop.clone());
+            readers.spawn(async move {
+                let mut n = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    c.check_batch(asked.clone()).await.expect("check batch");
+                    n += 1;
+                }
+                n
+            });
+        }
+    }
+    let started = Instant::now();
+    let rounds = 20;
+    for round in 0..rounds {
+        for id in &ids {
+            for _ in 0..2 {
+                sqlx::query(
+                    "WITH r AS (UPDATE revision_counter SET value = value + 1 RETURNING value)
+                     UPDATE users SET status = CASE status WHEN 'active' THEN 'deactivated' ELSE 'active' END
+                      WHERE id = $1::uuid AND EXISTS (SELECT 1 FROM r)",
+                )
+                .bind(id)
+                .execute(&pool)
+                .await
+                .expect("switch a status");
+            }
+        }
+        let written_at = Instant::now();
+        let want = expected(&pool, &probe).await;
+        let (on_a, on_b) = tokio::join!(
+            settle(&replicas[0], &probe, &want, written_at),
+            settle(&replicas[1], &probe, &want, written_at)
+        );
+        for (r, settled) in replicas.iter().zip([on_a, on_b]) {
+            if let Err(diff) = settled {
+                panic!(
+                    "round {round}: replica {} still differs {BOUND:?} after the writes: {diff}",
+                    r.name
+                );
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut asked = 0;
+    while let Some(n) = readers.join_next().await {
+        asked += n.expect("reader");
+    }
+    eprintln!(
+        "{} racing pairs of writes in {:?}; the readers asked {asked} batches meanwhile",
+        rounds * ids.len(),
+        started.elapsed()
+    );
+    assert!(asked > 100, "the readers must have raced the writes");
 }
