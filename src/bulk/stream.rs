@@ -23,6 +23,9 @@ const PREFIX: usize = 64 * 1024;
 /// How long the start of a file may take to arrive.
 const PREFIX_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How long more of the first 64 KiB is waited for once a line has ended.
+const LINE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Records parsed and not yet taken.
 const RECORDS_BUFFERED: usize = 1024;
 
@@ -82,12 +85,17 @@ pub fn not_text(prefix: &[u8]) -> Option<&'static str> {
 pub async fn records(mut chunks: Chunks) -> Result<mpsc::Receiver<Parsed>, Error> {
     // The first 64 KiB (or the whole file, when shorter) are read before
     // anything is decided, so that the verdicts (text or not, delimiter) do
-    // not depend on how the file was cut into chunks.
+    // not depend on how a file sent at once was cut into chunks.
     let mut prefix = Vec::new();
     while prefix.len() < PREFIX {
-        let chunk = match tokio::time::timeout(PREFIX_WAIT, chunks.recv()).await {
+        // Once a line has ended, a client that pauses is not waited for: its
+        // header line is there.
+        let has_line = prefix.iter().any(|b| matches!(b, b'\n' | b'\r'));
+        let wait = if has_line { LINE_WAIT } else { PREFIX_WAIT };
+        let chunk = match tokio::time::timeout(wait, chunks.recv()).await {
             Ok(Some(chunk)) => chunk?,
             Ok(None) => break,
+            Err(_) if has_line => break,
             Err(_) => {
                 return Err(Error::invalid(
                     "file",

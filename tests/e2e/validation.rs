@@ -82,21 +82,6 @@ async fn every_rpc_rejects_bad_input_precisely() {
             .await,
         &["user.email"],
     );
-    // A standard user needs only his names (seed 001): without login nor
-    // email he is `firstname.lastname`.
-    let named_only = u
-        .create_user(create(
-            pb::User {
-                login: String::new(),
-                ..standard("Zoé", "Brontë-Ørsted")
-            },
-            "4000",
-            vec![],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(named_only.user.unwrap().login, "zoe.bronte-orsted");
     bad(
         u.create_user(create(standard("A", "B"), "", vec![])).await,
         &["account_code"],
