@@ -190,3 +190,37 @@ async fn embedded_postgres_keeps_data_across_restarts() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A `clef serve` process on a fresh database of the test Postgres.
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    /// An operator's key (made with `clef operator create`).
+    pub(crate) key: String,
+}
+
+/// Starts `clef serve` (with `extra` arguments) on a fresh database, with
+/// an operator; returns once it listens (not necessarily SERVING yet).
+pub(crate) async fn serve_fresh(extra: &[&str]) -> Served {
+    let url = database_url(&fresh_database().await);
+    let op = clef(&["operator", "create", "root", "--database-url", &url])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        op.status.success(),
+        "{}",
+        String::from_utf8_lossy(&op.stderr)
+    );
+    let key = String::from_utf8(op.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let mut args = vec!["serve", "--database-url", &url, "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut child = clef(&args).stderr(Stdio::null()).spawn().unwrap();
+    let (addr, _, _) = started(&mut child).await;
+    Served { child, addr, key }
+}

@@ -22,7 +22,7 @@ pub(crate) async fn health(app: &TestApp, service: &str) -> i32 {
         .status
 }
 
-async fn wait_health(app: &TestApp, want: ServingStatus) {
+pub(crate) async fn wait_health(app: &TestApp, want: ServingStatus) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while health(app, "").await != want as i32 {
         assert!(

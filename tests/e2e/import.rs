@@ -40,24 +40,41 @@ pub(crate) async fn import(
     file: &[u8],
     chunk: usize,
 ) -> Run {
-    let mut c = pb::import_service_client::ImportServiceClient::with_interceptor(
+    let chunks: Vec<Vec<u8>> = file.chunks(chunk).map(<[u8]>::to_vec).collect();
+    import_on(
         app.channel().await,
+        key,
+        options,
+        tokio_stream::iter(chunks),
+    )
+    .await
+}
+
+/// Runs an import on `channel`, the file's chunks coming from `chunks` as
+/// the call takes them (they need not all be in memory).
+pub(crate) async fn import_on(
+    channel: tonic::transport::Channel,
+    key: &str,
+    options: pb::ImportOptions,
+    chunks: impl tokio_stream::Stream<Item = Vec<u8>> + Send + 'static,
+) -> Run {
+    use tokio_stream::StreamExt;
+    let mut c = pb::import_service_client::ImportServiceClient::with_interceptor(
+        channel,
         Bearer::new(Some(key)),
     );
-    let mut msgs = vec![pb::ImportUsersRequest {
+    let first = pb::ImportUsersRequest {
         msg: Some(pb::import_users_request::Msg::Options(options)),
-    }];
-    for part in file.chunks(chunk) {
-        msgs.push(pb::ImportUsersRequest {
-            msg: Some(pb::import_users_request::Msg::Chunk(part.to_vec())),
-        });
-    }
+    };
+    let msgs = tokio_stream::iter([first]).chain(chunks.map(|part| pb::ImportUsersRequest {
+        msg: Some(pb::import_users_request::Msg::Chunk(part)),
+    }));
     let mut run = Run {
         results: vec![],
         summary: None,
         error: None,
     };
-    match c.import_users(tokio_stream::iter(msgs)).await {
+    match c.import_users(msgs).await {
         Err(e) => run.error = Some(e),
         Ok(resp) => {
             let mut s = resp.into_inner();
@@ -427,7 +444,11 @@ async fn wait_until_idle(app: &TestApp) {
 /// Asserts that the users whose login starts with `prefix` are exactly
 /// those of the `reported` results, once the dead import's transaction is
 /// gone.
-async fn assert_exactly_reported_committed(app: &TestApp, prefix: &str, reported: &[String]) {
+pub(crate) async fn assert_exactly_reported_committed(
+    app: &TestApp,
+    prefix: &str,
+    reported: &[String],
+) {
     wait_until_idle(app).await;
     let mut stored: Vec<String> =
         sqlx::query_scalar("SELECT id::text FROM users WHERE login LIKE $1 || '%'")

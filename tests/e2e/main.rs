@@ -8,6 +8,7 @@ mod common;
 mod decisions;
 mod delegation;
 mod differential;
+mod edges;
 mod embedded;
 mod export;
 mod freshness;
