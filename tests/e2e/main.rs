@@ -12,6 +12,7 @@ mod edges;
 mod embedded;
 mod export;
 mod freshness;
+mod fuzz;
 mod grpcurl;
 mod health;
 mod import;

@@ -1,0 +1,685 @@
+//! Property tests on stable Rust (`proptest`): the CSV record reader fed
+//! arbitrary bytes in arbitrary chunks, and malformed protobuf bodies sent
+//! to every RPC of a running server.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use clef::{
+    bulk::{
+        reader::{decode_cells, detect_delimiter},
+        stream::{records, Parsed, MAX_CELLS, MAX_RECORD_BYTES},
+    },
+    domain::Error,
+    pb,
+};
+use proptest::{
+    prelude::*,
+    test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner},
+};
+use prost::Message;
+use tonic::{
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codegen::http::uri::PathAndQuery,
+    Code, Status,
+};
+
+use crate::common::*;
+
+/// A runner of `cases` cases, the same ones every run (CI must not fail
+/// by chance); no regression files are written.
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new_with_rng(
+        Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// The record reader.
+
+/// What the reader hands on for one record: its line, the offset just past
+/// it, and its cells (`None`: over the limits, skipped).
+type Item = (u64, u64, Option<Vec<String>>);
+
+/// Reads `file` split into chunks of `sizes` (cycled): the items, or the
+/// refusal of the whole file.
+async fn read(file: Vec<u8>, sizes: Vec<usize>) -> Result<Vec<Item>, Error> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut rest = &file[..];
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                return;
+            }
+            let (chunk, tail) = rest.split_at((*size).min(rest.len()));
+            rest = tail;
+            if tx.send(Ok(chunk.to_vec())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut parsed = records(rx).await?;
+    let mut items = Vec::new();
+    while let Some(p) = parsed.recv().await {
+        items.push(match p {
+            Parsed::Record { line, end, cells } => (line, end, Some(cells)),
+            Parsed::TooLong { line, end } => (line, end, None),
+            Parsed::Failed(e) => panic!("the sender never fails, yet: {e}"),
+        });
+    }
+    Ok(items)
+}
+
+/// Items shown short: line, end, and cells (each cut to 20 characters) or
+/// "too long".
+fn summary(items: &[Item]) -> Vec<String> {
+    items
+        .iter()
+        .map(|(line, end, cells)| match cells {
+            None => format!("{line}@{end}: too long"),
+            Some(c) => format!(
+                "{line}@{end}: {} cells {:?}",
+                c.len(),
+                c.iter()
+                    .take(5)
+                    .map(|c| c.chars().take(20).collect::<String>())
+                    .collect::<Vec<_>>()
+            ),
+        })
+        .collect()
+}
+
+/// Physical line breaks in `bytes`: `\n`, `\r\n` and a lone `\r` one each.
+fn breaks(bytes: &[u8]) -> u64 {
+    let mut n = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'\r' || (*b == b'\n' && (i == 0 || bytes[i - 1] != b'\r')) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// What the reader should hand on, computed another way: the whole file
+/// parsed by `csv_core` into unbounded buffers (the delimiter chosen from
+/// the first line), each record's line counted from
+/// the breaks before its first byte, the limits applied afterwards. With
+/// each item, its record's bytes and cells.
+fn reference(file: &[u8]) -> Vec<(Item, usize, usize)> {
+    let bom = if file.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    let body = &file[bom..];
+    let first_line = body
+        .iter()
+        .position(|b| matches!(b, b'\r' | b'\n'))
+        .unwrap_or(body.len());
+    let delimiter = detect_delimiter(&String::from_utf8_lossy(&body[..first_line]));
+    let mut core = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
+    let mut out = vec![0u8; body.len() + 1];
+    let mut ends = vec![0usize; body.len() + 2];
+    let (mut pos, mut outlen, mut nends, mut prev_end) = (0, 0, 0, 0);
+    let mut items = Vec::new();
+    loop {
+        let input = &body[pos..];
+        let (res, nin, nout, nend) =
+            core.read_record(input, &mut out[outlen..], &mut ends[nends..]);
+        pos += nin;
+        outlen += nout;
+        nends += nend;
+        match res {
+            csv_core::ReadRecordResult::InputEmpty => continue,
+            csv_core::ReadRecordResult::Record => {
+                // Empty lines before the record are skipped.
+                let start = prev_end
+                    + body[prev_end..]
+                        .iter()
+                        .take_while(|b| matches!(b, b'\r' | b'\n'))
+                        .count();
+                let line = 1 + breaks(&body[..start]);
+                let ends = &ends[..nends];
+                let cells = if outlen > MAX_RECORD_BYTES || nends > MAX_CELLS {
+                    None
+                } else {
+                    let starts = std::iter::once(0).chain(ends.iter().copied());
+                    Some(decode_cells(
+                        starts.zip(ends.iter().copied()).map(|(s, e)| &out[s..e]),
+                    ))
+                };
+                items.push(((line, (bom + pos) as u64, cells), outlen, nends));
+                prev_end = pos;
+                outlen = 0;
+                nends = 0;
+            }
+            csv_core::ReadRecordResult::End => return items,
+            other => panic!("unbounded buffers, yet {other:?}"),
+        }
+    }
+}
+
+/// A file, shown run-length encoded and escaped when a case fails.
+#[derive(Clone)]
+struct File(Vec<u8>);
+
+impl std::fmt::Debug for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::new();
+        let mut i = 0;
+        while i < self.0.len() {
+            let b = self.0[i];
+            let run = self.0[i..].iter().take_while(|c| **c == b).count();
+            let shown: String = std::ascii::escape_default(b).map(char::from).collect();
+            if run > 3 {
+                out.push_str(&format!("[{shown} x{run}]"));
+            } else {
+                out.push_str(&shown.repeat(run));
+            }
+            i += run;
+        }
+        write!(f, "b\"{out}\" ({} bytes)", self.0.len())
+    }
+}
+
+/// Bytes a CSV file is made of, with weight on what matters to a parser:
+/// quotes, delimiters, every line ending, NUL, Windows-1252 and UTF-8
+/// accents, a BOM, and runs around the record limit.
+fn csv_bytes() -> impl Strategy<Value = File> {
+    let special = prop::sample::select(vec![
+        b'"', b',', b';', b'\t', b'\n', b'\r', b'a', b'b', b' ', 0, 0xE9, 0xC3, 0xA9, 0xFF, 0x80,
+    ]);
+    let piece = prop_oneof![
+        10 => special.clone().prop_map(|b| vec![b]),
+        3 => any::<u8>().prop_map(|b| vec![b]),
+        2 => prop::sample::select(vec![
+            &b"\r\n"[..], b"\"\"", b"\xEF\xBB\xBF", b"NOM;PRENOM\n", b"a,b\tc;d\n",
+        ])
+        .prop_map(<[u8]>::to_vec),
+        1 => (special, 1..3000usize).prop_map(|(b, n)| vec![b; n]),
+        1 => (
+            prop::sample::select(vec![b'x', b'"', b'\xE9']),
+            (MAX_RECORD_BYTES - 3)..(MAX_RECORD_BYTES + 3),
+        )
+            .prop_map(|(b, n)| vec![b; n]),
+    ];
+    prop::collection::vec(piece, 0..120).prop_map(|p| File(p.concat()))
+}
+
+/// Arbitrary bytes in arbitrary chunks: never a panic; the file refused
+/// whole (field `file`), or every record handed on once, in order, with
+/// strictly increasing lines and offsets, within the limits, and exactly as
+/// the whole file parsed at once by `csv_core` says (so the same whatever
+/// the chunks).
+#[test]
+fn the_record_reader_takes_any_bytes_in_any_chunks() {
+    let rt = runtime();
+    let strategy = (csv_bytes(), prop::collection::vec(1..5000usize, 1..20));
+    runner(300)
+        .run(&strategy, |(File(file), sizes)| {
+            let items = match rt.block_on(read(file.clone(), sizes)) {
+                Err(Error::Invalid(v)) => {
+                    prop_assert_eq!(&v.0[0].field, "file");
+                    prop_assert_eq!(v.0.len(), 1);
+                    return Ok(());
+                }
+                Err(e) => return Err(TestCaseError::fail(format!("refused with {e:?}"))),
+                Ok(items) => items,
+            };
+            let mut last = (0, 0);
+            for (line, end, cells) in &items {
+                prop_assert!(
+                    *line > last.0,
+                    "lines not increasing: {:?}",
+                    summary(&items)
+                );
+                prop_assert!(*end > last.1 && *end <= file.len() as u64);
+                last = (*line, *end);
+                if let Some(cells) = cells {
+                    prop_assert!(cells.len() <= MAX_CELLS);
+                    // A Windows-1252 byte decodes to at most 3 bytes of UTF-8.
+                    let bytes: usize = cells.iter().map(String::len).sum();
+                    prop_assert!(bytes <= 3 * MAX_RECORD_BYTES, "{bytes} bytes kept");
+                }
+            }
+            // The header line decides the delimiter. Not compared: a file
+            // whose first line is 64 KiB or more (the reader looks at the
+            // first 64 KiB or so, up to the end of the chunk that reaches
+            // it; the import refuses such a header, over the limit), and,
+            // KNOWN BUG (a_header_line_with_an_odd_quote_...), a first line
+            // with an odd number of quotes: the delimiter then depends on
+            // the chunks.
+            let body = file.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&file);
+            let first_line = &body[..body
+                .iter()
+                .position(|b| matches!(b, b'\r' | b'\n'))
+                .unwrap_or(body.len())];
+            if first_line.len() >= 64 * 1024
+                || first_line.iter().filter(|b| **b == b'"').count() % 2 == 1
+            {
+                return Ok(());
+            }
+            let expected = reference(&file);
+            prop_assert_eq!(
+                items.len(),
+                expected.len(),
+                "records: {:?}",
+                summary(&items)
+            );
+            for (got, (want, bytes, cells)) in items.iter().zip(&expected) {
+                // KNOWN BUG (a_record_of_exactly_the_limit_is_read): a record
+                // of exactly the limit is reported too long. Tolerated
+                // until fixed.
+                let at_limit = *bytes == MAX_RECORD_BYTES || *cells == MAX_CELLS;
+                if at_limit && got.2.is_none() {
+                    prop_assert_eq!((got.0, got.1), (want.0, want.1));
+                    continue;
+                }
+                prop_assert!(
+                    got == want,
+                    "got {:?}, want {:?}",
+                    summary(std::slice::from_ref(got)),
+                    summary(std::slice::from_ref(want))
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// KNOWN BUG: a record of exactly MAX_RECORD_BYTES bytes (64 KiB: not
+/// over the limit) is reported too long; one byte shorter is read, and
+/// one byte longer is too long, as it should be (found by the property
+/// above).
+#[test]
+fn a_record_of_exactly_the_limit_is_read() {
+    let rt = runtime();
+    for (len, read_whole) in [
+        (MAX_RECORD_BYTES - 1, true),
+        (MAX_RECORD_BYTES, true),
+        (MAX_RECORD_BYTES + 1, false),
+    ] {
+        let mut file = b"A\n".to_vec();
+        file.extend(std::iter::repeat_n(b'x', len));
+        file.extend_from_slice(b"\nB\n");
+        let items = rt.block_on(read(file, vec![1000])).unwrap();
+        let lines: Vec<(u64, bool)> = items.iter().map(|(l, _, c)| (*l, c.is_some())).collect();
+        assert_eq!(
+            lines,
+            [(1, true), (2, read_whole), (3, true)],
+            "a record of {len} bytes"
+        );
+    }
+    for (cells, read_whole) in [
+        (MAX_CELLS - 1, true),
+        (MAX_CELLS, true),
+        (MAX_CELLS + 1, false),
+    ] {
+        let mut file = b"A,B\n".to_vec();
+        file.extend(vec![b','; cells - 1]);
+        file.extend_from_slice(b"\nB,C\n");
+        let items = rt.block_on(read(file, vec![1000])).unwrap();
+        let lines: Vec<(u64, bool)> = items.iter().map(|(l, _, c)| (*l, c.is_some())).collect();
+        assert_eq!(
+            lines,
+            [(1, true), (2, read_whole), (3, true)],
+            "a record of {cells} cells"
+        );
+    }
+}
+
+/// KNOWN BUG: the delimiter of a header whose first line has an odd
+/// number of quotes depends on the chunks. `records` detects it on the
+/// bytes received up to the chunk holding the first line break, and
+/// `detect_delimiter` reads past a line break while it counts a quote open.
+/// So `"CODE\nPOSTAL";NOM;PRENOM` (a header cell holding a line break) is
+/// read with `;` in one chunk but with `,` (one header cell) when its first
+/// chunk ends inside the quotes; and `NOM D"USAGE,PRENOM` (a stray quote)
+/// is read with `,` when its first chunk ends with the line, but with `;`,
+/// taken from the data lines, in one chunk (found by the property above).
+#[test]
+fn a_header_line_with_an_odd_quote_keeps_its_delimiter_whatever_the_chunks() {
+    let rt = runtime();
+    let file = b"\"CODE\nPOSTAL\";NOM;PRENOM\n88000;Dupr\xE9;Zo\xE9\n".to_vec();
+    let whole = rt.block_on(read(file.clone(), vec![file.len()])).unwrap();
+    assert_eq!(
+        whole[0].2.as_ref().unwrap().len(),
+        3,
+        "{:?}",
+        summary(&whole)
+    );
+    let split = rt.block_on(read(file, vec![6, 1000])).unwrap();
+    assert_eq!(
+        summary(&split),
+        summary(&whole),
+        "cut inside the quoted cell"
+    );
+
+    let file = b"NOM D\"USAGE,PRENOM\n\"a;b\";c\nDupr\xE9,Zo\xE9\n".to_vec();
+    let split = rt.block_on(read(file.clone(), vec![19, 1000])).unwrap();
+    assert_eq!(
+        split[0].2.as_ref().unwrap().len(),
+        2,
+        "{:?}",
+        summary(&split)
+    );
+    let whole = rt.block_on(read(file.clone(), vec![file.len()])).unwrap();
+    assert_eq!(summary(&whole), summary(&split), "in one chunk");
+}
+
+/// KNOWN BUG: whether a file is refused whole as not text depends on how
+/// its sender cut it into chunks: `records` judges the bytes received up to
+/// the chunk holding the first line break, so a header line followed by
+/// binary data is refused when it arrives in one chunk and read line by
+/// line when its first chunk ends with the header line (found by the
+/// property above when it also compared the file in one chunk).
+#[test]
+fn whether_a_file_is_text_does_not_depend_on_its_chunks() {
+    let rt = runtime();
+    let mut file = b"NOM,PRENOM,IDENTIFIANT,TYPE\n".to_vec();
+    let mut x: u32 = 2463534242;
+    file.extend((0..8192).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as u8
+    }));
+    let whole = rt
+        .block_on(read(file.clone(), vec![file.len()]))
+        .map(|_| ());
+    let split = rt.block_on(read(file.clone(), vec![28, 4096])).map(|_| ());
+    assert!(
+        matches!(&whole, Err(Error::Invalid(_))),
+        "in one chunk: {whole:?}"
+    );
+    assert_eq!(
+        format!("{whole:?}"),
+        format!("{split:?}"),
+        "the same file, cut after its header line"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Malformed protobuf bodies.
+
+/// Sends and receives message bodies as they are.
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// An RPC of clef, and the first field of its request message.
+#[derive(Debug, Clone)]
+struct Rpc {
+    path: String,
+    /// (number, wire type it takes, whether it is a string).
+    field: Option<(u32, u8, bool)>,
+}
+
+/// Every RPC of every clef service, from the descriptors reflection serves.
+fn rpcs() -> Vec<Rpc> {
+    use prost_types::field_descriptor_proto::Type;
+    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+    let messages: std::collections::HashMap<String, prost_types::DescriptorProto> = set
+        .file
+        .iter()
+        .flat_map(|f| {
+            f.message_type
+                .iter()
+                .map(move |m| (format!(".{}.{}", f.package(), m.name()), m.clone()))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for file in set.file.iter().filter(|f| f.package() == "clef.v1") {
+        for service in &file.service {
+            for method in &service.method {
+                let input = &messages[method.input_type()];
+                let field = input.field.first().map(|f| {
+                    let wire = match f.r#type() {
+                        Type::String | Type::Bytes | Type::Message | Type::Group => 2,
+                        Type::Fixed64 | Type::Sfixed64 | Type::Double => 1,
+                        Type::Fixed32 | Type::Sfixed32 | Type::Float => 5,
+                        _ => 0,
+                    };
+                    (f.number() as u32, wire, f.r#type() == Type::String)
+                });
+                out.push(Rpc {
+                    path: format!("/clef.v1.{}/{}", service.name(), method.name()),
+                    field,
+                });
+            }
+        }
+    }
+    assert!(out.len() >= 39, "{} RPCs", out.len());
+    out
+}
+
+fn tag(field: u32, wire: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    prost::encoding::encode_varint(u64::from(field << 3 | u32::from(wire)), &mut v);
+    v
+}
+
+/// Bodies no decoder may accept, whatever the message, named.
+fn malformed(rpc: &Rpc) -> Vec<(&'static str, Vec<u8>)> {
+    let (n, wire, string) = rpc.field.unwrap_or((1, 2, false));
+    let mut cases = vec![
+        // Field 0 does not exist.
+        ("tag 0", vec![0x00, 0x01]),
+        // Wire types 6 and 7 do not exist.
+        ("wire type 7", [tag(n, 7), vec![1]].concat()),
+        // A length running past the end (skipped or not, it is cut).
+        (
+            "length past the end",
+            [tag(n, 2), vec![10, b'a', b'b']].concat(),
+        ),
+        // A varint cut after a continuation byte.
+        ("cut varint", [tag(n, 0), vec![0x80]].concat()),
+    ];
+    if rpc.field.is_some() {
+        // The field with a wire type it does not take.
+        let wrong = match wire {
+            2 => [tag(n, 0), vec![1]].concat(),
+            5 => [tag(n, 1), vec![0; 8]].concat(),
+            _ => [tag(n, 5), vec![0; 4]].concat(),
+        };
+        cases.push(("wrong wire type", wrong));
+    }
+    if string {
+        cases.push((
+            "string not UTF-8",
+            [tag(n, 2), vec![2, 0xFF, 0xFE]].concat(),
+        ));
+    }
+    cases
+}
+
+/// Sends `bodies` as the messages of a call to `path`; returns its code.
+async fn send(
+    channel: &tonic::transport::Channel,
+    key: Option<&str>,
+    path: &str,
+    bodies: Vec<Vec<u8>>,
+) -> Code {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.expect("the server is up");
+    let mut request = tonic::Request::new(tokio_stream::iter(bodies));
+    if let Some(key) = key {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    }
+    let call = async {
+        let mut s = grpc
+            .streaming(request, PathAndQuery::try_from(path).unwrap(), Raw)
+            .await?
+            .into_inner();
+        while s.message().await?.is_some() {}
+        Ok::<_, Status>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Ok(())) => Code::Ok,
+        Ok(Err(s)) => s.code(),
+        Err(_) => panic!("{path}: no answer in 10 s"),
+    }
+}
+
+/// The options of an import into `account`, encoded.
+fn import_options(account: &str) -> Vec<u8> {
+    pb::ImportUsersRequest {
+        msg: Some(pb::import_users_request::Msg::Options(pb::ImportOptions {
+            account_code: account.into(),
+            mode: pb::ImportMode::Add as i32,
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec()
+}
+
+async fn still_up(app: &TestApp) {
+    create_org(&mut app.operator_accounts().await, "Still up").await;
+}
+
+/// KNOWN BUG: a request body that is not valid protobuf is INTERNAL
+/// (tonic's decoder maps prost's error so) on every unary and server-
+/// streaming RPC, and the first message of ImportUsers is UNAVAILABLE ("the
+/// client stream ended abnormally"); a malformed request is the caller's
+/// error: INVALID_ARGUMENT.
+///
+/// Every RPC of every clef service, each body no protobuf decoder accepts
+/// (field 0, wire type 7, a length past the end, a cut varint, the wrong
+/// wire type for the message's first field, a string that is not UTF-8),
+/// with an operator's key: INVALID_ARGUMENT. Without a key: INVALID_ARGUMENT
+/// or UNAUTHENTICATED (whichever the server looks at first). ImportUsers also
+/// with valid options then a malformed chunk. The server goes on.
+#[tokio::test]
+async fn malformed_protobuf_bodies_are_invalid_argument_on_every_rpc() {
+    let app = spawn_app().await;
+    org_with_account(&app, "Org", "PB1").await;
+    let channel = app.channel().await;
+    let key = app.operator_key.clone();
+    let mut wrong = Vec::new();
+    let mut calls = 0;
+    for rpc in rpcs() {
+        for (case, body) in malformed(&rpc) {
+            let code = send(&channel, Some(&key), &rpc.path, vec![body.clone()]).await;
+            if code != Code::InvalidArgument {
+                wrong.push(format!("{} {case}: {code:?}", rpc.path));
+            }
+            let code = send(&channel, None, &rpc.path, vec![body]).await;
+            if !matches!(code, Code::InvalidArgument | Code::Unauthenticated) {
+                wrong.push(format!("{} {case}, no key: {code:?}", rpc.path));
+            }
+            calls += 2;
+        }
+    }
+    // Valid options, then a malformed chunk.
+    for (case, body) in malformed(&Rpc {
+        path: String::new(),
+        field: Some((2, 2, false)),
+    }) {
+        let code = send(
+            &channel,
+            Some(&key),
+            "/clef.v1.ImportService/ImportUsers",
+            vec![import_options("PB1"), body],
+        )
+        .await;
+        if code != Code::InvalidArgument {
+            wrong.push(format!("ImportUsers, chunk {case}: {code:?}"));
+        }
+        calls += 1;
+        // The import stopped: the account takes the next one.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    still_up(&app).await;
+    assert!(
+        wrong.is_empty(),
+        "{} of {calls} calls not answered INVALID_ARGUMENT:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+/// KNOWN BUG (the same as above: INTERNAL for bodies that do not decode).
+///
+/// Arbitrary bytes, and valid requests cut short, as the body of any RPC:
+/// never INTERNAL or UNKNOWN, always an answer, and the server stays up.
+#[test]
+fn arbitrary_bodies_never_get_internal_or_unknown() {
+    let rt = runtime();
+    let app = rt.block_on(async {
+        let app = spawn_app().await;
+        org_with_account(&app, "Org", "PB2").await;
+        app
+    });
+    let channel = rt.block_on(app.channel());
+    let rpcs = rpcs();
+    // A valid request of a few fields, to cut anywhere.
+    let valid = pb::CheckRequest {
+        subject: by_user_key("ABCD-EFGH-JKLM"),
+        account_code: "PB2".into(),
+        right: "shipping.ws".into(),
+        min_revision: 7,
+    }
+    .encode_to_vec();
+    let body = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..64),
+        (0..valid.len()).prop_map(move |n| valid[..n].to_vec()),
+    ];
+    let strategy = (0..rpcs.len(), body);
+    let key = app.operator_key.clone();
+    runner(300)
+        .run(&strategy, |(i, body)| {
+            let code = rt.block_on(send(&channel, Some(&key), &rpcs[i].path, vec![body]));
+            prop_assert!(
+                !matches!(code, Code::Internal | Code::Unknown),
+                "{}: {code:?}",
+                rpcs[i].path
+            );
+            Ok(())
+        })
+        .unwrap();
+    rt.block_on(still_up(&app));
+}
