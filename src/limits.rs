@@ -4,6 +4,9 @@
 //! - A message (request or response) is at most [`MAX_MESSAGE_BYTES`]; a
 //!   larger request is `RESOURCE_EXHAUSTED` (tonic's decoder says
 //!   `OUT_OF_RANGE`: no clef RPC answers that code, so the layer renames it).
+//! - A body that does not decode as the RPC's message is `INVALID_ARGUMENT`
+//!   (tonic's decoder says `INTERNAL`; clef's own internal errors say
+//!   "internal error").
 //! - A request's metadata (its headers, counted as HTTP/2 does: name, value
 //!   and 32 bytes each) is at most [`MAX_METADATA_BYTES`]: `RESOURCE_EXHAUSTED`
 //!   beyond. HTTP/2 itself accepts up to [`H2_MAX_HEADER_LIST`], so that the
@@ -28,6 +31,11 @@ pub const H2_MAX_HEADER_LIST: u32 = 1024 * 1024;
 /// gRPC status codes the layer reads and writes.
 const OUT_OF_RANGE: &str = "11";
 const RESOURCE_EXHAUSTED: &str = "8";
+const INTERNAL: &str = "13";
+const INVALID_ARGUMENT: &str = "3";
+
+/// How tonic's decoder's error begins (percent-encoded in `grpc-message`).
+const DECODE_FAILURE: &[u8] = b"failed%20to%20decode";
 
 /// The size of a request's metadata, as HTTP/2 counts a header list.
 fn metadata_bytes(headers: &http::HeaderMap) -> usize {
@@ -92,8 +100,61 @@ where
                     http::HeaderValue::from_static(RESOURCE_EXHAUSTED),
                 );
             }
-            Ok(response)
+            // A body that is not the message it should be is the caller's
+            // error (tonic's decoder says INTERNAL), in the headers of a
+            // trailers-only answer or in the trailers.
+            rename_decode_failure(headers);
+            Ok(response.map(|body| tonic::body::Body::new(Trailers { inner: body })))
         })
+    }
+}
+
+/// `INTERNAL` from tonic's decoder becomes `INVALID_ARGUMENT`.
+fn rename_decode_failure(headers: &mut http::HeaderMap) {
+    if headers.get("grpc-status").is_some_and(|s| s == INTERNAL)
+        && headers
+            .get("grpc-message")
+            .is_some_and(|m| m.as_bytes().starts_with(DECODE_FAILURE))
+    {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from_static(INVALID_ARGUMENT),
+        );
+    }
+}
+
+/// A response body whose trailers get [`rename_decode_failure`].
+struct Trailers {
+    inner: tonic::body::Body,
+}
+
+impl http_body::Body for Trailers {
+    type Data = tonic::codegen::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx).map(|frame| {
+            frame.map(|frame| {
+                frame.map(|frame| match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        rename_decode_failure(&mut trailers);
+                        http_body::Frame::trailers(trailers)
+                    }
+                    Err(frame) => frame,
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

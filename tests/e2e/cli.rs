@@ -432,7 +432,7 @@ async fn an_import_refused_whole_leaves_no_results_file() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// KNOWN BUG: the command line prints each field violation of an
+/// Regression test, once a bug: the command line prints each field violation of an
 /// INVALID_ARGUMENT twice: in the status message ("invalid argument: file:
 /// header: unknown column ...") and again as a detail line below it.
 #[tokio::test]
