@@ -46,6 +46,10 @@ pub const SERVICES: &[&str] = &[
 /// operators; the replica answers correctly either way.
 pub const CHANGE_FEED: &str = "clef.ChangeFeed";
 
+/// How long an RPC may take to answer (a stream: its first message). A
+/// caller's shorter `grpc-timeout` wins.
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// TCP keepalive on accepted connections.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// HTTP/2 pings on idle connections, and how long an answer may take
@@ -131,6 +135,7 @@ pub async fn serve_with(
         .with_keepalive(Some(TCP_KEEPALIVE));
     let result = builder
         .trace_fn(|req| tracing::info_span!("rpc", rpc.method = %req.uri().path()))
+        .timeout(RPC_TIMEOUT)
         .http2_max_header_list_size(H2_MAX_HEADER_LIST)
         .http2_keepalive_interval(Some(H2_KEEPALIVE))
         .http2_keepalive_timeout(Some(H2_KEEPALIVE_TIMEOUT))
