@@ -437,26 +437,30 @@ impl Engine {
     /// once, and again after a catalog change). A code a caller asks about
     /// must exist: a typo must not read as a missing grant.
     pub async fn unknown_rights<'a>(&self, codes: &[&'a str]) -> Result<Vec<&'a str>, Error> {
-        let cached = self.rights.read().ok().and_then(|r| r.clone());
-        let known = match cached {
-            Some(known) if self.live.load(Ordering::SeqCst) => known,
-            _ => {
-                let since = self.invalidations.load(Ordering::SeqCst);
-                let known = Arc::new(self.store.right_codes().await?.into_iter().collect());
-                if self.live.load(Ordering::SeqCst) && self.cleared.load(Ordering::SeqCst) <= since
-                {
-                    if let Ok(mut rights) = self.rights.write() {
-                        *rights = Some(Arc::clone(&known));
-                    }
-                }
-                known
-            }
+        let unknown = |known: &std::collections::HashSet<String>| -> Vec<&'a str> {
+            codes
+                .iter()
+                .copied()
+                .filter(|c| !known.contains(*c))
+                .collect()
         };
-        Ok(codes
-            .iter()
-            .copied()
-            .filter(|c| !known.contains(*c))
-            .collect())
+        // The hot path: answered under the read lock, without cloning.
+        if self.live.load(Ordering::SeqCst) {
+            if let Ok(guard) = self.rights.read() {
+                if let Some(known) = guard.as_deref() {
+                    return Ok(unknown(known));
+                }
+            }
+        }
+        let since = self.invalidations.load(Ordering::SeqCst);
+        let known: Arc<std::collections::HashSet<String>> =
+            Arc::new(self.store.right_codes().await?.into_iter().collect());
+        if self.live.load(Ordering::SeqCst) && self.cleared.load(Ordering::SeqCst) <= since {
+            if let Ok(mut rights) = self.rights.write() {
+                *rights = Some(Arc::clone(&known));
+            }
+        }
+        Ok(unknown(&known))
     }
 
     /// The hash of a presented connection key, or `None` when it cannot be a
