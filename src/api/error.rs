@@ -20,7 +20,9 @@ impl From<Error> for Status {
                 )
             }
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
-            Error::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
+            Error::AlreadyExists { what, .. } => {
+                Status::already_exists(format!("{what} already exists"))
+            }
             Error::PermissionDenied(why) => Status::permission_denied(why),
             Error::Unauthenticated => Status::unauthenticated("missing or invalid credentials"),
             Error::FailedPrecondition(why) => Status::failed_precondition(why),

@@ -241,7 +241,7 @@ fn report_info(r: &crate::store::ReportMeta, account: &str) -> pb::ImportReportI
 fn result_to_pb(o: crate::service::import::Outcome) -> pb::LineResult {
     pb::LineResult {
         line: o.line as i64,
-        status: o.status.to_owned(),
+        status: o.status.as_str().to_owned(),
         column: o.column,
         message: o.message,
         user_id: o.user_id.map(|u| u.to_string()).unwrap_or_default(),

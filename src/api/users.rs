@@ -5,12 +5,12 @@ use tonic::{Request, Response, Status};
 use super::{convert::*, Ctx};
 use crate::{
     domain::{
-        user::{parse_login, UserKey, UserStatus},
+        user::{parse_login, ProfileField, UserKey, UserStatus},
         Error, Violations,
     },
     pb::{self, user_service_server::UserService},
-    service::users::{self, CreateUser, UpdateUser, UserLookup},
-    store::{PrincipalCreated, UserFilter},
+    service::users::{self, CreateUser, ListUsers, UpdateUser, UserFields, UserLookup},
+    store::PrincipalCreated,
 };
 
 /// Serves `clef.v1.UserService`.
@@ -126,15 +126,15 @@ impl UserService for UserApi {
             }
         };
         let account = done(v, account)?;
-        let filter = UserFilter {
-            account_id: uuid::Uuid::nil(),
+        let query = ListUsers {
+            account,
             statuses,
             kind,
             query: req.query.trim().to_lowercase(),
             after,
             limit: limit + 1,
         };
-        let mut found = users::list(&self.0.store, &actor, &account, filter).await?;
+        let mut found = users::list(&self.0.store, &actor, query).await?;
         let next_page_token = paginate(&mut found, limit, |u| encode_token(&[&u.id.to_string()]));
         Ok(Response::new(pb::ListUsersResponse {
             users: found.into_iter().map(user_to_pb).collect(),
@@ -158,6 +158,7 @@ impl UserService for UserApi {
             c => code("user.default_account_code", c, &mut v),
         };
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        let (fields, mask_problems) = user_fields(&paths);
         let id = done(v, user_id)?;
         let updated = users::update(
             &self.0.store,
@@ -166,7 +167,8 @@ impl UserService for UserApi {
                 id,
                 profile: raw_profile(user),
                 default_account,
-                paths,
+                fields,
+                mask_problems,
             },
         )
         .await?;
@@ -277,4 +279,38 @@ impl UserApi {
             .ok_or_else(|| Status::internal("internal error"))?;
         Ok(Response::new(user_to_pb(user)))
     }
+}
+
+/// The fields an `UpdateUser` mask names, and what is wrong with it.
+fn user_fields(paths: &[String]) -> (UserFields, Violations) {
+    let mut fields = UserFields::default();
+    let mut v = Violations::default();
+    if paths.is_empty() {
+        v.add("update_mask", "is required: name the fields to change");
+    }
+    for path in paths {
+        match path.as_str() {
+            "default_account_code" => fields.default_account = true,
+            "login" => v.add("update_mask", "login never changes once set"),
+            "id" | "kind" | "status" | "user_key" | "home_account_code" | "create_time"
+            | "update_time" | "revision" => v.add(
+                "update_mask",
+                format!("{path} cannot be changed by UpdateUser"),
+            ),
+            other => match ProfileField::parse(other) {
+                Some(f) => fields.profile.push(f),
+                None => {
+                    let allowed: Vec<&str> = ProfileField::ALL.iter().map(|f| f.name()).collect();
+                    v.add(
+                        "update_mask",
+                        format!(
+                            "unknown field {other:?} (allowed: {}, default_account_code)",
+                            allowed.join(", ")
+                        ),
+                    )
+                }
+            },
+        }
+    }
+    (fields, v)
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
+        account::AccountState,
         decision::{Decision, Denial, Entitlements},
         key::KeyHash,
         principal::Actor,
@@ -72,7 +73,7 @@ pub struct Answer {
     pub subject: Option<Arc<Entitlements>>,
     pub revision: i64,
     /// State of the account asked about, when the load learnt it.
-    account: Option<Option<bool>>,
+    account: Option<AccountState>,
 }
 
 /// The decision engine of one replica.
@@ -84,8 +85,8 @@ pub struct Engine {
     keys: Cache<KeyHash, Option<Uuid>>,
     /// User key → user.
     user_keys: Cache<String, Uuid>,
-    /// Account code → `None` unknown, `Some(closed)`.
-    accounts: Cache<String, Option<bool>>,
+    /// Account code → its state.
+    accounts: Cache<String, AccountState>,
     /// Presented key → its SHA-256. A pure function memoised (it never goes
     /// stale): callers present the same keys again and again.
     hashes: Cache<Box<str>, KeyHash>,
@@ -381,14 +382,14 @@ impl Engine {
         let loaded = loaded.map(Arc::new);
         if self.live.load(Ordering::SeqCst) {
             self.remember(subject, loaded.as_ref(), since);
-            if let Some(code) = account {
-                self.remember_account(code, account_state, since);
+            if let (Some(code), Some(state)) = (account, account_state) {
+                self.remember_account(code, state, since);
             }
         }
         Ok(Answer {
             subject: loaded,
             revision,
-            account: account.map(|_| account_state),
+            account: account_state,
         })
     }
 
@@ -426,7 +427,7 @@ impl Engine {
 
     /// Caches an account's state read after invalidation number `since`
     /// (account changes drop everything, so only `cleared` matters).
-    fn remember_account(&self, code: &str, state: Option<bool>, since: u64) {
+    fn remember_account(&self, code: &str, state: AccountState, since: u64) {
         self.accounts.insert(code.to_owned(), state);
         if self.cleared.load(Ordering::SeqCst) > since {
             self.accounts.remove(code);
@@ -521,12 +522,12 @@ impl Engine {
             None => self.account_state(account).await?,
         };
         Ok(match state {
-            None => Decision::deny(Denial::UnknownAccount),
-            Some(_) => d,
+            AccountState::Missing => Decision::deny(Denial::UnknownAccount),
+            AccountState::Exists(_) => d,
         })
     }
 
-    async fn account_state(&self, code: &str) -> Result<Option<bool>, Error> {
+    async fn account_state(&self, code: &str) -> Result<AccountState, Error> {
         if self.fresh_enough(0) {
             if let Some(state) = self.accounts.get(code) {
                 return Ok(state);

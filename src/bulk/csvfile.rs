@@ -5,30 +5,47 @@
 //! statuses and kinds as words, several address lines in one quoted cell
 //! separated by newlines, tags separated by commas.
 
+use super::reader::Field;
 use crate::domain::{
     rights::{RightDef, Scope},
-    user::{Profile, UserKind, UserStatus},
+    user::{Profile, ProfileField, UserKind, UserStatus},
 };
 
-/// The profile columns, in file order: (key, French header, English header).
-pub const PROFILE_COLUMNS: &[(&str, &str, &str)] = &[
-    ("account", "COMPTE", "ACCOUNT"),
-    ("kind", "TYPE", "KIND"),
-    ("status", "ETAT", "STATUS"),
-    ("login", "IDENTIFIANT", "LOGIN"),
-    ("user_key", "CLE UTILISATEUR", "USER KEY"),
-    ("last_name", "NOM", "LAST NAME"),
-    ("first_name", "PRENOM", "FIRST NAME"),
-    ("job_title", "FONCTION", "JOB TITLE"),
-    ("email", "EMAIL", "EMAIL"),
-    ("phone", "TELEPHONE", "PHONE"),
-    ("address", "ADRESSE", "ADDRESS"),
-    ("postal_code", "CODE POSTAL", "POSTAL CODE"),
-    ("city", "VILLE", "CITY"),
-    ("country", "PAYS", "COUNTRY"),
-    ("tags", "TAG", "TAGS"),
+/// The columns other than rights, in file order: (field, French header,
+/// English header).
+pub const PROFILE_COLUMNS: &[(Field, &str, &str)] = &[
+    (Field::Account, "COMPTE", "ACCOUNT"),
+    (Field::Kind, "TYPE", "KIND"),
+    (Field::Status, "ETAT", "STATUS"),
+    (Field::Login, "IDENTIFIANT", "LOGIN"),
+    (Field::UserKey, "CLE UTILISATEUR", "USER KEY"),
+    (Field::Profile(ProfileField::LastName), "NOM", "LAST NAME"),
+    (
+        Field::Profile(ProfileField::FirstName),
+        "PRENOM",
+        "FIRST NAME",
+    ),
+    (
+        Field::Profile(ProfileField::JobTitle),
+        "FONCTION",
+        "JOB TITLE",
+    ),
+    (Field::Profile(ProfileField::Email), "EMAIL", "EMAIL"),
+    (Field::Profile(ProfileField::Phone), "TELEPHONE", "PHONE"),
+    (
+        Field::Profile(ProfileField::AddressLines),
+        "ADRESSE",
+        "ADDRESS",
+    ),
+    (
+        Field::Profile(ProfileField::PostalCode),
+        "CODE POSTAL",
+        "POSTAL CODE",
+    ),
+    (Field::Profile(ProfileField::City), "VILLE", "CITY"),
+    (Field::Profile(ProfileField::Country), "PAYS", "COUNTRY"),
+    (Field::Tags, "TAG", "TAGS"),
 ];
-
 /// How a file is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

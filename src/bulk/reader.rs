@@ -13,7 +13,7 @@
 use super::csvfile::PROFILE_COLUMNS;
 use crate::domain::{
     rights::{RightDef, Scope},
-    user::{RawProfile, UserKind, UserStatus},
+    user::{ProfileField, RawProfile, UserKind, UserStatus},
 };
 
 /// How the bytes of a file are to be decoded.
@@ -120,21 +120,30 @@ pub fn normalise(s: &str) -> String {
         .collect()
 }
 
-/// Other names the profile columns go by (normalised).
-const SYNONYMS: &[(&str, &[&str])] = &[
+/// Other names the columns go by (normalised).
+const SYNONYMS: &[(Field, &[&str])] = &[
     (
-        "account",
+        Field::Account,
         &["agence", "agency", "numerodecompte", "accountcode", "code"],
     ),
-    ("kind", &["typeutilisateur", "usertype"]),
-    ("status", &["statut"]),
-    ("login", &["username", "nomdutilisateur"]),
-    ("user_key", &["cle", "userkey", "cleuser"]),
-    ("last_name", &["lastname", "nomdefamille", "surname"]),
-    ("first_name", &["firstname", "givenname"]),
-    ("job_title", &["jobtitle", "poste", "job"]),
+    (Field::Kind, &["typeutilisateur", "usertype"]),
+    (Field::Status, &["statut"]),
+    (Field::Login, &["username", "nomdutilisateur"]),
+    (Field::UserKey, &["cle", "userkey", "cleuser"]),
     (
-        "email",
+        Field::Profile(ProfileField::LastName),
+        &["lastname", "nomdefamille", "surname"],
+    ),
+    (
+        Field::Profile(ProfileField::FirstName),
+        &["firstname", "givenname"],
+    ),
+    (
+        Field::Profile(ProfileField::JobTitle),
+        &["jobtitle", "poste", "job"],
+    ),
+    (
+        Field::Profile(ProfileField::Email),
         &[
             "mail",
             "courriel",
@@ -144,24 +153,65 @@ const SYNONYMS: &[(&str, &[&str])] = &[
             "confirmeremail",
         ],
     ),
-    ("phone", &["tel", "phonenumber", "numerodetelephone"]),
     (
-        "address",
+        Field::Profile(ProfileField::Phone),
+        &["tel", "phonenumber", "numerodetelephone"],
+    ),
+    (
+        Field::Profile(ProfileField::AddressLines),
         &["adressegeographique", "addressline", "addresslines"],
     ),
-    ("postal_code", &["cp", "zip", "zipcode", "postalcode"]),
-    ("city", &[]),
-    ("country", &[]),
-    ("tags", &["tagutilisateur", "usertag"]),
-    ("civility", &["civilite", "civility", "title"]),
-    ("language", &["langue", "language", "lang"]),
+    (
+        Field::Profile(ProfileField::PostalCode),
+        &["cp", "zip", "zipcode", "postalcode"],
+    ),
+    (Field::Tags, &["tagutilisateur", "usertag"]),
+    (
+        Field::Profile(ProfileField::Civility),
+        &["civilite", "civility", "title"],
+    ),
+    (
+        Field::Profile(ProfileField::Language),
+        &["langue", "language", "lang"],
+    ),
 ];
+
+/// What a column other than a right holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// The account the line is about (must be the import's).
+    Account,
+    Kind,
+    Status,
+    Login,
+    UserKey,
+    /// The user's tags on the account, comma-separated.
+    Tags,
+    Profile(ProfileField),
+}
+
+impl Field {
+    /// Its key: the name results use for it (`address` for the address
+    /// lines), also accepted as a header.
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::Account => "account",
+            Field::Kind => "kind",
+            Field::Status => "status",
+            Field::Login => "login",
+            Field::UserKey => "user_key",
+            Field::Tags => "tags",
+            Field::Profile(ProfileField::AddressLines) => "address",
+            Field::Profile(f) => f.name(),
+        }
+    }
+}
 
 /// What a column of an import file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Column {
-    /// A profile field (key of [`PROFILE_COLUMNS`] or `civility`/`language`).
-    Field(&'static str),
+    /// A field of the user or of his link.
+    Field(Field),
     /// A right, by its code.
     Right(String),
 }
@@ -191,8 +241,8 @@ pub fn map_header(cells: &[String], catalog: &[RightDef]) -> Result<Header, Vec<
         let n = normalise(cell);
         let field = PROFILE_COLUMNS
             .iter()
-            .find(|(key, fr, en)| n == normalise(key) || n == normalise(fr) || n == normalise(en))
-            .map(|(key, _, _)| *key)
+            .find(|(f, fr, en)| n == normalise(f.key()) || n == normalise(fr) || n == normalise(en))
+            .map(|(f, _, _)| *f)
             .or_else(|| {
                 SYNONYMS
                     .iter()
@@ -368,8 +418,8 @@ pub fn parse_line(
                 }
                 l.rights.push((code.clone(), cell));
             }
-            Column::Field(f) => match *f {
-                "kind" => {
+            Column::Field(f) => match f {
+                Field::Kind => {
                     l.kind = match normalise(v).as_str() {
                         "" => default_kind,
                         "standard" => UserKind::Standard,
@@ -377,7 +427,7 @@ pub fn parse_line(
                         _ => return Err(invalid(i, v, "expected standard or avancé")),
                     }
                 }
-                "status" => {
+                Field::Status => {
                     l.status = match normalise(v).as_str() {
                         "" => None,
                         "actif" | "active" | "enabled" => Some(UserStatus::Active),
@@ -387,15 +437,15 @@ pub fn parse_line(
                         _ => return Err(invalid(i, v, "expected actif or désactivé")),
                     }
                 }
-                "login" => l.login = some(v),
-                "user_key" => l.user_key = some(v),
-                "account" => l.account = some(v),
-                "last_name" => l.profile.last_name = v.to_owned(),
-                "first_name" => l.profile.first_name = v.to_owned(),
-                "job_title" => l.profile.job_title = v.to_owned(),
-                "email" => l.profile.email = v.to_owned(),
-                "phone" => l.profile.phone = v.to_owned(),
-                "address" => {
+                Field::Login => l.login = some(v),
+                Field::UserKey => l.user_key = some(v),
+                Field::Account => l.account = some(v),
+                Field::Profile(ProfileField::LastName) => l.profile.last_name = v.to_owned(),
+                Field::Profile(ProfileField::FirstName) => l.profile.first_name = v.to_owned(),
+                Field::Profile(ProfileField::JobTitle) => l.profile.job_title = v.to_owned(),
+                Field::Profile(ProfileField::Email) => l.profile.email = v.to_owned(),
+                Field::Profile(ProfileField::Phone) => l.profile.phone = v.to_owned(),
+                Field::Profile(ProfileField::AddressLines) => {
                     l.profile.address_lines = v
                         .lines()
                         .map(str::trim)
@@ -403,12 +453,12 @@ pub fn parse_line(
                         .map(String::from)
                         .collect()
                 }
-                "postal_code" => l.profile.postal_code = v.to_owned(),
-                "city" => l.profile.city = v.to_owned(),
-                "country" => l.profile.country = v.to_owned(),
-                "civility" => l.profile.civility = v.to_owned(),
-                "language" => l.profile.language = v.to_owned(),
-                "tags" => {
+                Field::Profile(ProfileField::PostalCode) => l.profile.postal_code = v.to_owned(),
+                Field::Profile(ProfileField::City) => l.profile.city = v.to_owned(),
+                Field::Profile(ProfileField::Country) => l.profile.country = v.to_owned(),
+                Field::Profile(ProfileField::Civility) => l.profile.civility = v.to_owned(),
+                Field::Profile(ProfileField::Language) => l.profile.language = v.to_owned(),
+                Field::Tags => {
                     l.tags = v
                         .split(',')
                         .map(str::trim)
@@ -416,7 +466,6 @@ pub fn parse_line(
                         .map(String::from)
                         .collect()
                 }
-                _ => {}
             },
         }
     }
@@ -513,16 +562,16 @@ mod tests {
         assert_eq!(
             h.columns,
             vec![
-                Column::Field("last_name"),
-                Column::Field("first_name"),
-                Column::Field("job_title"),
-                Column::Field("email"),
-                Column::Field("phone"),
-                Column::Field("address"),
-                Column::Field("postal_code"),
-                Column::Field("city"),
-                Column::Field("user_key"),
-                Column::Field("tags"),
+                Column::Field(Field::Profile(ProfileField::LastName)),
+                Column::Field(Field::Profile(ProfileField::FirstName)),
+                Column::Field(Field::Profile(ProfileField::JobTitle)),
+                Column::Field(Field::Profile(ProfileField::Email)),
+                Column::Field(Field::Profile(ProfileField::Phone)),
+                Column::Field(Field::Profile(ProfileField::AddressLines)),
+                Column::Field(Field::Profile(ProfileField::PostalCode)),
+                Column::Field(Field::Profile(ProfileField::City)),
+                Column::Field(Field::UserKey),
+                Column::Field(Field::Tags),
                 Column::Right("shipping.ws".into()),
                 Column::Right("tracking.tool".into()),
             ]

@@ -92,6 +92,21 @@ pub enum AccountStatus {
     Closed,
 }
 
+/// What a decision knows of the account it is asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountState {
+    /// No account has this code.
+    Missing,
+    Exists(AccountStatus),
+}
+
+impl AccountState {
+    /// From the account's status, if it exists.
+    pub fn of(status: Option<AccountStatus>) -> Self {
+        status.map_or(AccountState::Missing, AccountState::Exists)
+    }
+}
+
 impl AccountStatus {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -15,9 +15,13 @@ pub enum Error {
     /// The named thing does not exist (or the caller may not know it exists).
     #[error("{0} not found")]
     NotFound(String),
-    /// The named thing exists already.
-    #[error("{0} already exists")]
-    AlreadyExists(String),
+    /// The named thing exists already; `field` is the request field that
+    /// makes it a duplicate, when one does (`email`, `login`).
+    #[error("{what} already exists")]
+    AlreadyExists {
+        what: String,
+        field: Option<&'static str>,
+    },
     /// The caller is known but lacks the named right or role.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
@@ -42,6 +46,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// `AlreadyExists` of `what`, no field in particular.
+    pub fn already_exists(what: impl Into<String>) -> Self {
+        Error::AlreadyExists {
+            what: what.into(),
+            field: None,
+        }
+    }
+
     /// A single-field validation error.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         let mut v = Violations::default();

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod decision;
 pub mod error;
+pub mod import;
 pub mod key;
 pub mod principal;
 pub mod request;

@@ -197,24 +197,45 @@ impl Authority {
         account: &str,
         right: &str,
         scope: Option<Scope>,
-    ) -> Result<(), Error> {
-        self.require_admin(account)?;
+    ) -> Result<(), NotDelegable> {
+        if !self.is_admin() {
+            return Err(NotDelegable(format!(
+                "{ADMIN} on account {account} is required"
+            )));
+        }
         let Authority::Holder(held) = self else {
             return Ok(());
         };
         let Some(h) = held.iter().find(|h| h.right == right) else {
-            return Err(Error::PermissionDenied(format!(
+            return Err(NotDelegable(format!(
                 "you cannot delegate {right} on account {account}: you do not hold it there"
             )));
         };
         match (h.scope, scope) {
-            (Some(mine), Some(theirs)) if !mine.covers(theirs) => Err(Error::PermissionDenied(format!(
+            (Some(mine), Some(theirs)) if !mine.covers(theirs) => Err(NotDelegable(format!(
                 "you cannot delegate {right} with scope {} on account {account}: you hold it with scope {}",
                 theirs.as_str(),
                 mine.as_str()
             ))),
             _ => Ok(()),
         }
+    }
+}
+
+/// Why the delegation rule refuses a grant or a revoke, in words that name
+/// the right and the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotDelegable(pub String);
+
+impl std::fmt::Display for NotDelegable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<NotDelegable> for Error {
+    fn from(e: NotDelegable) -> Self {
+        Error::PermissionDenied(e.0)
     }
 }
 

@@ -68,6 +68,20 @@ impl UserStatus {
         }
     }
 
+    /// Whether a user in this status may receive new grants (directly, by a
+    /// link or by an import): an invited user may, so that he finds his
+    /// rights when he completes his invitation; a deactivated or archived
+    /// one may not. Returns why not.
+    pub fn may_receive_grants(self) -> Result<(), String> {
+        match self {
+            UserStatus::Active | UserStatus::Invited => Ok(()),
+            UserStatus::Deactivated | UserStatus::Archived => Err(format!(
+                "the user is {} and cannot receive new rights",
+                self.as_str()
+            )),
+        }
+    }
+
     /// Whether a user may move from `self` to `to`. Returns why not.
     pub fn transition(self, to: UserStatus) -> Result<(), String> {
         use UserStatus::*;
@@ -117,20 +131,80 @@ pub struct RawProfile {
     pub language: String,
 }
 
-/// The profile fields an update may name.
-pub const PROFILE_FIELDS: &[&str] = &[
-    "last_name",
-    "first_name",
-    "job_title",
-    "email",
-    "phone",
-    "address_lines",
-    "postal_code",
-    "city",
-    "country",
-    "civility",
-    "language",
-];
+/// A profile field, as an update or an import column names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProfileField {
+    LastName,
+    FirstName,
+    JobTitle,
+    Email,
+    Phone,
+    AddressLines,
+    PostalCode,
+    City,
+    Country,
+    Civility,
+    Language,
+}
+
+impl ProfileField {
+    pub const ALL: [ProfileField; 11] = [
+        ProfileField::LastName,
+        ProfileField::FirstName,
+        ProfileField::JobTitle,
+        ProfileField::Email,
+        ProfileField::Phone,
+        ProfileField::AddressLines,
+        ProfileField::PostalCode,
+        ProfileField::City,
+        ProfileField::Country,
+        ProfileField::Civility,
+        ProfileField::Language,
+    ];
+
+    /// Its name in requests and messages (`address_lines`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProfileField::LastName => "last_name",
+            ProfileField::FirstName => "first_name",
+            ProfileField::JobTitle => "job_title",
+            ProfileField::Email => "email",
+            ProfileField::Phone => "phone",
+            ProfileField::AddressLines => "address_lines",
+            ProfileField::PostalCode => "postal_code",
+            ProfileField::City => "city",
+            ProfileField::Country => "country",
+            ProfileField::Civility => "civility",
+            ProfileField::Language => "language",
+        }
+    }
+
+    /// The field named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+impl RawProfile {
+    /// Copies `fields` of `from` into `self`, leaving the others.
+    pub fn copy_fields(&mut self, from: &RawProfile, fields: &[ProfileField]) {
+        for field in fields {
+            match field {
+                ProfileField::LastName => self.last_name = from.last_name.clone(),
+                ProfileField::FirstName => self.first_name = from.first_name.clone(),
+                ProfileField::JobTitle => self.job_title = from.job_title.clone(),
+                ProfileField::Email => self.email = from.email.clone(),
+                ProfileField::Phone => self.phone = from.phone.clone(),
+                ProfileField::AddressLines => self.address_lines = from.address_lines.clone(),
+                ProfileField::PostalCode => self.postal_code = from.postal_code.clone(),
+                ProfileField::City => self.city = from.city.clone(),
+                ProfileField::Country => self.country = from.country.clone(),
+                ProfileField::Civility => self.civility = from.civility.clone(),
+                ProfileField::Language => self.language = from.language.clone(),
+            }
+        }
+    }
+}
 
 impl Profile {
     /// Validates a profile for a user of `kind`, recording violations under
@@ -251,45 +325,6 @@ impl Profile {
             login
         )
         .to_lowercase()
-    }
-}
-
-/// Copies the fields named by `paths` from `from` into `into`. Unknown paths
-/// are recorded as violations of `update_mask`.
-pub fn apply_profile_paths(
-    into: &mut RawProfile,
-    from: &RawProfile,
-    paths: &[String],
-    v: &mut Violations,
-) {
-    for path in paths {
-        match path.as_str() {
-            "last_name" => into.last_name = from.last_name.clone(),
-            "first_name" => into.first_name = from.first_name.clone(),
-            "job_title" => into.job_title = from.job_title.clone(),
-            "email" => into.email = from.email.clone(),
-            "phone" => into.phone = from.phone.clone(),
-            "address_lines" => into.address_lines = from.address_lines.clone(),
-            "postal_code" => into.postal_code = from.postal_code.clone(),
-            "city" => into.city = from.city.clone(),
-            "country" => into.country = from.country.clone(),
-            "civility" => into.civility = from.civility.clone(),
-            "language" => into.language = from.language.clone(),
-            "default_account_code" => {}
-            "login" => v.add("update_mask", "login never changes once set"),
-            "id" | "kind" | "status" | "user_key" | "home_account_code" | "create_time"
-            | "update_time" | "revision" => v.add(
-                "update_mask",
-                format!("{path} cannot be changed by UpdateUser"),
-            ),
-            other => v.add(
-                "update_mask",
-                format!(
-                    "unknown field {other:?} (allowed: {}, default_account_code)",
-                    PROFILE_FIELDS.join(", ")
-                ),
-            ),
-        }
     }
 }
 

@@ -401,7 +401,7 @@ pub async fn revoke_everywhere(
     let (user, accounts) = visible_user(&mut tx, actor, id).await?;
     require_admin_everywhere(actor, &accounts)?;
     let revoked = tx.delete_all_grants(id).await?;
-    if matches!(user.status, UserStatus::Active | UserStatus::Invited) {
+    if user.status.transition(UserStatus::Deactivated).is_ok() {
         tx.set_user_status(id, UserStatus::Deactivated).await?;
     }
     tx.audit(

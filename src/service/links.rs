@@ -82,7 +82,7 @@ pub async fn link(
         .ok_or_else(|| Error::NotFound(format!("user key {}", req.key)))?;
     require_can_receive(&user)?;
     if tx.link(id, account.id).await?.is_some() {
-        return Err(Error::AlreadyExists(format!(
+        return Err(Error::already_exists(format!(
             "a link of user key {} to account {}",
             req.key, account.code
         )));
@@ -114,15 +114,12 @@ pub async fn link(
     Ok((link, grants))
 }
 
-/// Deactivated and archived users cannot receive new grants.
+/// Refuses a user who cannot receive new grants (see
+/// `UserStatus::may_receive_grants`).
 pub(crate) fn require_can_receive(user: &User) -> Result<(), Error> {
-    match user.status {
-        UserStatus::Active | UserStatus::Invited => Ok(()),
-        other => Err(Error::FailedPrecondition(format!(
-            "the user is {} and cannot receive new rights",
-            other.as_str()
-        ))),
-    }
+    user.status
+        .may_receive_grants()
+        .map_err(Error::FailedPrecondition)
 }
 
 /// Loads the account and the link of `user` to it, refusing actors without

@@ -11,8 +11,8 @@ use crate::{
         request::RequestKey,
         rights::{validate_grants, RawGrant},
         user::{
-            apply_profile_paths, default_login, parse_tags, Profile, RawProfile, User, UserKey,
-            UserKind, UserStatus,
+            default_login, parse_tags, Profile, ProfileField, RawProfile, User, UserKey, UserKind,
+            UserStatus,
         },
         Error, Violations,
     },
@@ -233,21 +233,34 @@ pub async fn get(store: &Store, actor: &Actor, by: UserLookup) -> Result<User, E
     Ok(user)
 }
 
-pub async fn list(
-    store: &Store,
-    actor: &Actor,
-    account: &AccountCode,
-    filter: UserFilter,
-) -> Result<Vec<User>, Error> {
+/// `ListUsers`, decoded: the users linked to an account, in creation order.
+#[derive(Debug)]
+pub struct ListUsers {
+    pub account: AccountCode,
+    /// Any of these (never empty: see `UserStatus::LISTED_BY_DEFAULT`).
+    pub statuses: Vec<UserStatus>,
+    pub kind: Option<UserKind>,
+    /// Lowercased substring of names, email or login.
+    pub query: String,
+    /// The last user of the previous page.
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+pub async fn list(store: &Store, actor: &Actor, req: ListUsers) -> Result<Vec<User>, Error> {
     let mut tx = store.read().await?;
-    let account = tx.account(account.as_str()).await?;
+    let account = tx.account(req.account.as_str()).await?;
     tx.authority(actor, account.id)
         .await?
         .require_admin(&account.code)?;
     let users = tx
         .list_users(&UserFilter {
             account_id: account.id,
-            ..filter
+            statuses: req.statuses,
+            kind: req.kind,
+            query: req.query,
+            after: req.after,
+            limit: req.limit,
         })
         .await?;
     tx.commit().await?;
@@ -260,7 +273,29 @@ pub struct UpdateUser {
     pub id: Uuid,
     pub profile: RawProfile,
     pub default_account: Option<AccountCode>,
-    pub paths: Vec<String>,
+    /// What the update mask names.
+    pub fields: UserFields,
+    /// What was wrong with the update mask, reported with the rest once the
+    /// actor may see the user.
+    pub mask_problems: Violations,
+}
+
+/// The fields an update names.
+#[derive(Debug, Default)]
+pub struct UserFields {
+    pub profile: Vec<ProfileField>,
+    pub default_account: bool,
+}
+
+impl UserFields {
+    /// Their names, for the audit trail.
+    fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&str> = self.profile.iter().map(|f| f.name()).collect();
+        if self.default_account {
+            names.push("default_account_code");
+        }
+        names
+    }
 }
 
 pub async fn update(store: &Store, actor: &Actor, req: UpdateUser) -> Result<User, Error> {
@@ -270,19 +305,16 @@ pub async fn update(store: &Store, actor: &Actor, req: UpdateUser) -> Result<Use
     if user.status == UserStatus::Archived {
         return Err(Error::FailedPrecondition("the user is archived".into()));
     }
-    let mut v = Violations::default();
-    if req.paths.is_empty() {
-        v.add("update_mask", "is required: name the fields to change");
-    }
+    let mut v = req.mask_problems;
     let mut raw = user.profile.to_raw();
-    apply_profile_paths(&mut raw, &req.profile, &req.paths, &mut v);
+    raw.copy_fields(&req.profile, &req.fields.profile);
     let kind = user.kind;
     let profile = Profile::parse(&raw, kind, "user.", &mut v);
     let mut default_account_id = accounts
         .iter()
         .find(|a| Some(&a.code) == user.default_account.as_ref())
         .map(|a| a.account_id);
-    if req.paths.iter().any(|p| p == "default_account_code") {
+    if req.fields.default_account {
         default_account_id = match &req.default_account {
             None => None,
             Some(code) => match accounts.iter().find(|a| a.code == code.as_str()) {
@@ -304,7 +336,7 @@ pub async fn update(store: &Store, actor: &Actor, req: UpdateUser) -> Result<Use
     tx.audit(
         "user.update",
         &format!("user/{}", user.id),
-        &format!("updated {}", req.paths.join(", ")),
+        &format!("updated {}", req.fields.names().join(", ")),
     )
     .await?;
     tx.commit().await?;

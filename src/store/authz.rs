@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{db_error, Store};
 use crate::domain::{
+    account::{AccountState, AccountStatus},
     decision::{AccountEntitlement, Entitlements, GrantEntitlement, KeyEntitlement, Micros},
     key::KeyHash,
     principal::PrincipalKind,
@@ -26,12 +27,12 @@ pub enum SubjectRef {
 }
 
 /// What one load returns: the subject (if it exists), the state of the
-/// account asked about (`None`: unknown; `Some(closed)`), and the revision
-/// the answer is as of.
+/// account asked about (`None`: none was), and the revision the answer is
+/// as of.
 #[derive(Debug)]
 pub struct Loaded {
     pub subject: Option<Entitlements>,
-    pub account: Option<bool>,
+    pub account: Option<AccountState>,
     pub revision: i64,
 }
 
@@ -94,7 +95,7 @@ impl Store {
                                 FROM grants g WHERE g.user_id = l.user_id AND g.account_id = l.account_id))), '[]')
                     FROM links l JOIN accounts a ON a.id = l.account_id
                    WHERE l.user_id = s.id) AS "accounts!: Json<Vec<AccountJson>>",
-                 (SELECT status = 'closed' FROM accounts WHERE code = $4) AS "account_closed?",
+                 (SELECT status FROM accounts WHERE code = $4) AS "account_status?",
                  (SELECT value FROM revision_counter) AS "revision!"
                FROM (SELECT 1) one LEFT JOIN subject s ON true"#,
             hash,
@@ -158,21 +159,22 @@ impl Store {
         };
         Ok(Loaded {
             subject,
-            account: row.account_closed,
+            account: account
+                .map(|_| AccountState::of(row.account_status.map(|s| AccountStatus::from_db(&s)))),
             revision: row.revision,
         })
     }
 
-    /// The state of an account: `None` unknown, `Some(closed)`.
-    pub async fn account_state(&self, code: &str) -> Result<Option<bool>, Error> {
+    /// The state of an account.
+    pub async fn account_state(&self, code: &str) -> Result<AccountState, Error> {
         self.fail_fast()?;
-        sqlx::query_scalar!(
-            r#"SELECT status = 'closed' AS "closed!" FROM accounts WHERE code = $1"#,
-            code
-        )
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db_error)
+        let status = sqlx::query_scalar!("SELECT status FROM accounts WHERE code = $1", code)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db_error)?;
+        Ok(AccountState::of(
+            status.as_deref().map(AccountStatus::from_db),
+        ))
     }
 
     /// The codes of the rights catalog.

@@ -8,8 +8,10 @@ use uuid::Uuid;
 
 use super::{copy::CopyRows, db_error, tx::Tx, users::user_error};
 use crate::domain::{
+    account::Account,
+    import::{ImportWrite, LinkChange, RightAsked},
     rights::Scope,
-    user::{DefaultLogin, Profile},
+    user::{DefaultLogin, Profile, UserKind, UserStatus},
     Error,
 };
 
@@ -28,98 +30,195 @@ pub struct Known {
 
 /// A new user, as inserted.
 #[derive(Debug)]
-pub struct UserRow {
-    pub id: Uuid,
-    pub kind: &'static str,
-    pub status: &'static str,
-    pub login: String,
-    pub display_name: String,
-    pub profile: Profile,
-    pub user_key: Option<String>,
-    pub home_account_id: Option<Uuid>,
-    pub default_account_id: Option<Uuid>,
-    pub search_text: String,
+struct UserRow<'a> {
+    id: Uuid,
+    kind: &'static str,
+    status: &'static str,
+    login: &'a str,
+    display_name: String,
+    profile: &'a Profile,
+    user_key: Option<&'a str>,
+    home_account_id: Option<Uuid>,
+    default_account_id: Option<Uuid>,
+    search_text: String,
 }
 
 /// A changed profile of an existing user.
 #[derive(Debug, Serialize)]
-pub struct ProfileRow {
-    pub id: Uuid,
-    pub display_name: String,
+struct ProfileRow<'a> {
+    id: Uuid,
+    display_name: String,
     /// Its fields are the `users` columns of the same names.
     #[serde(flatten)]
-    pub profile: Profile,
-    pub search_text: String,
+    profile: &'a Profile,
+    search_text: String,
 }
 
 #[derive(Debug, Serialize)]
-pub struct LinkRow {
-    pub user_id: Uuid,
-    pub tags: Vec<String>,
+struct LinkRow<'a> {
+    user_id: Uuid,
+    tags: &'a [String],
 }
 
 #[derive(Debug, Serialize)]
-pub struct GrantRow {
-    pub user_id: Uuid,
-    pub right_code: String,
-    pub scope: Option<&'static str>,
+struct GrantRow<'a> {
+    user_id: Uuid,
+    right_code: &'a str,
+    scope: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct RevokeRow {
-    pub user_id: Uuid,
-    pub right_code: String,
+struct RevokeRow<'a> {
+    user_id: Uuid,
+    right_code: &'a str,
 }
 
 #[derive(Debug)]
-pub struct KeyRow {
-    pub id: Uuid,
-    pub user_id: Uuid,
+struct KeyRow {
+    id: Uuid,
+    user_id: Uuid,
     /// Hex of the SHA-256 of the key.
-    pub secret_hash: String,
-    pub display_prefix: String,
+    secret_hash: String,
+    display_prefix: String,
 }
 
 #[derive(Debug, Serialize)]
-pub struct StatusRow {
-    pub id: Uuid,
-    pub status: &'static str,
+struct StatusRow {
+    id: Uuid,
+    status: &'static str,
 }
 
 #[derive(Debug)]
-pub struct AuditRow {
-    pub action: &'static str,
-    pub target: String,
-    pub summary: String,
+struct AuditRow {
+    action: &'static str,
+    target: String,
+    summary: String,
 }
 
-/// Everything some lines of an import write into one account.
+/// The rows some import writes put into one account's tables.
 #[derive(Debug, Default)]
-pub struct ImportWrites {
-    pub users: Vec<UserRow>,
-    pub links: Vec<LinkRow>,
-    pub tags: Vec<LinkRow>,
+struct ImportRows<'a> {
+    users: Vec<UserRow<'a>>,
+    links: Vec<LinkRow<'a>>,
+    tags: Vec<LinkRow<'a>>,
     /// Grants of new users: plain inserts.
-    pub new_grants: Vec<GrantRow>,
+    new_grants: Vec<GrantRow<'a>>,
     /// Grants of existing users: inserted or re-scoped.
-    pub grants: Vec<GrantRow>,
-    pub revokes: Vec<RevokeRow>,
-    pub keys: Vec<KeyRow>,
-    pub profiles: Vec<ProfileRow>,
-    pub statuses: Vec<StatusRow>,
-    pub audits: Vec<AuditRow>,
+    grants: Vec<GrantRow<'a>>,
+    revokes: Vec<RevokeRow<'a>>,
+    keys: Vec<KeyRow>,
+    profiles: Vec<ProfileRow<'a>>,
+    statuses: Vec<StatusRow>,
+    audits: Vec<AuditRow>,
 }
 
-/// The rows of one kind of every part, as one JSON array (`None`: none).
-fn json<'a, T: Serialize + 'a>(
-    parts: &[&'a ImportWrites],
-    rows: impl Fn(&'a ImportWrites) -> &'a Vec<T>,
-) -> Result<Option<String>, Error> {
-    let all: Vec<&T> = parts.iter().flat_map(|w| rows(w)).collect();
-    if all.is_empty() {
+impl<'a> ImportRows<'a> {
+    /// The rows of `writes` into `account`.
+    fn of(account: &Account, writes: &[&'a ImportWrite]) -> Self {
+        let mut rows = ImportRows::default();
+        let grant_rows = |user_id: Uuid, grants: &'a [RightAsked]| {
+            grants.iter().map(move |(right, scope)| GrantRow {
+                user_id,
+                right_code: right,
+                scope: scope.map(Scope::as_str),
+            })
+        };
+        for write in writes {
+            match write {
+                ImportWrite::Create { line, user } => {
+                    rows.users.push(UserRow {
+                        id: user.id,
+                        kind: user.kind.as_str(),
+                        status: user.status.as_str(),
+                        login: &user.login,
+                        display_name: user.profile.display_name(),
+                        search_text: user.profile.search_text(&user.login),
+                        profile: &user.profile,
+                        user_key: user.user_key.as_ref().map(|k| k.as_str()),
+                        home_account_id: (user.kind == UserKind::Standard).then_some(account.id),
+                        default_account_id: Some(account.id),
+                    });
+                    rows.links.push(LinkRow {
+                        user_id: user.id,
+                        tags: &user.tags,
+                    });
+                    rows.new_grants.extend(grant_rows(user.id, &user.grants));
+                    rows.keys.push(KeyRow {
+                        id: Uuid::now_v7(),
+                        user_id: user.id,
+                        secret_hash: data_encoding::HEXLOWER.encode(&user.key.hash()),
+                        display_prefix: user.key.display_prefix(),
+                    });
+                    rows.audits.push(AuditRow {
+                        action: "import.create",
+                        target: format!("user/{}", user.id),
+                        summary: format!("line {line}: created on account {}", account.code),
+                    });
+                }
+                ImportWrite::Update { line, change } => {
+                    let id = change.id;
+                    if let Some((profile, login)) = &change.profile {
+                        rows.profiles.push(ProfileRow {
+                            id,
+                            display_name: profile.display_name(),
+                            search_text: profile.search_text(login),
+                            profile,
+                        });
+                    }
+                    match &change.link {
+                        Some(LinkChange::Link(tags)) => {
+                            rows.links.push(LinkRow { user_id: id, tags })
+                        }
+                        Some(LinkChange::Retag(tags)) => {
+                            rows.tags.push(LinkRow { user_id: id, tags })
+                        }
+                        None => {}
+                    }
+                    rows.grants.extend(grant_rows(id, &change.grants));
+                    rows.revokes
+                        .extend(change.revokes.iter().map(|right_code| RevokeRow {
+                            user_id: id,
+                            right_code,
+                        }));
+                    if let Some(status) = change.status {
+                        rows.statuses.push(StatusRow {
+                            id,
+                            status: status.as_str(),
+                        });
+                    }
+                    rows.audits.push(AuditRow {
+                        action: "import.update",
+                        target: format!("user/{id}"),
+                        summary: format!(
+                            "line {line} on account {}: {}",
+                            account.code,
+                            change.aspects().join(", ")
+                        ),
+                    });
+                }
+                ImportWrite::Deactivate { id } => {
+                    rows.statuses.push(StatusRow {
+                        id: *id,
+                        status: UserStatus::Deactivated.as_str(),
+                    });
+                    rows.audits.push(AuditRow {
+                        action: "import.deactivate",
+                        target: format!("user/{id}"),
+                        summary: format!("absent from the sync of account {}", account.code),
+                    });
+                }
+            }
+        }
+        rows
+    }
+}
+
+/// Rows as one JSON array (`None`: none).
+fn json<T: Serialize>(rows: &[T]) -> Result<Option<String>, Error> {
+    if rows.is_empty() {
         return Ok(None);
     }
-    serde_json::to_string(&all)
+    serde_json::to_string(rows)
         .map(Some)
         .map_err(|e| Error::Internal(format!("encoding a batch: {e}")))
 }
@@ -137,7 +236,7 @@ impl Tx {
         actor: Uuid,
         operator: bool,
     ) -> Result<Vec<Known>, Error> {
-        let rows = sqlx::query!(
+        let found = sqlx::query!(
             r#"SELECT id AS "id!", user_key, CASE WHEN status <> 'archived' THEN lower(email) END AS email,
                       login AS "login!",
                       $5 OR clef_manages($4, u.id) AS "managed!"
@@ -156,7 +255,7 @@ impl Tx {
         .fetch_all(self.conn())
         .await
         .map_err(db_error)?;
-        Ok(rows
+        Ok(found
             .into_iter()
             .map(|r| Known {
                 id: r.id,
@@ -214,21 +313,23 @@ impl Tx {
     /// by line under savepoints to tell which line it was).
     pub async fn write_import(
         &mut self,
-        account: Uuid,
-        parts: &[&ImportWrites],
+        account: &Account,
+        writes: &[&ImportWrite],
     ) -> Result<(), Error> {
+        let rows = ImportRows::of(account, writes);
+        let account = account.id;
         let revision = self.revision()?;
         let actor = self.actor();
         // Plain inserts go through COPY (cheapest for Postgres); updates
         // and upserts through json_to_recordset.
         let mut users = CopyRows::default();
-        for u in parts.iter().flat_map(|w| &w.users) {
+        for u in &rows.users {
             let p = &u.profile;
             users
                 .uuid(u.id)
                 .text(u.kind)
                 .text(u.status)
-                .text(&u.login)
+                .text(u.login)
                 .text(&u.display_name)
                 .text(&p.last_name)
                 .text(&p.first_name)
@@ -241,7 +342,7 @@ impl Tx {
                 .opt(p.country.as_deref())
                 .opt(p.civility.as_deref())
                 .text(&p.language)
-                .opt(u.user_key.as_deref())
+                .opt(u.user_key)
                 .opt_uuid(u.home_account_id)
                 .opt_uuid(u.default_account_id)
                 .text(&u.search_text)
@@ -258,7 +359,7 @@ impl Tx {
                 user_error,
             )
             .await?;
-        if let Some(rows) = json(parts, |w| &w.profiles)? {
+        if let Some(rows) = json(&rows.profiles)? {
             sqlx::query!(
                 r#"UPDATE users u SET display_name = r.display_name, last_name = r.last_name,
                           first_name = r.first_name, job_title = r.job_title, email = r.email, phone = r.phone,
@@ -277,7 +378,7 @@ impl Tx {
             .await
             .map_err(user_error)?;
         }
-        if let Some(rows) = json(parts, |w| &w.statuses)? {
+        if let Some(rows) = json(&rows.statuses)? {
             sqlx::query!(
                 r#"UPDATE users u SET status = r.status, updated_at = now(), revision = $2
                      FROM json_to_recordset($1::text::json) AS r(id uuid, status text)
@@ -290,11 +391,11 @@ impl Tx {
             .map_err(user_error)?;
         }
         let mut links = CopyRows::default();
-        for l in parts.iter().flat_map(|w| &w.links) {
+        for l in &rows.links {
             links
                 .uuid(l.user_id)
                 .uuid(account)
-                .array(&l.tags)
+                .array(l.tags)
                 .int(revision)
                 .end_row();
         }
@@ -306,7 +407,7 @@ impl Tx {
                 |e| super::db_error_for(e, "this link", "user or account"),
             )
             .await?;
-        if let Some(rows) = json(parts, |w| &w.tags)? {
+        if let Some(rows) = json(&rows.tags)? {
             sqlx::query!(
                 r#"UPDATE links l SET tags = r.tags, updated_at = now(), revision = $3
                      FROM json_to_recordset($1::text::json) AS r(user_id uuid, tags text[])
@@ -319,7 +420,7 @@ impl Tx {
             .await
             .map_err(db_error)?;
         }
-        if let Some(rows) = json(parts, |w| &w.revokes)? {
+        if let Some(rows) = json(&rows.revokes)? {
             sqlx::query!(
                 r#"DELETE FROM grants g USING json_to_recordset($1::text::json) AS r(user_id uuid, right_code text)
                     WHERE g.user_id = r.user_id AND g.account_id = $2 AND g.right_code = r.right_code"#,
@@ -330,7 +431,7 @@ impl Tx {
             .await
             .map_err(db_error)?;
         }
-        if let Some(rows) = json(parts, |w| &w.grants)? {
+        if let Some(rows) = json(&rows.grants)? {
             sqlx::query!(
                 r#"INSERT INTO grants (user_id, account_id, right_code, scope, granted_by, revision)
                    SELECT user_id, $2, right_code, scope, $3, $4
@@ -348,11 +449,11 @@ impl Tx {
             .map_err(|e| super::db_error_for(e, "grant", "link of this user to this account"))?;
         }
         let mut grants = CopyRows::default();
-        for g in parts.iter().flat_map(|w| &w.new_grants) {
+        for g in &rows.new_grants {
             grants
                 .uuid(g.user_id)
                 .uuid(account)
-                .text(&g.right_code)
+                .text(g.right_code)
                 .opt(g.scope)
                 .opt_uuid(actor)
                 .int(revision)
@@ -367,7 +468,7 @@ impl Tx {
             )
             .await?;
         let mut keys = CopyRows::default();
-        for k in parts.iter().flat_map(|w| &w.keys) {
+        for k in &rows.keys {
             keys.uuid(k.id)
                 .uuid(k.user_id)
                 .text(&format!("\\x{}", k.secret_hash))
@@ -382,7 +483,7 @@ impl Tx {
         )
         .await?;
         let mut audits = CopyRows::default();
-        for a in parts.iter().flat_map(|w| &w.audits) {
+        for a in &rows.audits {
             audits
                 .int(revision)
                 .opt_uuid(actor)

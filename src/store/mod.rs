@@ -37,10 +37,7 @@ use crate::domain::Error;
 
 pub use authz::{Loaded, Notifier, SubjectRef};
 pub use grants::Grant;
-pub use import::{
-    AuditRow, GrantRow, ImportWrites, KeyRow, Known, LinkRow, ProfileRow, RevokeRow, StatusRow,
-    UserRow,
-};
+pub use import::Known;
 pub use keys::KeyMeta;
 pub use ledger::Absent;
 pub use principals::{NewPrincipal, PrincipalCreated};
@@ -167,7 +164,7 @@ pub(crate) fn db_error(e: sqlx::Error) -> Error {
 pub(crate) fn db_error_for(e: sqlx::Error, duplicate: &str, missing: &str) -> Error {
     match &e {
         sqlx::Error::Database(d) => match d.code().as_deref() {
-            Some("23505") => Error::AlreadyExists(duplicate.to_owned()),
+            Some("23505") => Error::already_exists(duplicate),
             Some("23503") => Error::NotFound(missing.to_owned()),
             // connection exceptions, admin/crash shutdown, cannot connect now,
             // too many connections

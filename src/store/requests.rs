@@ -28,7 +28,7 @@ impl Tx {
             Some(r) if key.same_as(&r.method, r.digest.as_deref()) => {
                 Ok(Some((r.result_id, r.revision)))
             }
-            Some(_) => Err(Error::AlreadyExists(format!(
+            Some(_) => Err(Error::already_exists(format!(
                 "request_id {:?}, given to a different request,",
                 key.id()
             ))),

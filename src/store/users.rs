@@ -58,10 +58,16 @@ pub(super) fn user_error(e: sqlx::Error) -> Error {
     if let sqlx::Error::Database(d) = &e {
         match d.constraint() {
             Some("users_email_live") => {
-                return Error::AlreadyExists("a user with this email".into())
+                return Error::AlreadyExists {
+                    what: "a user with this email".into(),
+                    field: Some("email"),
+                }
             }
             Some("users_login_key") => {
-                return Error::AlreadyExists("a user with this login".into())
+                return Error::AlreadyExists {
+                    what: "a user with this login".into(),
+                    field: Some("login"),
+                }
             }
             _ => {}
         }

@@ -4,9 +4,7 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 use super::{Import, Outcome};
 use crate::{
@@ -143,16 +141,6 @@ struct Run {
     processed: u64,
     /// Lines refused so far (for `max_failed_lines`).
     failed: i64,
-}
-
-/// A line result as an atomic import stages it.
-#[derive(Serialize, Deserialize)]
-struct StagedOutcome {
-    line: u64,
-    status: String,
-    column: String,
-    message: String,
-    user_id: Option<Uuid>,
 }
 
 type Lines = Vec<(u64, Result<ImportLine, LineProblem>)>;
@@ -365,18 +353,8 @@ impl Run {
             };
             after = last;
             for (_, data) in pages {
-                let staged: Vec<StagedOutcome> =
+                let results: Vec<Outcome> =
                     serde_json::from_slice(&data).map_err(|e| Error::Internal(e.to_string()))?;
-                let results = staged
-                    .into_iter()
-                    .map(|o| Outcome {
-                        line: o.line,
-                        status: super::status_named(&o.status),
-                        column: o.column,
-                        message: o.message,
-                        user_id: o.user_id,
-                    })
-                    .collect();
                 self.out
                     .send(Ok(Progress::Lines(results, self.processed)))
                     .await
@@ -388,7 +366,11 @@ impl Run {
     /// Counts results; notes whether they wrote or failed.
     fn tally(&mut self, results: &[Outcome]) {
         for o in results {
-            *self.summary.counts.entry(o.status.to_owned()).or_default() += 1;
+            *self
+                .summary
+                .counts
+                .entry(o.status.as_str().to_owned())
+                .or_default() += 1;
             self.failed_lines |= o.failed();
             self.failed += i64::from(o.failed());
             self.dirty |= o.wrote();
@@ -449,17 +431,7 @@ impl Run {
 
     async fn stage_results(&mut self, results: &[Outcome]) -> Result<(), Error> {
         let report = self.import.ledger()?;
-        let staged: Vec<StagedOutcome> = results
-            .iter()
-            .map(|o| StagedOutcome {
-                line: o.line,
-                status: o.status.to_owned(),
-                column: o.column.clone(),
-                message: o.message.clone(),
-                user_id: o.user_id,
-            })
-            .collect();
-        let data = serde_json::to_vec(&staged).map_err(|e| Error::Internal(e.to_string()))?;
+        let data = serde_json::to_vec(results).map_err(|e| Error::Internal(e.to_string()))?;
         self.staged_results += 1;
         self.store
             .stage_results(report, self.staged_results, &data)

@@ -1,0 +1,179 @@
+//! A batch of lines in one transaction: precheck each line, drop those an
+//! earlier batch already named, look up the rest in a few queries, decide
+//! each line, and write what the good ones decided in one statement per
+//! table.
+
+use std::collections::HashSet;
+
+use super::{
+    decide::{decide, identify, Context, Decision, LoginChoice},
+    lookup::{Claims, Lookups},
+    outcome::Outcome,
+    precheck::{duplicate, precheck},
+    Import,
+};
+use crate::{
+    bulk::reader::{ImportLine, LineProblem},
+    domain::{
+        import::{ImportWrite, LineStatus, NewUser},
+        key::NewKey,
+        user::{UserKey, UserKind},
+        Error,
+    },
+    store::{Store, Tx},
+};
+
+impl Import {
+    /// Applies a batch of lines inside `tx`. A bad line changes nothing and
+    /// never stops the others. Should the batch's statements fail on a
+    /// uniqueness conflict (a concurrent writer), the lines are written one
+    /// by one under savepoints so that each gets its own result. An `Err`
+    /// is a fault of the system (Postgres unreachable), not of a line: the
+    /// import stops.
+    pub async fn apply_batch(
+        &mut self,
+        store: &Store,
+        tx: &mut Tx,
+        lines: Vec<(u64, Result<ImportLine, LineProblem>)>,
+    ) -> Result<Vec<Outcome>, Error> {
+        let report = self.ledger()?;
+        tx.hold_report(report).await?;
+        let mut slots: Vec<Option<Outcome>> = Vec::with_capacity(lines.len());
+        let mut pending = Vec::new();
+        // Identities met in this batch; the whole file's are in the ledger.
+        let mut seen = HashSet::new();
+        for (line, parsed) in lines {
+            match precheck(&self.options.account, &mut seen, line, parsed) {
+                Ok(c) => {
+                    pending.push((slots.len(), c));
+                    slots.push(None);
+                }
+                Err(o) => slots.push(Some(o)),
+            }
+        }
+        // Identities met in an earlier batch are duplicates too.
+        let identities: Vec<i64> = pending.iter().map(|(_, c)| c.identity_hash).collect();
+        let first: HashSet<i64> = store
+            .ledger_first_seen(report, &identities)
+            .await?
+            .into_iter()
+            .collect();
+        pending.retain(|(slot, c)| {
+            let keep = first.contains(&c.identity_hash);
+            if !keep {
+                slots[*slot] = Some(duplicate(c.line, &c.identity));
+            }
+            keep
+        });
+        if pending.is_empty() {
+            return Ok(slots.into_iter().flatten().collect());
+        }
+        let known = Lookups::fetch(
+            tx,
+            &self.actor,
+            &self.account,
+            pending.iter().map(|(_, c)| c),
+        )
+        .await?;
+        // Users the batch may meet that earlier batches named.
+        let met: Vec<uuid::Uuid> = known.users.keys().copied().collect();
+        self.named = store
+            .ledger_named(report, &met)
+            .await?
+            .into_iter()
+            .collect();
+        let ctx = Context {
+            account: &self.account,
+            authority: &self.authority,
+            catalog: &self.catalog,
+            present: &self.present,
+            has_tags: self.has_tags,
+        };
+        let mut claims = Claims::default();
+        let mut writes: Vec<(usize, ImportWrite)> = Vec::new();
+        for (slot, c) in pending {
+            let line = c.line;
+            let existing = match identify(&known, &c) {
+                Ok(existing) => existing,
+                Err(o) => {
+                    slots[slot] = Some(o);
+                    continue;
+                }
+            };
+            // Named by the file, whatever becomes of the line: a sync does
+            // not deactivate a user whose line was refused.
+            if let Some(u) = existing {
+                if !self.named.insert(u.id) {
+                    slots[slot] = Some(duplicate(line, &c.identity));
+                    continue;
+                }
+            }
+            let outcome = match decide(&ctx, &known, &claims, c, existing) {
+                Err(o) => o,
+                Ok(Decision::Unchanged(id)) => Outcome::done(line, LineStatus::Unchanged, id),
+                Ok(Decision::Update(change)) => {
+                    let id = change.id;
+                    writes.push((slot, ImportWrite::Update { line, change }));
+                    Outcome::done(line, LineStatus::Updated, id)
+                }
+                Ok(Decision::Create(plan)) => {
+                    let login = match plan.login {
+                        LoginChoice::Chosen(login) => login,
+                        LoginChoice::Default(choice) => {
+                            tx.free_login_besides(&choice, &claims.logins).await?
+                        }
+                    };
+                    let rng = |e: getrandom::Error| Error::Internal(format!("os rng: {e}"));
+                    let user_key = match plan.kind {
+                        UserKind::Advanced => Some(UserKey::generate().map_err(rng)?),
+                        UserKind::Standard => None,
+                    };
+                    let id = uuid::Uuid::now_v7();
+                    claims.logins.insert(login.clone());
+                    if let Some(e) = plan.email {
+                        claims.emails.insert(e);
+                    }
+                    self.named.insert(id);
+                    let user = NewUser {
+                        id,
+                        kind: plan.kind,
+                        status: plan.status,
+                        login,
+                        profile: plan.profile,
+                        user_key,
+                        tags: plan.tags,
+                        grants: plan.grants,
+                        key: NewKey::generate().map_err(rng)?,
+                    };
+                    writes.push((slot, ImportWrite::Create { line, user }));
+                    Outcome::done(line, LineStatus::Created, id)
+                }
+            };
+            slots[slot] = Some(outcome);
+        }
+        // Those already in the ledger are skipped there.
+        let named: Vec<uuid::Uuid> = self.named.iter().copied().collect();
+        store.ledger_name(report, &named).await?;
+        let all: Vec<&ImportWrite> = writes.iter().map(|(_, w)| w).collect();
+        tx.savepoint().await?;
+        match tx.write_import(&self.account, &all).await {
+            Ok(()) => tx.release_savepoint().await?,
+            Err(Error::Unavailable(e)) => return Err(Error::Unavailable(e)),
+            Err(_) => {
+                tx.rollback_to_savepoint().await?;
+                for (slot, w) in &writes {
+                    tx.savepoint().await?;
+                    match tx.write_import(&self.account, &[w]).await {
+                        Ok(()) => tx.release_savepoint().await?,
+                        Err(e) => {
+                            tx.rollback_to_savepoint().await?;
+                            let line = slots[*slot].as_ref().map_or(0, |o| o.line);
+                            slots[*slot] = Some(Outcome::of_write_error(line, e)?);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(slots.into_iter().flatten().collect())
+    }
+}

@@ -1,0 +1,290 @@
+//! Step 3 of a line, pure: from the line, what its batch looked up and
+//! claimed, and the importer's authority, what the line does — a new user,
+//! a change to an existing one, nothing, or a refusal saying why.
+
+use super::{
+    lookup::{changes_status, Claims, Lookups},
+    outcome::{Outcome, NOT_MANAGED},
+    precheck::{Candidate, Identity},
+};
+use crate::{
+    bulk::reader::RightCell,
+    domain::{
+        account::Account,
+        import::{LineStatus, LinkChange, RightAsked, UserChange},
+        rights::{Authority, RightDef, Scope},
+        user::{default_login, DefaultLogin, Profile, ProfileField, User, UserKind, UserStatus},
+    },
+    service::not_admin_everywhere,
+};
+
+/// What every line of an import is decided against.
+pub struct Context<'a> {
+    pub account: &'a Account,
+    pub authority: &'a Authority,
+    pub catalog: &'a [RightDef],
+    /// The profile fields the file has columns for; an existing user keeps
+    /// the others.
+    pub present: &'a [ProfileField],
+    /// Whether the file has a tags column (else a linked user keeps his).
+    pub has_tags: bool,
+}
+
+/// What a line does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Create(Creation),
+    Update(UserChange),
+    Unchanged(uuid::Uuid),
+}
+
+/// A user to create, before his identifiers are drawn.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Creation {
+    pub kind: UserKind,
+    pub status: UserStatus,
+    pub login: LoginChoice,
+    pub profile: Profile,
+    /// Lowercased, claimed for the rest of the batch.
+    pub email: Option<String>,
+    pub tags: Vec<String>,
+    pub grants: Vec<RightAsked>,
+}
+
+/// A new user's login.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginChoice {
+    /// Known free: the line's own, or his email.
+    Chosen(String),
+    /// To be chosen by the store among the free ones.
+    Default(DefaultLogin),
+}
+
+/// The user a line is about, among those the batch found; `None`: a new
+/// user. A user of another tenant is reached by his user key only: his
+/// email or login fails the line and tells nothing about him.
+pub fn identify<'a>(known: &'a Lookups, c: &Candidate) -> Result<Option<&'a User>, Outcome> {
+    if let Identity::Key(key) = &c.identity {
+        if !known.by_key.contains_key(key) {
+            return Err(Outcome::invalid_data(
+                c.line,
+                "user_key",
+                format!("no user has the key {key}"),
+            ));
+        }
+    }
+    let user = known.matched(c);
+    match (&c.identity, user) {
+        (Identity::Email(_), Some(u)) if known.unmanaged.contains(&u.id) => {
+            Err(Outcome::invalid_data(c.line, "email", NOT_MANAGED))
+        }
+        (Identity::Login(_), Some(u)) if known.unmanaged.contains(&u.id) => {
+            Err(Outcome::invalid_data(c.line, "login", NOT_MANAGED))
+        }
+        _ => Ok(user),
+    }
+}
+
+/// Decides a line about `existing` (`None`: a new user).
+pub fn decide(
+    ctx: &Context,
+    known: &Lookups,
+    claims: &Claims,
+    c: Candidate,
+    existing: Option<&User>,
+) -> Result<Decision, Outcome> {
+    let Candidate {
+        line,
+        asked,
+        login,
+        tags,
+        mut problems,
+        ..
+    } = c;
+    let refuse = |field: &str, why: &str| Outcome::invalid_data(line, field, why);
+    let kind = existing.map(|u| u.kind).unwrap_or(asked.kind);
+    // A new user is what the line says; an existing one changes only in
+    // the fields the file has columns for.
+    let raw = match existing {
+        None => asked.profile.clone(),
+        Some(u) => {
+            let mut raw = u.profile.to_raw();
+            raw.copy_fields(&asked.profile, ctx.present);
+            raw
+        }
+    };
+    let profile = Profile::parse(&raw, kind, "", &mut problems);
+    if let Some(first) = problems.0.first() {
+        return Err(refuse(&first.field, &problems.to_string()));
+    }
+    // Nobody else may hold the email, and a given login must be free.
+    let email = profile.email.as_ref().map(|e| e.to_lowercase());
+    if let Some(e) = &email {
+        let holder = known.by_email.get(e).copied();
+        let mine = existing.map(|u| u.id);
+        if holder.is_some_and(|h| Some(h) != mine && known.unmanaged.contains(&h)) {
+            return Err(refuse("email", NOT_MANAGED));
+        }
+        if (holder.is_some() && holder != mine) || (holder.is_none() && claims.emails.contains(e)) {
+            return Err(refuse("email", "a user with this email already exists"));
+        }
+    }
+    if existing.is_none() {
+        if let Some(given) = &login {
+            if known
+                .by_login
+                .get(given)
+                .is_some_and(|h| known.unmanaged.contains(h))
+            {
+                return Err(refuse("login", NOT_MANAGED));
+            }
+            if known.by_login.contains_key(given) || claims.logins.contains(given) {
+                return Err(refuse("login", "a user with this login already exists"));
+            }
+        }
+    }
+    let current = existing
+        .and_then(|u| known.grants.get(&u.id))
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let (grants, revokes) = plan_rights(ctx, line, kind, &asked.rights, current)?;
+
+    let Some(user) = existing else {
+        let login = match login {
+            Some(given) => LoginChoice::Chosen(given),
+            None => {
+                let choice = default_login(&profile);
+                // The email, when the lookups tell it is free as a login;
+                // else the store decides.
+                match &choice.email {
+                    Some(e)
+                        if known.looked_up.contains(e)
+                            && !known.by_login.contains_key(e)
+                            && !claims.logins.contains(e) =>
+                    {
+                        LoginChoice::Chosen(e.clone())
+                    }
+                    _ => LoginChoice::Default(choice),
+                }
+            }
+        };
+        let status = match asked.status {
+            Some(UserStatus::Deactivated) => UserStatus::Deactivated,
+            _ => UserStatus::Active,
+        };
+        return Ok(Decision::Create(Creation {
+            kind,
+            status,
+            login,
+            profile,
+            email,
+            tags,
+            grants,
+        }));
+    };
+
+    if user.status == UserStatus::Archived {
+        return Err(refuse("", "the user is archived"));
+    }
+    if user.kind == UserKind::Standard
+        && user.home_account.as_deref() != Some(ctx.account.code.as_str())
+    {
+        return Err(refuse("", "a standard user of another account"));
+    }
+    let mut change = UserChange {
+        id: user.id,
+        ..UserChange::default()
+    };
+    if user.profile != profile {
+        change.profile = Some((profile, user.login.clone()));
+    }
+    change.link = match known.links.get(&user.id) {
+        None => Some(LinkChange::Link(tags)),
+        Some(before) if ctx.has_tags && *before != tags => Some(LinkChange::Retag(tags)),
+        Some(_) => None,
+    };
+    if !grants.is_empty() {
+        user.status
+            .may_receive_grants()
+            .map_err(|why| refuse("", &why))?;
+    }
+    change.grants = grants;
+    change.revokes = revokes;
+    if let Some(to) = asked.status.filter(|&to| changes_status(user, to)) {
+        match known.not_administered.get(&user.id) {
+            Some(missing) if !missing.is_empty() => {
+                return Err(refuse("", &not_admin_everywhere(missing).to_string()))
+            }
+            _ => {}
+        }
+        user.status.transition(to).map_err(|why| refuse("", &why))?;
+        change.status = Some(to);
+    }
+    if change.aspects().is_empty() {
+        Ok(Decision::Unchanged(user.id))
+    } else {
+        Ok(Decision::Update(change))
+    }
+}
+
+/// The grants and revokes a line's right cells ask of a user holding
+/// `current` on the account, each checked against the catalog and the
+/// delegation rule (a re-scope needs both the old and the new scope).
+fn plan_rights(
+    ctx: &Context,
+    line: u64,
+    kind: UserKind,
+    cells: &[(String, RightCell)],
+    current: &[RightAsked],
+) -> Result<(Vec<RightAsked>, Vec<String>), Outcome> {
+    let mut wanted = Vec::new();
+    let mut unwanted = Vec::new();
+    for (code, cell) in cells {
+        let scope = match cell {
+            RightCell::No => {
+                unwanted.push(code.clone());
+                continue;
+            }
+            RightCell::Yes => None,
+            RightCell::Scope(s) => Some(*s),
+        };
+        let def = ctx.catalog.iter().find(|d| &d.code == code);
+        if def.is_some_and(|d| !d.kinds.contains(&kind)) {
+            return Err(Outcome::refused(
+                line,
+                LineStatus::InvalidChoice,
+                code,
+                format!("{code} cannot be held by {} users", kind.as_str()),
+            ));
+        }
+        wanted.push((code.clone(), scope));
+    }
+    let mut grants = Vec::new();
+    for (right, scope) in &wanted {
+        let before = current.iter().find(|(r, _)| r == right);
+        if before.is_some_and(|(_, s)| s == scope) {
+            continue;
+        }
+        if let Some((r, s)) = before {
+            delegate(ctx, line, r, *s)?;
+        }
+        delegate(ctx, line, right, *scope)?;
+        grants.push((right.clone(), *scope));
+    }
+    let mut revokes = Vec::new();
+    for (right, scope) in current.iter().filter(|(r, _)| unwanted.contains(r)) {
+        delegate(ctx, line, right, *scope)?;
+        revokes.push(right.clone());
+    }
+    Ok((grants, revokes))
+}
+
+/// `right_not_held` unless the importer may delegate `right` with `scope`.
+fn delegate(ctx: &Context, line: u64, right: &str, scope: Option<Scope>) -> Result<(), Outcome> {
+    ctx.authority
+        .may_delegate(&ctx.account.code, right, scope)
+        .map_err(|refused| Outcome::refused(line, LineStatus::RightNotHeld, right, refused.0))
+}
+
+#[cfg(test)]
+mod tests;
