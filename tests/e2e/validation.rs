@@ -269,10 +269,14 @@ async fn every_rpc_rejects_bad_input_precisely() {
 
     // Status changes
     bad(
-        u.deactivate_user(pb::UserRef { id: "x".into() }).await,
+        u.deactivate_user(pb::DeactivateUserRequest { id: "x".into() })
+            .await,
         &["id"],
     );
-    bad(u.archive_user(pb::UserRef::default()).await, &["id"]);
+    bad(
+        u.archive_user(pb::ArchiveUserRequest::default()).await,
+        &["id"],
+    );
     bad(
         u.deactivate_users(pb::DeactivateUsersRequest::default())
             .await,
