@@ -53,7 +53,7 @@ async fn check_answers_every_scope_and_denial_reason() {
             pb::RightGrant {
                 right: "tracking.ws".into(),
                 scope: 0,
-                expires_at: Some(Timestamp {
+                expire_time: Some(Timestamp {
                     seconds: soon.timestamp(),
                     nanos: soon.timestamp_subsec_nanos() as i32,
                 }),

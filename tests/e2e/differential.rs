@@ -810,7 +810,7 @@ fn random_grant(rng: &mut Rng, code: &str) -> pb::RightGrant {
         right(code)
     };
     if rng.below(4) == 0 {
-        g.expires_at = Some(prost_types::Timestamp {
+        g.expire_time = Some(prost_types::Timestamp {
             seconds: chrono::Utc::now().timestamp() + 86_400,
             nanos: 0,
         });

@@ -134,7 +134,7 @@ async fn every_rpc_rejects_bad_input_precisely() {
             vec![pb::RightGrant {
                 right: "shipping.ws".into(),
                 scope: 0,
-                expires_at: Some(Timestamp {
+                expire_time: Some(Timestamp {
                     seconds: 1,
                     nanos: 0,
                 }),
@@ -379,7 +379,7 @@ async fn every_rpc_rejects_bad_input_precisely() {
         g.grant_rights(gr(vec![pb::RightGrant {
             right: "tracking.tool".into(),
             scope: 9,
-            expires_at: None,
+            expire_time: None,
         }]))
         .await,
         &["rights[0].scope"],
