@@ -117,7 +117,7 @@ pub fn raw_grants(grants: &[pb::RightGrant], field: &str, v: &mut Violations) ->
         .map(|(i, g)| RawGrant {
             right: g.right.trim().to_owned(),
             scope: scope_from_pb(g.scope, &format!("{field}[{i}].scope"), v),
-            expires_at: g.expires_at.as_ref().and_then(|t| {
+            expires_at: g.expire_time.as_ref().and_then(|t| {
                 let d = datetime(t);
                 if d.is_none() {
                     v.add(format!("{field}[{i}].expires_at"), "is out of range");
@@ -204,8 +204,8 @@ pub fn grant_to_pb(g: Grant) -> pb::Grant {
         right: g.right,
         scope: scope_to_pb(g.scope),
         granted_by: g.granted_by.map(|u| u.to_string()).unwrap_or_default(),
-        granted_at: timestamp(g.granted_at),
-        expires_at: g.expires_at.and_then(timestamp),
+        grant_time: timestamp(g.granted_at),
+        expire_time: g.expires_at.and_then(timestamp),
         revision: g.revision,
     }
 }

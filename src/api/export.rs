@@ -29,7 +29,7 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 #[derive(Debug, Clone)]
 pub struct ExportApi(pub Ctx);
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CsvChunk, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ExportUsersResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ExportService for ExportApi {
@@ -80,7 +80,7 @@ impl ExportService for ExportApi {
                         pending_rows += 1;
                         if pending_rows >= CHUNK_ROWS {
                             pending.extend(writer.take().map_err(csv_error)?);
-                            let chunk = pb::CsvChunk {
+                            let chunk = pb::ExportUsersResponse {
                                 data: std::mem::take(&mut pending),
                                 rows: std::mem::take(&mut pending_rows),
                             };
@@ -92,7 +92,7 @@ impl ExportService for ExportApi {
                 }
                 pending.extend(writer.take().map_err(csv_error)?);
                 if !pending.is_empty() {
-                    let chunk = pb::CsvChunk {
+                    let chunk = pb::ExportUsersResponse {
                         data: pending,
                         rows: pending_rows,
                     };

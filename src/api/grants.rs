@@ -176,13 +176,13 @@ impl GrantService for GrantApi {
     async fn set_rights(
         &self,
         request: Request<pb::SetRightsRequest>,
-    ) -> Result<Response<pb::GrantRightsResponse>, Status> {
+    ) -> Result<Response<pb::SetRightsResponse>, Status> {
         let actor = self.0.auth.actor(&request).await?;
         let r = request.into_inner();
         let (account, user, asked) = target(&r.account_code, &r.user_id, &r.rights)?;
         let (after, revision) =
             grants::grant(&self.0.store, &actor, &account, user, &asked, Mode::Set).await?;
-        Ok(Response::new(pb::GrantRightsResponse {
+        Ok(Response::new(pb::SetRightsResponse {
             grants: after.into_iter().map(grant_to_pb).collect(),
             revision,
         }))

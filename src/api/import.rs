@@ -211,9 +211,9 @@ type ReportStream = std::pin::Pin<
 fn report_info(r: &crate::store::ReportMeta, account: &str) -> pb::ImportReportInfo {
     use super::timestamp;
     pb::ImportReportInfo {
-        started_at: timestamp(r.started_at),
-        finished_at: r.finished.as_ref().and_then(|f| timestamp(f.finished_at)),
-        expires_at: timestamp(r.started_at + chrono::Duration::days(crate::store::REPORT_DAYS)),
+        start_time: timestamp(r.started_at),
+        finish_time: r.finished.as_ref().and_then(|f| timestamp(f.finished_at)),
+        expire_time: timestamp(r.started_at + chrono::Duration::days(crate::store::REPORT_DAYS)),
         imported_by: r.actor_id.map(|u| u.to_string()).unwrap_or_default(),
         options: Some(pb::ImportOptions {
             max_failed_lines: 0,

@@ -177,23 +177,26 @@ impl UserService for UserApi {
 
     async fn deactivate_user(
         &self,
-        request: Request<pb::UserRef>,
+        request: Request<pb::DeactivateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        self.set_one(request, UserStatus::Deactivated).await
+        self.set_one(request.map(|r| r.id), UserStatus::Deactivated)
+            .await
     }
 
     async fn reactivate_user(
         &self,
-        request: Request<pb::UserRef>,
+        request: Request<pb::ReactivateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        self.set_one(request, UserStatus::Active).await
+        self.set_one(request.map(|r| r.id), UserStatus::Active)
+            .await
     }
 
     async fn archive_user(
         &self,
-        request: Request<pb::UserRef>,
+        request: Request<pb::ArchiveUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        self.set_one(request, UserStatus::Archived).await
+        self.set_one(request.map(|r| r.id), UserStatus::Archived)
+            .await
     }
 
     async fn deactivate_users(
@@ -264,14 +267,16 @@ impl UserApi {
         })
     }
 
+    /// Moves the user whose id `request` carries to `to`: deactivate,
+    /// reactivate, archive.
     async fn set_one(
         &self,
-        request: Request<pb::UserRef>,
+        request: Request<String>,
         to: UserStatus,
     ) -> Result<Response<pb::User>, Status> {
         let actor = self.0.auth.actor(&request).await?;
         let mut v = Violations::default();
-        let user = id("id", &request.get_ref().id, &mut v);
+        let user = id("id", request.get_ref(), &mut v);
         let user = done(v, user)?;
         let (mut found, _) = users::set_status(&self.0.store, &actor, &[user], to).await?;
         let user = found

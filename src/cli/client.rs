@@ -386,10 +386,10 @@ pub async fn import_report(args: ImportReportArgs) -> anyhow::Result<()> {
             eprintln!(
                 "import into {} started {} by {}: {}; report kept until {}",
                 args.account,
-                when(info.started_at),
+                when(info.start_time),
                 info.imported_by,
                 ended,
-                when(info.expires_at)
+                when(info.expire_time)
             );
         }
         out.write_all(&msg.chunk)?;
@@ -463,7 +463,7 @@ pub async fn grant_across(args: GrantAcrossArgs) -> anyhow::Result<()> {
         rights.push(pb::RightGrant {
             right: right.trim().to_owned(),
             scope: scope as i32,
-            expires_at: None,
+            expire_time: None,
         });
     }
     let mut client =

@@ -304,7 +304,7 @@ pub fn scoped(code: &str, scope: pb::Scope) -> pb::RightGrant {
     pb::RightGrant {
         right: code.into(),
         scope: scope as i32,
-        expires_at: None,
+        expire_time: None,
     }
 }
 

@@ -53,7 +53,7 @@ async fn check_answers_every_scope_and_denial_reason() {
             pb::RightGrant {
                 right: "tracking.ws".into(),
                 scope: 0,
-                expires_at: Some(Timestamp {
+                expire_time: Some(Timestamp {
                     seconds: soon.timestamp(),
                     nanos: soon.timestamp_subsec_nanos() as i32,
                 }),
@@ -190,7 +190,7 @@ async fn check_answers_every_scope_and_denial_reason() {
     );
     // Inactive user, by every subject form; and once reactivated, allowed again.
     ops.users
-        .deactivate_user(pb::UserRef { id: u.id.clone() })
+        .deactivate_user(pb::DeactivateUserRequest { id: u.id.clone() })
         .await
         .unwrap();
     for s in [by_user(&u.id), by_user_key(&u.user_key)] {
@@ -204,7 +204,7 @@ async fn check_answers_every_scope_and_denial_reason() {
         R::InactiveUser
     );
     ops.users
-        .reactivate_user(pb::UserRef { id: u.id.clone() })
+        .reactivate_user(pb::ReactivateUserRequest { id: u.id.clone() })
         .await
         .unwrap();
     assert!(

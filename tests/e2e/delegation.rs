@@ -254,7 +254,7 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
     );
     expect_code(
         a.users
-            .deactivate_user(pb::UserRef { id: ub.id.clone() })
+            .deactivate_user(pb::DeactivateUserRequest { id: ub.id.clone() })
             .await,
         Code::NotFound,
     );
@@ -295,7 +295,7 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
     );
     let s = expect_code(
         a.users
-            .deactivate_user(pb::UserRef { id: uv.id.clone() })
+            .deactivate_user(pb::DeactivateUserRequest { id: uv.id.clone() })
             .await,
         Code::PermissionDenied,
     );

@@ -810,7 +810,7 @@ fn random_grant(rng: &mut Rng, code: &str) -> pb::RightGrant {
         right(code)
     };
     if rng.below(4) == 0 {
-        g.expires_at = Some(prost_types::Timestamp {
+        g.expire_time = Some(prost_types::Timestamp {
             seconds: chrono::Utc::now().timestamp() + 86_400,
             nanos: 0,
         });
@@ -1159,7 +1159,7 @@ impl Scenario {
             Op::DeactivateUser => {
                 let id = self.rng.pick(&active)?;
                 w.users
-                    .deactivate_user(pb::UserRef { id })
+                    .deactivate_user(pb::DeactivateUserRequest { id })
                     .await
                     .map(|r| r.into_inner().revision)
             }
@@ -1186,7 +1186,7 @@ impl Scenario {
                     .rng
                     .pick(&ids(&self.people, |p| world.status(&p.id) != "archived"))?;
                 w.users
-                    .archive_user(pb::UserRef { id })
+                    .archive_user(pb::ArchiveUserRequest { id })
                     .await
                     .map(|r| r.into_inner().revision)
             }
@@ -1195,7 +1195,7 @@ impl Scenario {
                     .rng
                     .pick(&ids(&self.people, |p| world.status(&p.id) == "deactivated"))?;
                 w.users
-                    .reactivate_user(pb::UserRef { id })
+                    .reactivate_user(pb::ReactivateUserRequest { id })
                     .await
                     .map(|r| r.into_inner().revision)
             }

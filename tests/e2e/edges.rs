@@ -742,11 +742,11 @@ async fn archived_users_are_listed_only_when_asked_and_default_logins() {
         .await
         .unwrap();
     ops.users
-        .deactivate_user(pb::UserRef { id: d.id.clone() })
+        .deactivate_user(pb::DeactivateUserRequest { id: d.id.clone() })
         .await
         .unwrap();
     ops.users
-        .archive_user(pb::UserRef { id: r.id.clone() })
+        .archive_user(pb::ArchiveUserRequest { id: r.id.clone() })
         .await
         .unwrap();
 

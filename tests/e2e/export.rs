@@ -90,7 +90,7 @@ async fn export_rows_dialects_scope_and_no_credentials() {
         .unwrap();
     admin
         .users
-        .archive_user(pb::UserRef { id: gone.id })
+        .archive_user(pb::ArchiveUserRequest { id: gone.id })
         .await
         .unwrap();
     create_user(&mut ops, standard("Other", "Account"), "E2", &[], vec![])

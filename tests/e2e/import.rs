@@ -385,8 +385,8 @@ async fn reports_are_kept_replaced_and_guarded() {
     assert_eq!(summary.lines, 2);
     assert!(summary.committed);
     assert_eq!(summary.counts["created"], 1);
-    assert!(info.finished_at.is_some());
-    let (started, expires) = (info.started_at.unwrap(), info.expires_at.unwrap());
+    assert!(info.finish_time.is_some());
+    let (started, expires) = (info.start_time.unwrap(), info.expire_time.unwrap());
     assert_eq!(expires.seconds - started.seconds, 7 * 24 * 3600);
     assert_eq!(info.options.unwrap().account_code, "REP1");
 
@@ -600,7 +600,7 @@ async fn a_client_gone_mid_stream_keeps_exactly_the_lines_reported_done() {
     assert_exactly_reported_committed(&app, "gone", &reported).await;
     // The report says so, that the import did not finish, and why.
     let (info, csv) = stopped_report(&app, &app.operator_key, "GONE").await;
-    assert!(info.summary.is_none() && info.finished_at.is_none());
+    assert!(info.summary.is_none() && info.finish_time.is_none());
     assert!(info.stopped.contains("client"), "{:?}", info.stopped);
     assert_eq!(csv.lines().count(), 501);
 

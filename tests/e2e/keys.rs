@@ -135,7 +135,7 @@ async fn deactivated_and_archived_users_keys_are_refused() {
 
     let d = admin
         .users
-        .deactivate_user(pb::UserRef { id: u.id.clone() })
+        .deactivate_user(pb::DeactivateUserRequest { id: u.id.clone() })
         .await
         .unwrap()
         .into_inner();
@@ -155,14 +155,14 @@ async fn deactivated_and_archived_users_keys_are_refused() {
     expect_code(
         admin
             .users
-            .deactivate_user(pb::UserRef { id: u.id.clone() })
+            .deactivate_user(pb::DeactivateUserRequest { id: u.id.clone() })
             .await,
         Code::FailedPrecondition,
     );
 
     admin
         .users
-        .reactivate_user(pb::UserRef { id: u.id.clone() })
+        .reactivate_user(pb::ReactivateUserRequest { id: u.id.clone() })
         .await
         .unwrap();
     whoami(&app, &key)
@@ -171,14 +171,14 @@ async fn deactivated_and_archived_users_keys_are_refused() {
 
     admin
         .users
-        .archive_user(pb::UserRef { id: u.id.clone() })
+        .archive_user(pb::ArchiveUserRequest { id: u.id.clone() })
         .await
         .unwrap();
     expect_code(whoami(&app, &key).await, Code::Unauthenticated);
     expect_code(
         admin
             .users
-            .reactivate_user(pb::UserRef { id: u.id.clone() })
+            .reactivate_user(pb::ReactivateUserRequest { id: u.id.clone() })
             .await,
         Code::FailedPrecondition,
     );
@@ -215,7 +215,10 @@ async fn deactivated_and_archived_users_keys_are_refused() {
     // An admin cannot deactivate himself.
     let me = whoami(&app, &admin_key).await.unwrap().user.unwrap();
     expect_code(
-        admin.users.deactivate_user(pb::UserRef { id: me.id }).await,
+        admin
+            .users
+            .deactivate_user(pb::DeactivateUserRequest { id: me.id })
+            .await,
         Code::FailedPrecondition,
     );
 }

@@ -134,7 +134,7 @@ async fn every_rpc_rejects_bad_input_precisely() {
             vec![pb::RightGrant {
                 right: "shipping.ws".into(),
                 scope: 0,
-                expires_at: Some(Timestamp {
+                expire_time: Some(Timestamp {
                     seconds: 1,
                     nanos: 0,
                 }),
@@ -269,10 +269,14 @@ async fn every_rpc_rejects_bad_input_precisely() {
 
     // Status changes
     bad(
-        u.deactivate_user(pb::UserRef { id: "x".into() }).await,
+        u.deactivate_user(pb::DeactivateUserRequest { id: "x".into() })
+            .await,
         &["id"],
     );
-    bad(u.archive_user(pb::UserRef::default()).await, &["id"]);
+    bad(
+        u.archive_user(pb::ArchiveUserRequest::default()).await,
+        &["id"],
+    );
     bad(
         u.deactivate_users(pb::DeactivateUsersRequest::default())
             .await,
@@ -375,7 +379,7 @@ async fn every_rpc_rejects_bad_input_precisely() {
         g.grant_rights(gr(vec![pb::RightGrant {
             right: "tracking.tool".into(),
             scope: 9,
-            expires_at: None,
+            expire_time: None,
         }]))
         .await,
         &["rights[0].scope"],
