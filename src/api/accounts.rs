@@ -13,6 +13,7 @@ use crate::{
         Error, Violations,
     },
     pb::{self, account_service_server::AccountService},
+    service::accounts,
     store::Store,
 };
 
@@ -48,10 +49,8 @@ impl AccountService for AccountApi {
         let Some(name) = name else {
             return Err(Error::Internal("validation inconsistency".into()).into());
         };
-        let org = self
-            .store
-            .create_organization(Some(actor.user_id), &name, request.as_ref())
-            .await?;
+        let org =
+            accounts::create_organization(&self.store, &actor, &name, request.as_ref()).await?;
         Ok(Response::new(organization_to_pb(org)))
     }
 
@@ -63,7 +62,7 @@ impl AccountService for AccountApi {
         actor.require_operator()?;
         let req = request.into_inner();
         let new = parse_new_account(&req)?;
-        let account = self.store.create_account(Some(actor.user_id), &new).await?;
+        let account = accounts::create_account(&self.store, &actor, &new).await?;
         Ok(Response::new(account_to_pb(account)))
     }
 
@@ -75,7 +74,7 @@ impl AccountService for AccountApi {
         actor.require_operator()?;
         let code = AccountCode::parse(&request.get_ref().code)
             .map_err(|why| Error::invalid("code", why))?;
-        let account = self.store.get_account(code.as_str()).await?;
+        let account = accounts::get(&self.store, &actor, &code).await?;
         Ok(Response::new(account_to_pb(account)))
     }
 
@@ -89,13 +88,11 @@ impl AccountService for AccountApi {
         let filter = parse_account_filter(&req)?;
         let page_size = filter.limit;
         // One extra row tells whether another page follows.
-        let mut accounts = self
-            .store
-            .list_accounts(&AccountFilter {
-                limit: page_size + 1,
-                ..filter
-            })
-            .await?;
+        let filter = AccountFilter {
+            limit: page_size + 1,
+            ..filter
+        };
+        let mut accounts = accounts::list(&self.store, &actor, &filter).await?;
         let next_page_token = if accounts.len() as i64 > page_size {
             accounts.truncate(page_size as usize);
             accounts
@@ -119,10 +116,7 @@ impl AccountService for AccountApi {
         actor.require_operator()?;
         let req = request.into_inner();
         let (code, changes) = parse_account_update(&req)?;
-        let account = self
-            .store
-            .update_account(Some(actor.user_id), code.as_str(), &changes)
-            .await?;
+        let account = accounts::update(&self.store, &actor, &code, &changes).await?;
         Ok(Response::new(account_to_pb(account)))
     }
 }

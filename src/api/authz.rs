@@ -239,7 +239,7 @@ impl AuthorizationService for AuthzApi {
         let mut v = Violations::default();
         let args = check_args(&self.engine, request.get_ref(), "", &mut v);
         v.finish()?;
-        let args = args.ok_or_else(|| Status::internal("internal error"))?;
+        let args = args.ok_or_else(|| Error::Internal("check arguments lost".into()))?;
         self.known_rights(&[args.right.as_str()], |_| "right".into())
             .await?;
         Ok(Response::new(self.check_one(&args, now_micros()).await?))
@@ -298,7 +298,7 @@ impl AuthorizationService for AuthzApi {
         };
         v.finish()?;
         let (Some(subject), Some(right), Some(account)) = (subject, right, account) else {
-            return Err(Status::internal("internal error"));
+            return Err(Error::Internal("parcel arguments lost".into()).into());
         };
         let now = now_micros();
         let tag = parcel.tag.trim();
@@ -348,7 +348,7 @@ impl AuthorizationService for AuthzApi {
         let min_revision = min_revision(r.min_revision, "", &mut v);
         v.finish()?;
         let (Some(subject), Some(right)) = (subject, right) else {
-            return Err(Status::internal("internal error"));
+            return Err(Error::Internal("filter arguments lost".into()).into());
         };
         let now = now_micros();
         let (clauses, reason, revision) = match &subject {

@@ -43,7 +43,12 @@ impl From<Error> for Status {
                 }
                 Status::with_error_details(code, format!("nothing was changed: {message}"), details)
             }
-            Error::Internal(_) => Status::internal("internal error"),
+            Error::Internal(cause) => {
+                // The one place an internal error is logged: its cause stays
+                // in the logs, the caller learns nothing of it.
+                tracing::error!(%cause, "internal error");
+                Status::internal("internal error")
+            }
         }
     }
 }

@@ -1,11 +1,8 @@
-//! `clef.v1.ExportService`: CSV streamed in constant memory. A task streams
-//! the rows of every account, in one query on one snapshot, and hands
-//! chunks to a bounded channel, so a slow client slows the reading (and
-//! Postgres behind it) instead of filling memory.
+//! `clef.v1.ExportService`: decodes the request, streams what
+//! `service::export` reads.
 
 use std::pin::Pin;
 
-use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -14,16 +11,11 @@ use super::{
     Ctx,
 };
 use crate::{
-    bulk::{Dialect, ExportWriter},
-    domain::{Error, Violations},
+    bulk::Dialect,
+    domain::Violations,
     pb::{self, export_service_server::ExportService},
-    service::bulk::{export_scope, ExportOf},
+    service::{bulk::ExportOf, export},
 };
-
-/// Rows per chunk sent.
-const CHUNK_ROWS: i64 = 2000;
-/// Chunks buffered between the reader and the client.
-const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Serves `clef.v1.ExportService`.
 #[derive(Debug, Clone)]
@@ -63,55 +55,15 @@ impl ExportService for ExportApi {
             }
         };
         let of = done(v, of)?;
-        let (accounts, catalog) = export_scope(&self.0.store, &actor, &of).await?;
-        let store = self.0.store.clone();
-        let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-        tokio::spawn(async move {
-            let result: Result<(), Error> = async {
-                let mut writer = ExportWriter::new(dialect, &catalog).map_err(csv_error)?;
-                let mut snapshot = store.snapshot().await?;
-                // The header goes out even when there are no rows.
-                let mut pending = writer.take().map_err(csv_error)?;
-                let mut pending_rows = 0;
-                {
-                    let mut rows = std::pin::pin!(snapshot.export_rows(&accounts).await?);
-                    while let Some(row) = rows.next().await {
-                        writer.write(&row?).map_err(csv_error)?;
-                        pending_rows += 1;
-                        if pending_rows >= CHUNK_ROWS {
-                            pending.extend(writer.take().map_err(csv_error)?);
-                            let chunk = pb::ExportUsersResponse {
-                                data: std::mem::take(&mut pending),
-                                rows: std::mem::take(&mut pending_rows),
-                            };
-                            if tx.send(Ok(chunk)).await.is_err() {
-                                return Ok(()); // the client went away
-                            }
-                        }
-                    }
-                }
-                pending.extend(writer.take().map_err(csv_error)?);
-                if !pending.is_empty() {
-                    let chunk = pb::ExportUsersResponse {
-                        data: pending,
-                        rows: pending_rows,
-                    };
-                    if tx.send(Ok(chunk)).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                snapshot.commit().await?;
-                Ok(())
-            }
-            .await;
-            if let Err(e) = result {
-                let _ = tx.send(Err(Status::from(e))).await;
-            }
+        let chunks = export::start(&self.0.store, &actor, &of, dialect).await?;
+        let stream = ReceiverStream::new(chunks).map(|chunk| {
+            chunk
+                .map(|c| pb::ExportUsersResponse {
+                    data: c.data,
+                    rows: c.rows,
+                })
+                .map_err(Status::from)
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream)))
     }
-}
-
-fn csv_error(e: csv::Error) -> Error {
-    Error::Internal(format!("csv: {e}"))
 }

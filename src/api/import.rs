@@ -142,38 +142,18 @@ impl ImportService for ImportApi {
         let mut v = Violations::default();
         let account = code("account_code", &req.account_code, &mut v);
         let account = done(v, account)?;
-        let report = crate::service::import::latest_report(&self.0.store, &actor, &account).await?;
+        let (report, chunks) =
+            crate::service::import::stream_report(&self.0.store, &actor, &account).await?;
         let mut info = Some(report_info(&report, account.as_str()));
-        let store = self.0.store.clone();
-        let (out, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut after = -1;
-            loop {
-                let chunks = match store.report_chunks(report.id, after, 16).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = out.send(Err(Status::from(e))).await;
-                        return;
-                    }
-                };
-                let Some((last, _)) = chunks.last() else {
-                    return;
-                };
-                after = *last;
-                for (_, chunk) in chunks {
-                    let msg = pb::GetImportReportResponse {
-                        info: info.take(),
-                        chunk,
-                    };
-                    if out.send(Ok(msg)).await.is_err() {
-                        return; // the client went away
-                    }
-                }
-            }
+        let stream = tokio_stream::wrappers::ReceiverStream::new(chunks).map(move |chunk| {
+            chunk
+                .map(|chunk| pb::GetImportReportResponse {
+                    info: info.take(),
+                    chunk,
+                })
+                .map_err(Status::from)
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_import_template(

@@ -241,16 +241,8 @@ impl UserApi {
         let name = v.check("name", parse_login(&req.name));
         let once = request_key("CreateServicePrincipal", req, |r| &mut r.request_id, &mut v);
         let name = done(v, name)?;
-        let created = self
-            .0
-            .store
-            .create_principal_once(
-                Some(actor.user_id),
-                crate::domain::principal::PrincipalKind::Service,
-                &name,
-                once.as_ref(),
-            )
-            .await?;
+        let created =
+            users::create_service_principal(&self.0.store, &actor, &name, once.as_ref()).await?;
         Ok(match created {
             PrincipalCreated::New(p) => pb::CreateServicePrincipalResponse {
                 id: p.id.to_string(),
@@ -281,7 +273,7 @@ impl UserApi {
         let (mut found, _) = users::set_status(&self.0.store, &actor, &[user], to).await?;
         let user = found
             .pop()
-            .ok_or_else(|| Status::internal("internal error"))?;
+            .ok_or_else(|| Error::Internal("set_status answered no user".into()))?;
         Ok(Response::new(user_to_pb(user)))
     }
 }

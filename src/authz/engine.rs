@@ -1,4 +1,9 @@
 //! [`Engine`]: caches, invalidation, freshness.
+//!
+//! Longer than most files, on purpose: the caches, the stripes that stamp
+//! invalidations, the change feed and the freshness rules are one
+//! concurrent design whose invariants (see ARCHITECTURE.md, "Decisions")
+//! only hold together; a sixth of the file is its unit tests.
 
 use std::{
     sync::{

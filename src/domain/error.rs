@@ -40,7 +40,8 @@ pub enum Error {
     /// A change over several accounts refused, with each account at fault.
     #[error("refused on {}", .0.iter().map(|r| format!("{} ({})", r.account, r.description)).collect::<Vec<_>>().join(", "))]
     PerAccount(Vec<AccountRefusal>),
-    /// A bug or an unexpected fault; details are logged, not returned.
+    /// A bug or an unexpected fault; `api::error` logs the details once and
+    /// answers only "internal error".
     #[error("internal error: {0}")]
     Internal(String),
 }

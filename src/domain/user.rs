@@ -1,4 +1,6 @@
 //! Users: kinds, statuses, validated profiles, logins and user keys.
+//! (Over 600 lines with its unit tests; each part is small and they share
+//! the profile types.)
 
 use std::fmt;
 

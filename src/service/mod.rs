@@ -1,8 +1,13 @@
-//! Use cases: each runs in one store transaction, loads what the actor may
-//! do, applies the domain's rules, and writes. The gRPC handlers in `api`
-//! only decode, call one function here, and encode.
+//! Use cases, one function per RPC: the gRPC handlers in `api` decode the
+//! request into domain types, call one function here, and encode its
+//! answer. A function loads what the actor may do, applies the domain's
+//! rules and writes, in one store transaction (`Tx`); the streams (import,
+//! export, report) run theirs in a task of their own, described in their
+//! module docs. Nothing here sees a protobuf type or builds SQL rows.
 
+pub mod accounts;
 pub mod bulk;
+pub mod export;
 pub mod grants;
 pub mod import;
 pub mod keys;

@@ -392,3 +392,22 @@ fn verb(to: UserStatus) -> &'static str {
         UserStatus::Invited => "invite",
     }
 }
+
+/// Creates a service principal (operators only), or answers what an
+/// earlier call with the same request created.
+pub async fn create_service_principal(
+    store: &Store,
+    actor: &Actor,
+    name: &str,
+    request: Option<&crate::domain::request::RequestKey>,
+) -> Result<crate::store::PrincipalCreated, Error> {
+    actor.require_operator()?;
+    store
+        .create_principal_once(
+            Some(actor.user_id),
+            crate::domain::principal::PrincipalKind::Service,
+            name,
+            request,
+        )
+        .await
+}

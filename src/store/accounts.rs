@@ -2,13 +2,12 @@
 
 use uuid::Uuid;
 
-use super::{db_error, db_error_for, Store};
+use super::{db_error, db_error_for};
 use crate::domain::{
     account::{
         Account, AccountChanges, AccountFilter, AccountStatus, DisplayName, NewAccount,
         Organization,
     },
-    request::RequestKey,
     Error,
 };
 
@@ -38,32 +37,26 @@ impl From<AccountRow> for Account {
     }
 }
 
-impl Store {
-    /// Creates an organization, or returns the one an earlier call with the
-    /// same request created.
-    pub async fn create_organization(
-        &self,
-        actor: Option<Uuid>,
+impl super::Tx {
+    /// An organization by id.
+    pub async fn organization(&mut self, id: Uuid) -> Result<Organization, Error> {
+        sqlx::query_as!(
+            Organization,
+            "SELECT id, display_name, created_at, updated_at, revision FROM organizations WHERE id = $1",
+            id
+        )
+        .fetch_one(self.conn())
+        .await
+        .map_err(db_error)
+    }
+
+    /// Inserts an organization at this transaction's revision.
+    pub async fn insert_organization(
+        &mut self,
         display_name: &DisplayName,
-        request: Option<&RequestKey>,
     ) -> Result<Organization, Error> {
-        let mut tx = self.write(actor).await?;
-        if let Some(key) = request {
-            if let Some((id, _)) = tx.replayed(key).await? {
-                let org = sqlx::query_as!(
-                    Organization,
-                    "SELECT id, display_name, created_at, updated_at, revision FROM organizations WHERE id = $1",
-                    id
-                )
-                .fetch_one(tx.conn())
-                .await
-                .map_err(db_error)?;
-                tx.rollback().await?;
-                return Ok(org);
-            }
-        }
-        let revision = tx.revision()?;
-        let org = sqlx::query_as!(
+        let revision = self.revision()?;
+        sqlx::query_as!(
             Organization,
             "INSERT INTO organizations (id, display_name, revision) VALUES ($1, $2, $3)
              RETURNING id, display_name, created_at, updated_at, revision",
@@ -71,46 +64,29 @@ impl Store {
             display_name.as_str(),
             revision
         )
-        .fetch_one(tx.conn())
+        .fetch_one(self.conn())
         .await
-        .map_err(db_error)?;
-        if let Some(key) = request {
-            tx.record_request(key, org.id).await?;
-        }
-        tx.audit(
-            "organization.create",
-            &format!("organization/{}", org.id),
-            &format!("created organization {:?}", org.display_name),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(org)
+        .map_err(db_error)
     }
 
-    /// Creates an account, or returns the one an earlier call with the same
-    /// request created.
-    pub async fn create_account(
-        &self,
-        actor: Option<Uuid>,
-        new: &NewAccount,
-    ) -> Result<Account, Error> {
-        let mut tx = self.write(actor).await?;
-        if let Some(key) = &new.request {
-            if let Some((id, _)) = tx.replayed(key).await? {
-                let row = sqlx::query_as!(
-                    AccountRow,
-                    "SELECT id, code, organization_id, display_name, status, created_at, updated_at, revision
+    /// An account by id.
+    pub async fn account_by_id(&mut self, id: Uuid) -> Result<Account, Error> {
+        let row = sqlx::query_as!(
+            AccountRow,
+            "SELECT id, code, organization_id, display_name, status, created_at, updated_at, revision
                      FROM accounts WHERE id = $1",
-                    id
-                )
-                .fetch_one(tx.conn())
-                .await
-                .map_err(db_error)?;
-                tx.rollback().await?;
-                return Ok(row.into());
-            }
-        }
-        let revision = tx.revision()?;
+            id
+        )
+        .fetch_one(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(row.into())
+    }
+
+    /// Inserts an account at this transaction's revision; its code must be
+    /// new and its organization must exist.
+    pub async fn insert_account(&mut self, new: &NewAccount) -> Result<Account, Error> {
+        let revision = self.revision()?;
         let row = sqlx::query_as!(
             AccountRow,
             "INSERT INTO accounts (id, code, organization_id, display_name, status, revision)
@@ -123,7 +99,7 @@ impl Store {
             new.status.as_str(),
             revision
         )
-        .fetch_one(tx.conn())
+        .fetch_one(self.conn())
         .await
         .map_err(|e| {
             db_error_for(
@@ -132,31 +108,11 @@ impl Store {
                 &format!("organization {}", new.organization_id),
             )
         })?;
-        tx.audit(
-            "account.create",
-            &format!("account/{}", row.code),
-            &format!(
-                "created account {:?} in organization {}",
-                row.code, row.organization_id
-            ),
-        )
-        .await?;
-        if let Some(key) = &new.request {
-            tx.record_request(key, row.id).await?;
-        }
-        tx.commit().await?;
         Ok(row.into())
     }
 
-    pub async fn get_account(&self, code: &str) -> Result<Account, Error> {
-        let mut tx = self.read().await?;
-        let account = tx.account(code).await?;
-        tx.commit().await?;
-        Ok(account)
-    }
-
     /// One page of accounts in code order.
-    pub async fn list_accounts(&self, filter: &AccountFilter) -> Result<Vec<Account>, Error> {
+    pub async fn list_accounts(&mut self, filter: &AccountFilter) -> Result<Vec<Account>, Error> {
         let rows = sqlx::query_as!(
             AccountRow,
             r#"SELECT id, code, organization_id, display_name, status, created_at, updated_at, revision
@@ -171,20 +127,19 @@ impl Store {
             filter.after,
             filter.limit
         )
-        .fetch_all(self.pool())
+        .fetch_all(self.conn())
         .await
         .map_err(db_error)?;
         Ok(rows.into_iter().map(Account::from).collect())
     }
 
+    /// Changes an account at this transaction's revision, or `NotFound`.
     pub async fn update_account(
-        &self,
-        actor: Option<Uuid>,
+        &mut self,
         code: &str,
         changes: &AccountChanges,
     ) -> Result<Account, Error> {
-        let mut tx = self.write(actor).await?;
-        let revision = tx.revision()?;
+        let revision = self.revision()?;
         let row = sqlx::query_as!(
             AccountRow,
             "UPDATE accounts
@@ -199,29 +154,13 @@ impl Store {
             changes.status.map(AccountStatus::as_str),
             revision
         )
-        .fetch_optional(tx.conn())
+        .fetch_optional(self.conn())
         .await
         .map_err(db_error)?
         .ok_or_else(|| Error::NotFound(format!("account {code:?}")))?;
-        let mut summary = Vec::new();
-        if let Some(name) = &changes.display_name {
-            summary.push(format!("display_name={:?}", name.as_str()));
-        }
-        if let Some(status) = changes.status {
-            summary.push(format!("status={}", status.as_str()));
-        }
-        tx.audit(
-            "account.update",
-            &format!("account/{code}"),
-            &summary.join(", "),
-        )
-        .await?;
-        tx.commit().await?;
         Ok(row.into())
     }
-}
 
-impl super::Tx {
     /// An account by code, or `NotFound`.
     pub async fn account(&mut self, code: &str) -> Result<Account, Error> {
         sqlx::query_as!(

@@ -38,7 +38,7 @@ mod run;
 mod sync;
 
 pub use outcome::Outcome;
-pub use report::{latest_report, stop_reason};
+pub use report::{latest_report, stop_reason, stream_report};
 pub use run::{run, Progress, ProgressSender, Summary};
 
 use std::collections::HashSet;

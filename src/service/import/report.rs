@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use tokio::sync::mpsc;
+
 use super::{outcome::Outcome, Import};
 use crate::{
     bulk::{csvfile::neutralise, Dialect},
@@ -80,6 +82,41 @@ pub async fn latest_report(
             a.code
         ))
     })
+}
+
+/// The latest import report of an account and its CSV chunks, read a few
+/// at a time as the client takes them.
+pub async fn stream_report(
+    store: &Store,
+    actor: &Actor,
+    account: &AccountCode,
+) -> Result<(ReportMeta, mpsc::Receiver<Result<Vec<u8>, Error>>), Error> {
+    let report = latest_report(store, actor, account).await?;
+    let store = store.clone();
+    let id = report.id;
+    let (out, chunks) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut after = -1;
+        loop {
+            let page = match store.report_chunks(id, after, 16).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = out.send(Err(e)).await;
+                    return;
+                }
+            };
+            let Some((last, _)) = page.last() else {
+                return;
+            };
+            after = *last;
+            for (_, chunk) in page {
+                if out.send(Ok(chunk)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        }
+    });
+    Ok((report, chunks))
 }
 
 /// What a report says of the error that stopped an import. The details of

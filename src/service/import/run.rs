@@ -1,6 +1,32 @@
 //! Running an import from its file's chunks to its summary: lines grouped
 //! in batches, transactions opened and committed, the report written, the
 //! sync step, and what the client is told as it goes.
+//!
+//! - Records come from `bulk::stream`; lines are applied and committed in
+//!   batches of 500 (one transaction for `atomic` and `dry_run`, rolled back
+//!   when any line of an atomic import fails); each batch is reported after
+//!   it commits. A batch that wrote nothing rolls back rather than take a
+//!   revision.
+//! - A write transaction holds the revision counter, and so every other
+//!   writer, until it ends: an import opens it only once a batch is parsed,
+//!   never while waiting for its client. A dry run uses a rehearsal
+//!   (`Store::rehearsal`: the next revision's number without the lock, never
+//!   committed). An `atomic` import is staged (`import_staged_lines`) as it
+//!   arrives and replayed from Postgres in one transaction after its last
+//!   byte; its results wait in `import_staged_results` until that
+//!   transaction has ended.
+//! - Each batch and the sync step first check, in their transaction, that
+//!   the import still owns the account's report (`Tx::hold_report`, `FOR KEY
+//!   SHARE` until it commits): an import replaced by a newer one stops there.
+//!   One import per account at a time: `Store::start_report` refuses a new
+//!   one while the account's report shows a running import (alive within
+//!   150 s: each batch refreshes `active_at`).
+//! - A client that cancels, drops its connection or sends nothing for 120 s
+//!   stops the import: its pending batch rolls back, reported lines stay, and
+//!   the report records why it stopped (retried every second for up to 150 s
+//!   while Postgres is unreachable).
+//! - The caller is told through a channel of [`Progress`]: line results,
+//!   then the summary, or the error that stopped it.
 
 use std::collections::HashMap;
 
