@@ -210,6 +210,62 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The rows of a table of calls that did not end as expected, collected so
+/// that a test reports every failing row rather than only the first.
+#[derive(Debug, Default)]
+pub struct Mismatches(Vec<String>);
+
+impl Mismatches {
+    /// Records `case` unless `result` failed with `code` and its
+    /// `BadRequest` details name exactly `fields`, in that order (none for
+    /// a code other than `INVALID_ARGUMENT`). Returns the status.
+    pub fn refused<T: std::fmt::Debug>(
+        &mut self,
+        case: &str,
+        result: Result<T, Status>,
+        code: Code,
+        fields: &[&str],
+    ) -> Option<Status> {
+        match result {
+            Ok(v) => {
+                self.0
+                    .push(format!("{case}: expected {code:?}, got success: {v:?}"));
+                None
+            }
+            Err(s) => {
+                let named = violated_fields(&s);
+                if s.code() != code {
+                    self.0.push(format!("{case}: expected {code:?}, got {s:?}"));
+                } else if named != fields {
+                    self.0.push(format!(
+                        "{case}: expected fields {fields:?}, got {named:?} ({})",
+                        s.message()
+                    ));
+                }
+                Some(s)
+            }
+        }
+    }
+
+    /// Records `case` unless `ok`.
+    pub fn check(&mut self, case: &str, ok: bool, detail: impl std::fmt::Display) {
+        if !ok {
+            self.0.push(format!("{case}: {detail}"));
+        }
+    }
+
+    /// Fails the test with every recorded row.
+    #[track_caller]
+    pub fn finish(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} row(s) failed:\n  {}",
+            self.0.len(),
+            self.0.join("\n  ")
+        );
+    }
+}
+
 /// Creates an organization and returns its id.
 pub async fn create_org(client: &mut AccountClient, name: &str) -> String {
     client
