@@ -9,6 +9,7 @@ mod decisions;
 mod delegation;
 mod differential;
 mod edges;
+mod edges_files;
 mod embedded;
 mod export;
 mod freshness;
