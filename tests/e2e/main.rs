@@ -14,6 +14,7 @@ mod embedded;
 mod export;
 mod freshness;
 mod fuzz;
+mod fuzz_bodies;
 mod grpcurl;
 mod health;
 mod import;
