@@ -30,3 +30,4 @@ mod restart;
 mod story;
 mod tenants;
 mod validation;
+mod validation_links_grants_keys;
