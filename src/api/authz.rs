@@ -11,7 +11,7 @@ use crate::{
     authz::Engine,
     domain::{
         account::AccountCode,
-        decision::{now_micros, Decision, Denial, Parcel, Visibility},
+        decision::{Decision, Denial, Parcel, Visibility},
         principal::{Actor, PrincipalKind},
         rights::RightDef,
         user::UserKey,
@@ -242,7 +242,9 @@ impl AuthorizationService for AuthzApi {
         let args = args.ok_or_else(|| Error::Internal("check arguments lost".into()))?;
         self.known_rights(&[args.right.as_str()], |_| "right".into())
             .await?;
-        Ok(Response::new(self.check_one(&args, now_micros()).await?))
+        Ok(Response::new(
+            self.check_one(&args, self.engine.now_micros()).await?,
+        ))
     }
 
     async fn check_batch(
@@ -269,7 +271,7 @@ impl AuthorizationService for AuthzApi {
         let rights: Vec<&str> = args.iter().flatten().map(|a| a.right.as_str()).collect();
         self.known_rights(&rights, |i| format!("checks[{i}].right"))
             .await?;
-        let now = now_micros();
+        let now = self.engine.now_micros();
         let mut results = Vec::with_capacity(args.len());
         for a in args.iter().flatten() {
             results.push(self.check_one(a, now).await?);
@@ -300,7 +302,7 @@ impl AuthorizationService for AuthzApi {
         let (Some(subject), Some(right), Some(account)) = (subject, right, account) else {
             return Err(Error::Internal("parcel arguments lost".into()).into());
         };
-        let now = now_micros();
+        let now = self.engine.now_micros();
         let tag = parcel.tag.trim();
         let p = Parcel {
             account_code: account.as_str(),
@@ -350,7 +352,7 @@ impl AuthorizationService for AuthzApi {
         let (Some(subject), Some(right)) = (subject, right) else {
             return Err(Error::Internal("filter arguments lost".into()).into());
         };
-        let now = now_micros();
+        let now = self.engine.now_micros();
         let (clauses, reason, revision) = match &subject {
             None => (
                 Vec::new(),

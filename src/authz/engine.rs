@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::{
     domain::{
         account::AccountState,
-        decision::{Decision, Denial, Entitlements},
+        decision::{Decision, Denial, Entitlements, Micros},
         key::KeyHash,
         principal::Actor,
         Error,
@@ -162,6 +162,12 @@ impl Engine {
 
     fn micros(&self) -> u64 {
         self.origin.elapsed().as_micros() as u64
+    }
+
+    /// Now, by the store's clock: what expiries are compared with.
+    #[inline]
+    pub fn now_micros(&self) -> Micros {
+        self.store.clock().now_micros()
     }
 
     fn stripe(&self, user: &Uuid) -> &AtomicU64 {
@@ -550,7 +556,7 @@ impl Engine {
     /// (decision RPCs authenticate their callers here, off the database).
     pub async fn actor(&self, hash: &KeyHash) -> Result<Option<Actor>, Error> {
         let answer = self.subject(&SubjectRef::Key(*hash), 0, None).await?;
-        let now = crate::domain::decision::now_micros();
+        let now = self.now_micros();
         Ok(answer.subject.and_then(|e| {
             let key = e.key(hash, now)?;
             e.active.then(|| Actor {

@@ -72,14 +72,7 @@ pub async fn grant(
     tx.link(user, account.id).await?.ok_or_else(not_found)?;
     let catalog = tx.rights().await?;
     let mut v = Violations::default();
-    let wanted = validate_grants(
-        &catalog,
-        target.kind,
-        asked,
-        "rights",
-        chrono::Utc::now(),
-        &mut v,
-    );
+    let wanted = validate_grants(&catalog, target.kind, asked, "rights", tx.now(), &mut v);
     v.finish()?;
     if !wanted.is_empty() {
         require_can_receive(&target)?;
@@ -333,14 +326,7 @@ pub async fn grant_across(
         .ok_or_else(|| Error::NotFound("user".into()))?;
     require_can_receive(&user)?;
     let mut v = Violations::default();
-    let grants = validate_grants(
-        &catalog,
-        user.kind,
-        asked,
-        "rights",
-        chrono::Utc::now(),
-        &mut v,
-    );
+    let grants = validate_grants(&catalog, user.kind, asked, "rights", tx.now(), &mut v);
     v.finish()?;
 
     let mut outcomes = Vec::new();

@@ -39,7 +39,7 @@ pub async fn regenerate(
             format!("must be between 0 and {MAX_OVERLAP_SECONDS}"),
         ));
     }
-    if expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
+    if expires_at.is_some_and(|t| t <= store.clock().now()) {
         return Err(Error::invalid("expire_time", "is in the past"));
     }
     let user = user.unwrap_or(actor.user_id);
@@ -122,7 +122,7 @@ pub async fn who_am_i(store: &Store, actor: &Actor) -> Result<Me, Error> {
     let links = tx
         .links(Some(actor.user_id), None, None, None, 100_000)
         .await?;
-    let now = chrono::Utc::now();
+    let now = tx.now();
     let grants = tx
         .grants(Some(actor.user_id), None, None, None, 1_000_000)
         .await?;

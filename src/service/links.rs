@@ -55,7 +55,7 @@ pub async fn link(
         UserKind::Advanced,
         &req.grants,
         "rights",
-        chrono::Utc::now(),
+        tx.now(),
         &mut v,
     );
     v.finish()?;

@@ -116,14 +116,7 @@ pub(crate) async fn create_in(
         v.add("account_code", "is required to give tags or rights");
     }
     let catalog = tx.rights().await?;
-    let grants = validate_grants(
-        &catalog,
-        kind,
-        &req.grants,
-        "rights",
-        chrono::Utc::now(),
-        &mut v,
-    );
+    let grants = validate_grants(&catalog, kind, &req.grants, "rights", tx.now(), &mut v);
     v.finish()?;
 
     let account = match &req.account {

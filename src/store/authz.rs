@@ -86,7 +86,7 @@ impl Store {
                         'e', (extract(epoch FROM k.expires_at) * 1000000)::bigint,
                         'r', (extract(epoch FROM k.revoked_at) * 1000000)::bigint)), '[]')
                     FROM connection_keys k
-                   WHERE k.user_id = s.id AND (k.revoked_at IS NULL OR k.revoked_at > now())) AS "keys!: Json<Vec<KeyJson>>",
+                   WHERE k.user_id = s.id AND (k.revoked_at IS NULL OR k.revoked_at > $5)) AS "keys!: Json<Vec<KeyJson>>",
                  (SELECT COALESCE(json_agg(json_build_object(
                         'c', a.code, 'closed', a.status = 'closed', 't', l.tags,
                         'g', (SELECT COALESCE(json_agg(json_build_object(
@@ -101,7 +101,8 @@ impl Store {
             hash,
             id,
             user_key,
-            account
+            account,
+            self.clock().now()
         )
         .fetch_one(self.pool())
         .await

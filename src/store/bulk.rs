@@ -67,15 +67,19 @@ impl Tx {
         &'a mut self,
         accounts: &[Uuid],
     ) -> Result<impl Stream<Item = Result<ExportRow, Error>> + Send + 'a, Error> {
-        // COPY takes no parameters: the ids are ours, formatted as UUIDs.
+        // COPY takes no parameters: the ids are ours, formatted as UUIDs, and
+        // so is the time expired grants are left out at.
         let ids: Vec<String> = accounts.iter().map(|a| format!("'{a}'")).collect();
+        let now = self
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let sql = format!(
             r#"COPY (SELECT a.code, u.kind, u.status, u.login, u.user_key, u.last_name, u.first_name, u.job_title,
                            u.email, u.phone, u.address_lines, u.postal_code, u.city, u.country, u.civility,
                            u.language, l.tags,
                            (SELECT array_agg(g.right_code || ':' || COALESCE(g.scope, '')) FROM grants g
                              WHERE g.user_id = l.user_id AND g.account_id = l.account_id
-                               AND (g.expires_at IS NULL OR g.expires_at > now()))
+                               AND (g.expires_at IS NULL OR g.expires_at > '{now}'::timestamptz))
                       FROM links l JOIN accounts a ON a.id = l.account_id JOIN users u ON u.id = l.user_id
                      WHERE l.account_id = ANY(ARRAY[{}]::uuid[]) AND u.status <> 'archived'
                        AND u.kind IN ('standard', 'advanced')

@@ -99,9 +99,10 @@ impl Tx {
         }
         let rows = sqlx::query!(
             "SELECT right_code, scope FROM grants
-              WHERE user_id = $1 AND account_id = $2 AND (expires_at IS NULL OR expires_at > now())",
+              WHERE user_id = $1 AND account_id = $2 AND (expires_at IS NULL OR expires_at > $3)",
             actor.user_id,
-            account
+            account,
+            self.now()
         )
         .fetch_all(self.conn())
         .await
@@ -120,8 +121,9 @@ impl Tx {
     pub async fn administered_accounts(&mut self, actor: Uuid) -> Result<Vec<Uuid>, Error> {
         sqlx::query_scalar!(
             "SELECT account_id FROM grants WHERE user_id = $1 AND right_code = 'admin.users'
-                AND (expires_at IS NULL OR expires_at > now())",
-            actor
+                AND (expires_at IS NULL OR expires_at > $2)",
+            actor,
+            self.now()
         )
         .fetch_all(self.conn())
         .await

@@ -43,7 +43,7 @@ impl Tx {
     }
 
     /// Retires the user's live keys other than `keep`, `overlap_seconds` from
-    /// now (0: at once).
+    /// the transaction's time (0: at once).
     pub async fn retire_keys(
         &mut self,
         user: Uuid,
@@ -51,11 +51,12 @@ impl Tx {
         overlap_seconds: i32,
     ) -> Result<(), Error> {
         sqlx::query!(
-            "UPDATE connection_keys SET revoked_at = now() + make_interval(secs => $3)
-              WHERE user_id = $1 AND id <> $2 AND (revoked_at IS NULL OR revoked_at > now() + make_interval(secs => $3))",
+            "UPDATE connection_keys SET revoked_at = $4::timestamptz + make_interval(secs => $3)
+              WHERE user_id = $1 AND id <> $2 AND (revoked_at IS NULL OR revoked_at > $4::timestamptz + make_interval(secs => $3))",
             user,
             keep,
-            f64::from(overlap_seconds)
+            f64::from(overlap_seconds),
+            self.now()
         )
         .execute(self.conn())
         .await
@@ -91,10 +92,11 @@ impl Tx {
     /// Stops a key of `user` at once.
     pub async fn revoke_key(&mut self, user: Uuid, id: Uuid) -> Result<(), Error> {
         sqlx::query!(
-            "UPDATE connection_keys SET revoked_at = now()
-              WHERE id = $1 AND user_id = $2 AND (revoked_at IS NULL OR revoked_at > now())",
+            "UPDATE connection_keys SET revoked_at = $3
+              WHERE id = $1 AND user_id = $2 AND (revoked_at IS NULL OR revoked_at > $3)",
             id,
-            user
+            user,
+            self.now()
         )
         .execute(self.conn())
         .await

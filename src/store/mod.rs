@@ -33,7 +33,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use crate::domain::Error;
+use crate::domain::{clock::Clock, Error};
 
 pub use authz::{Loaded, Notifier, SubjectRef};
 pub use grants::Grant;
@@ -57,6 +57,8 @@ pub struct Store {
     /// Set while the health monitor knows Postgres is unreachable: requests
     /// then fail at once instead of waiting for the pool's timeout.
     down: Arc<AtomicBool>,
+    /// What expiries are compared with, in memory and in SQL.
+    clock: Clock,
 }
 
 impl Store {
@@ -73,7 +75,18 @@ impl Store {
             pool,
             observer: Arc::default(),
             down: Arc::default(),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same store reading time from `clock` (tests: a manual clock).
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Self { clock, ..self }
+    }
+
+    /// The clock every expiry is compared with.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Records whether Postgres answers (the health monitor's finding).

@@ -117,10 +117,11 @@ impl Store {
             "SELECT k.id AS key_id, u.id AS user_id, u.kind
                FROM connection_keys k JOIN users u ON u.id = k.user_id
               WHERE k.secret_hash = $1
-                AND (k.revoked_at IS NULL OR k.revoked_at > now())
-                AND (k.expires_at IS NULL OR k.expires_at > now())
+                AND (k.revoked_at IS NULL OR k.revoked_at > $2)
+                AND (k.expires_at IS NULL OR k.expires_at > $2)
                 AND u.status = 'active'",
-            &hash[..]
+            &hash[..],
+            self.clock().now()
         )
         .fetch_optional(self.pool())
         .await

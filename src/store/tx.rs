@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -72,6 +73,9 @@ pub struct Tx {
     observer: Option<Arc<dyn CommitObserver>>,
     /// A rehearsal never commits (see [`Store::rehearsal`]).
     rehearsal: bool,
+    /// The transaction's time (the store's clock as it began), which its
+    /// queries compare expiries with instead of Postgres' `now()`.
+    now: DateTime<Utc>,
 }
 
 impl Store {
@@ -90,6 +94,7 @@ impl Store {
             actor: None,
             observer: None,
             rehearsal: false,
+            now: self.clock().now(),
         })
     }
 
@@ -99,7 +104,13 @@ impl Store {
         self.fail_fast()?;
         let mut inner = self.pool().begin().await.map_err(db_error)?;
         let revision = super::next_revision(&mut inner).await?;
-        Ok(Tx::writing(inner, revision, actor, self.observer()))
+        Ok(Tx::writing(
+            inner,
+            revision,
+            actor,
+            self.observer(),
+            self.clock().now(),
+        ))
     }
 
     /// A write transaction that is always rolled back (dry runs): its rows
@@ -114,7 +125,7 @@ impl Store {
             .map_err(db_error)?;
         Ok(Tx {
             rehearsal: true,
-            ..Tx::writing(inner, revision, actor, None)
+            ..Tx::writing(inner, revision, actor, None, self.clock().now())
         })
     }
 }
@@ -125,6 +136,7 @@ impl Tx {
         revision: i64,
         actor: Option<Uuid>,
         observer: Option<Arc<dyn CommitObserver>>,
+        now: DateTime<Utc>,
     ) -> Self {
         Tx {
             inner,
@@ -132,6 +144,7 @@ impl Tx {
             actor,
             observer,
             rehearsal: false,
+            now,
         }
     }
 }
@@ -149,6 +162,11 @@ impl Tx {
 
     pub(crate) fn actor(&self) -> Option<Uuid> {
         self.actor
+    }
+
+    /// The transaction's time: what its expiries are compared with.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
     }
 
     /// Appends an audit event of this write.

@@ -359,12 +359,13 @@ impl Tx {
             r#"SELECT l.account_id, a.code,
                       EXISTS (SELECT 1 FROM grants g
                                WHERE g.user_id = $2 AND g.account_id = l.account_id AND g.right_code = 'admin.users'
-                                 AND (g.expires_at IS NULL OR g.expires_at > now())) AS "admin!"
+                                 AND (g.expires_at IS NULL OR g.expires_at > $3)) AS "admin!"
                  FROM links l JOIN accounts a ON a.id = l.account_id
                 WHERE l.user_id = $1
                 ORDER BY a.code"#,
             user,
-            actor
+            actor,
+            self.now()
         )
         .fetch_all(self.conn())
         .await
@@ -393,10 +394,11 @@ impl Tx {
                   AND NOT EXISTS (SELECT 1 FROM grants g
                                    WHERE g.user_id = $2 AND g.account_id = l.account_id
                                      AND g.right_code = 'admin.users'
-                                     AND (g.expires_at IS NULL OR g.expires_at > now()))
+                                     AND (g.expires_at IS NULL OR g.expires_at > $3))
                 GROUP BY l.user_id"#,
             users,
-            actor
+            actor,
+            self.now()
         )
         .fetch_all(self.conn())
         .await
@@ -408,8 +410,9 @@ impl Tx {
     pub async fn administers_any(&mut self, actor: Uuid) -> Result<bool, Error> {
         sqlx::query_scalar!(
             r#"SELECT EXISTS (SELECT 1 FROM grants WHERE user_id = $1 AND right_code = 'admin.users'
-                               AND (expires_at IS NULL OR expires_at > now())) AS "e!""#,
-            actor
+                               AND (expires_at IS NULL OR expires_at > $2)) AS "e!""#,
+            actor,
+            self.now()
         )
         .fetch_one(self.conn())
         .await

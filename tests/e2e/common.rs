@@ -2,7 +2,11 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clef::{domain::principal::PrincipalKind, pb, store::Store};
+use clef::{
+    domain::{clock::Clock, principal::PrincipalKind},
+    pb,
+    store::Store,
+};
 use sqlx::{postgres::PgConnectOptions, ConnectOptions, Connection};
 use tokio::net::TcpListener;
 use tonic::{
@@ -68,9 +72,20 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_on(fresh_database().await).await
 }
 
+/// Starts a server on its own fresh database whose clock the test moves
+/// ahead ([`TestApp::advance`]) instead of sleeping until something expires.
+pub async fn spawn_app_with_manual_clock() -> TestApp {
+    spawn_app_with_clock(fresh_database().await, Clock::manual()).await
+}
+
 /// Starts a server on the given database (migrating it), with an operator.
 pub async fn spawn_app_on(db_options: PgConnectOptions) -> TestApp {
-    let store = Store::connect_lazy(db_options.clone(), 8);
+    spawn_app_with_clock(db_options, Clock::system()).await
+}
+
+/// [`spawn_app_on`] with the clock the server compares expiries with.
+pub async fn spawn_app_with_clock(db_options: PgConnectOptions, clock: Clock) -> TestApp {
+    let store = Store::connect_lazy(db_options.clone(), 8).with_clock(clock);
     store.migrate().await.expect("migrate");
     let operator = store
         .create_principal(
@@ -103,6 +118,17 @@ pub async fn spawn_app_on(db_options: PgConnectOptions) -> TestApp {
 impl TestApp {
     pub async fn channel(&self) -> Channel {
         connect(self.addr).await
+    }
+
+    /// The server's clock.
+    pub fn clock(&self) -> &Clock {
+        self.store.clock()
+    }
+
+    /// Moves the server's clock ahead (an app from
+    /// [`spawn_app_with_manual_clock`] only).
+    pub fn advance(&self, by: Duration) {
+        self.clock().advance(by);
     }
 
     /// An AccountService client presenting `key` (or no key).
@@ -182,6 +208,62 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
         .bad_request()
         .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
         .unwrap_or_default()
+}
+
+/// The rows of a table of calls that did not end as expected, collected so
+/// that a test reports every failing row rather than only the first.
+#[derive(Debug, Default)]
+pub struct Mismatches(Vec<String>);
+
+impl Mismatches {
+    /// Records `case` unless `result` failed with `code` and its
+    /// `BadRequest` details name exactly `fields`, in that order (none for
+    /// a code other than `INVALID_ARGUMENT`). Returns the status.
+    pub fn refused<T: std::fmt::Debug>(
+        &mut self,
+        case: &str,
+        result: Result<T, Status>,
+        code: Code,
+        fields: &[&str],
+    ) -> Option<Status> {
+        match result {
+            Ok(v) => {
+                self.0
+                    .push(format!("{case}: expected {code:?}, got success: {v:?}"));
+                None
+            }
+            Err(s) => {
+                let named = violated_fields(&s);
+                if s.code() != code {
+                    self.0.push(format!("{case}: expected {code:?}, got {s:?}"));
+                } else if named != fields {
+                    self.0.push(format!(
+                        "{case}: expected fields {fields:?}, got {named:?} ({})",
+                        s.message()
+                    ));
+                }
+                Some(s)
+            }
+        }
+    }
+
+    /// Records `case` unless `ok`.
+    pub fn check(&mut self, case: &str, ok: bool, detail: impl std::fmt::Display) {
+        if !ok {
+            self.0.push(format!("{case}: {detail}"));
+        }
+    }
+
+    /// Fails the test with every recorded row.
+    #[track_caller]
+    pub fn finish(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} row(s) failed:\n  {}",
+            self.0.len(),
+            self.0.join("\n  ")
+        );
+    }
 }
 
 /// Creates an organization and returns its id.

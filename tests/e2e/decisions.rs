@@ -34,13 +34,13 @@ async fn visible(
 
 #[tokio::test]
 async fn check_answers_every_scope_and_denial_reason() {
-    let app = spawn_app().await;
+    let app = spawn_app_with_manual_clock().await;
     let mut ops = app.operator().await;
     let org = create_org(&mut ops.accounts, "Org").await;
     for code in ["900138", "850061", "CLOSED1"] {
         create_account(&mut ops.accounts, &org, code).await;
     }
-    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let soon = app.clock().now() + chrono::Duration::minutes(10);
     let (u, key) = create_user(
         &mut ops,
         advanced("Zoé", "Check", "zoe@example.com"),
@@ -167,7 +167,7 @@ async fn check_answers_every_scope_and_denial_reason() {
             .await
             .allowed
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    app.advance(std::time::Duration::from_secs(10 * 60 + 1));
     assert_eq!(
         reason(check(&mut d, by_key(&key), "900138", "tracking.ws", 0).await),
         R::ExpiredGrant

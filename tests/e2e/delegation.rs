@@ -1,11 +1,14 @@
 //! The delegation rule and tenant isolation: every refusal below must leave
-//! the database exactly as it was.
+//! the database exactly as it was. Each test builds the same two tenants
+//! ([`tenants`]) and reports every refused call that went wrong.
 
 use clef::pb::{self, Scope};
 use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::common::*;
+
+const DENIED: Code = Code::PermissionDenied;
 
 fn by_id(id: &str) -> Option<pb::get_user_request::By> {
     Some(pb::get_user_request::By::Id(id.into()))
@@ -17,8 +20,22 @@ fn select_id(id: &str) -> Option<pb::UserSelector> {
     })
 }
 
-#[tokio::test]
-async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
+/// Two tenants: A (account 900138, admin Alice holding `shipping.ws` and
+/// `tracking.tool` by user tag) and B (account 850061, admin Bruno holding
+/// `shipping.ws`). UA is A's standard user (holding what Alice gave him, and
+/// `tracking.ws` from the operator), UB is B's, V an advanced user both
+/// tenants linked.
+struct Tenants {
+    app: TestApp,
+    a: Clients,
+    ua: pb::User,
+    ua_key: String,
+    ub: pb::User,
+    uv: pb::User,
+    before: Vec<String>,
+}
+
+async fn tenants() -> Tenants {
     let app = spawn_app().await;
     org_with_account(&app, "A", "900138").await;
     org_with_account(&app, "B", "850061").await;
@@ -83,165 +100,272 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
         })
         .await
         .unwrap();
-
-    let service = app.service_key("tracker").await;
     let before = snapshot(&app).await;
+    Tenants {
+        app,
+        a,
+        ua,
+        ua_key,
+        ub,
+        uv,
+        before,
+    }
+}
 
-    // A right he lacks.
-    let s = expect_code(
-        a.grants
-            .grant_rights(pb::GrantRightsRequest {
-                account_code: "900138".into(),
-                user_id: ua.id.clone(),
-                rights: vec![right("delivery.pickup_point_ws")],
-            })
-            .await,
-        Code::PermissionDenied,
+impl Tenants {
+    /// Adds a row when the database changed since the tenants were built,
+    /// then fails with every failing row.
+    async fn finish(self, mut m: Mismatches) {
+        let after = snapshot(&self.app).await;
+        m.check(
+            "nothing written",
+            after == self.before,
+            "a refused call changed the database",
+        );
+        m.finish();
+    }
+
+    /// A GrantRights request for UA on A's account.
+    fn grant_ua(&self, rights: Vec<pb::RightGrant>) -> pb::GrantRightsRequest {
+        pb::GrantRightsRequest {
+            account_code: "900138".into(),
+            user_id: self.ua.id.clone(),
+            rights,
+        }
+    }
+}
+
+/// Records `case` unless the status's message contains every one of `words`.
+fn says(m: &mut Mismatches, case: &str, s: Option<tonic::Status>, words: &[&str]) {
+    if let Some(s) = s {
+        let missing: Vec<_> = words.iter().filter(|w| !s.message().contains(*w)).collect();
+        m.check(
+            case,
+            missing.is_empty(),
+            format!("message {:?} lacks {missing:?}", s.message()),
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_admin_cannot_grant_a_right_he_lacks() {
+    let mut t = tenants().await;
+    let mut m = Mismatches::default();
+    let request = t.grant_ua(vec![right("delivery.pickup_point_ws")]);
+    let s = m.refused(
+        "a right he lacks",
+        t.a.grants.grant_rights(request).await,
+        DENIED,
+        &[],
     );
-    assert!(
-        s.message().contains("delivery.pickup_point_ws"),
-        "{}",
-        s.message()
+    says(&mut m, "a right he lacks", s, &["delivery.pickup_point_ws"]);
+    t.finish(m).await;
+}
+
+#[tokio::test]
+async fn an_admin_cannot_grant_a_wider_or_another_scope_than_his() {
+    let mut t = tenants().await;
+    let mut m = Mismatches::default();
+    let request = t.grant_ua(vec![scoped("tracking.tool", Scope::Consolidated)]);
+    let s = m.refused(
+        "a wider scope",
+        t.a.grants.grant_rights(request).await,
+        DENIED,
+        &[],
     );
-    // A wider scope than his.
-    let s = expect_code(
-        a.grants
-            .grant_rights(pb::GrantRightsRequest {
-                account_code: "900138".into(),
-                user_id: ua.id.clone(),
-                rights: vec![scoped("tracking.tool", Scope::Consolidated)],
-            })
-            .await,
-        Code::PermissionDenied,
+    says(
+        &mut m,
+        "a wider scope",
+        s,
+        &["tracking.tool", "consolidated"],
     );
-    assert!(
-        s.message().contains("tracking.tool") && s.message().contains("consolidated"),
-        "{}",
-        s.message()
+    let request = t.grant_ua(vec![scoped("tracking.tool", Scope::UserKey)]);
+    m.refused(
+        "another scope, not narrower",
+        t.a.grants.grant_rights(request).await,
+        DENIED,
+        &[],
     );
-    // Another scope, not narrower.
-    expect_code(
-        a.grants
-            .grant_rights(pb::GrantRightsRequest {
-                account_code: "900138".into(),
-                user_id: ua.id.clone(),
-                rights: vec![scoped("tracking.tool", Scope::UserKey)],
-            })
-            .await,
-        Code::PermissionDenied,
-    );
-    // Revoking or replacing a right he does not hold.
-    let s = expect_code(
-        a.grants
+    t.finish(m).await;
+}
+
+#[tokio::test]
+async fn an_admin_cannot_revoke_or_replace_a_right_he_does_not_hold() {
+    let mut t = tenants().await;
+    let mut m = Mismatches::default();
+    let s = m.refused(
+        "revoking it",
+        t.a.grants
             .revoke_rights(pb::RevokeRightsRequest {
                 account_code: "900138".into(),
-                user_id: ua.id.clone(),
+                user_id: t.ua.id.clone(),
                 rights: vec!["tracking.ws".into()],
             })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    assert!(s.message().contains("tracking.ws"));
-    expect_code(
-        a.grants
+    says(&mut m, "revoking it", s, &["tracking.ws"]);
+    m.refused(
+        "replacing the rights that include it",
+        t.a.grants
             .set_rights(pb::SetRightsRequest {
                 account_code: "900138".into(),
-                user_id: ua.id.clone(),
+                user_id: t.ua.id.clone(),
                 rights: vec![right("shipping.ws")],
             })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    // Creating a user with a right he lacks.
-    expect_code(
+    t.finish(m).await;
+}
+
+#[tokio::test]
+async fn an_admin_cannot_create_a_user_with_a_right_he_lacks() {
+    let mut t = tenants().await;
+    let mut m = Mismatches::default();
+    m.refused(
+        "create with a right he lacks",
         create_user(
-            &mut a,
+            &mut t.a,
             standard("Nouveau", "Venu"),
             "900138",
             &[],
             vec![right("billing.invoices")],
         )
         .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    // Anything on account B.
-    let s = expect_code(
-        a.grants
+    t.finish(m).await;
+}
+
+#[tokio::test]
+async fn an_admin_cannot_grant_or_create_on_another_tenants_account() {
+    let mut t = tenants().await;
+    let mut m = Mismatches::default();
+    let s = m.refused(
+        "grant on B's account",
+        t.a.grants
             .grant_rights(pb::GrantRightsRequest {
                 account_code: "850061".into(),
-                user_id: ub.id.clone(),
+                user_id: t.ub.id.clone(),
                 rights: vec![right("shipping.ws")],
             })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    assert!(s.message().contains("admin.users"), "{}", s.message());
-    expect_code(
-        create_user(&mut a, standard("Intrus", "Dehors"), "850061", &[], vec![]).await,
-        Code::PermissionDenied,
+    says(&mut m, "grant on B's account", s, &["admin.users"]);
+    m.refused(
+        "create on B's account",
+        create_user(
+            &mut t.a,
+            standard("Intrus", "Dehors"),
+            "850061",
+            &[],
+            vec![],
+        )
+        .await,
+        DENIED,
+        &[],
     );
-    // Across accounts including one he does not administer: nothing anywhere.
-    let s = expect_code(
-        a.grants
+    t.finish(m).await;
+}
+
+#[tokio::test]
+async fn granting_across_accounts_grants_nothing_when_one_is_not_his() {
+    let mut t = tenants().await;
+    let mut m = Mismatches::default();
+    let s = m.refused(
+        "across A and B",
+        t.a.grants
             .grant_across_accounts(pb::GrantAcrossAccountsRequest {
-                user: select_id(&uv.id),
+                user: select_id(&t.uv.id),
                 account_codes: vec!["900138".into(), "850061".into()],
                 rights: vec![right("shipping.ws")],
             })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    let failures = s
-        .get_error_details()
-        .precondition_failure()
-        .cloned()
-        .expect("per-account details");
-    let subjects: Vec<_> = failures
-        .violations
-        .iter()
-        .map(|v| v.subject.as_str())
-        .collect();
-    assert_eq!(subjects, ["850061"]);
-    // Reading B's users.
-    expect_code(
-        a.users
-            .get_user(pb::GetUserRequest { by: by_id(&ub.id) })
+    if let Some(s) = s {
+        let subjects: Option<Vec<String>> = s.get_error_details().precondition_failure().map(|f| {
+            f.violations
+                .iter()
+                .map(|v| v.subject.clone())
+                .collect::<Vec<_>>()
+        });
+        m.check(
+            "per-account details",
+            subjects.as_deref() == Some(&["850061".to_owned()][..]),
+            format!("expected the refused account 850061 alone, got {subjects:?}"),
+        );
+    }
+    t.finish(m).await;
+}
+
+#[tokio::test]
+async fn an_admin_cannot_read_another_tenants_users() {
+    let mut t = tenants().await;
+    let mut m = Mismatches::default();
+    m.refused(
+        "get B's user",
+        t.a.users
+            .get_user(pb::GetUserRequest {
+                by: by_id(&t.ub.id),
+            })
             .await,
         Code::NotFound,
+        &[],
     );
-    expect_code(
-        a.users
+    m.refused(
+        "list B's users",
+        t.a.users
             .list_users(pb::ListUsersRequest {
                 account_code: "850061".into(),
                 ..Default::default()
             })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    expect_code(
-        a.links
+    m.refused(
+        "list B's links",
+        t.a.links
             .list_links(pb::ListLinksRequest {
                 of: Some(pb::list_links_request::Of::AccountCode("850061".into())),
                 ..Default::default()
             })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    expect_code(
-        a.grants
+    m.refused(
+        "list the grants of B's user",
+        t.a.grants
             .list_grants(pb::ListGrantsRequest {
-                of: Some(pb::list_grants_request::Of::UserId(ub.id.clone())),
+                of: Some(pb::list_grants_request::Of::UserId(t.ub.id.clone())),
                 ..Default::default()
             })
             .await,
         Code::NotFound,
+        &[],
     );
-    // Updating, deactivating, re-keying B's users.
-    expect_code(
-        a.users
+    t.finish(m).await;
+}
+
+#[tokio::test]
+async fn an_admin_cannot_change_another_tenants_users() {
+    let mut t = tenants().await;
+    let mut m = Mismatches::default();
+    m.refused(
+        "update B's user",
+        t.a.users
             .update_user(pb::UpdateUserRequest {
                 user: Some(pb::User {
-                    id: ub.id.clone(),
+                    id: t.ub.id.clone(),
                     last_name: "Pirate".into(),
                     ..Default::default()
                 }),
@@ -251,66 +375,98 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
             })
             .await,
         Code::NotFound,
+        &[],
     );
-    expect_code(
-        a.users
-            .deactivate_user(pb::DeactivateUserRequest { id: ub.id.clone() })
+    m.refused(
+        "deactivate B's user",
+        t.a.users
+            .deactivate_user(pb::DeactivateUserRequest {
+                id: t.ub.id.clone(),
+            })
             .await,
         Code::NotFound,
+        &[],
     );
-    expect_code(
-        a.users
+    m.refused(
+        "deactivate his own user and B's",
+        t.a.users
             .deactivate_users(pb::DeactivateUsersRequest {
-                user_ids: vec![ua.id.clone(), ub.id.clone()],
+                user_ids: vec![t.ua.id.clone(), t.ub.id.clone()],
             })
             .await,
         Code::NotFound,
+        &[],
     );
-    expect_code(
-        a.grants
+    m.refused(
+        "revoke everything of B's user",
+        t.a.grants
             .revoke_everywhere(pb::RevokeEverywhereRequest {
-                user: select_id(&ub.id),
+                user: select_id(&t.ub.id),
             })
             .await,
         Code::NotFound,
+        &[],
     );
-    expect_code(
-        a.keys
+    m.refused(
+        "re-key B's user",
+        t.a.keys
             .regenerate_connection_key(pb::RegenerateConnectionKeyRequest {
-                user_id: ub.id.clone(),
+                user_id: t.ub.id.clone(),
                 ..Default::default()
             })
             .await,
         Code::NotFound,
+        &[],
     );
-    // Unlinking B's link of V, and V's status (he also works for B).
-    expect_code(
-        a.links
+    t.finish(m).await;
+}
+
+#[tokio::test]
+async fn an_admin_cannot_unlink_deactivate_or_strip_a_user_the_other_tenant_shares() {
+    let mut t = tenants().await;
+    let mut m = Mismatches::default();
+    m.refused(
+        "unlink B's link of V",
+        t.a.links
             .unlink_user(pb::UnlinkUserRequest {
                 account_code: "850061".into(),
-                user_id: uv.id.clone(),
+                user_id: t.uv.id.clone(),
             })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    let s = expect_code(
-        a.users
-            .deactivate_user(pb::DeactivateUserRequest { id: uv.id.clone() })
+    let s = m.refused(
+        "deactivate V",
+        t.a.users
+            .deactivate_user(pb::DeactivateUserRequest {
+                id: t.uv.id.clone(),
+            })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    assert!(s.message().contains("850061"), "{}", s.message());
-    expect_code(
-        a.grants
+    says(&mut m, "deactivate V", s, &["850061"]);
+    m.refused(
+        "revoke everything of V",
+        t.a.grants
             .revoke_everywhere(pb::RevokeEverywhereRequest {
-                user: select_id(&uv.id),
+                user: select_id(&t.uv.id),
             })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    // A plain user administers nothing.
-    let mut plain = app.client(&ua_key).await;
-    expect_code(
+    t.finish(m).await;
+}
+
+#[tokio::test]
+async fn a_plain_user_administers_nothing() {
+    let t = tenants().await;
+    let mut plain = t.app.client(&t.ua_key).await;
+    let mut m = Mismatches::default();
+    m.refused(
+        "list users",
         plain
             .users
             .list_users(pb::ListUsersRequest {
@@ -318,22 +474,28 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
                 ..Default::default()
             })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    expect_code(
+    m.refused(
+        "create a user",
         create_user(&mut plain, standard("Ami", "Copain"), "900138", &[], vec![]).await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    expect_code(
+    m.refused(
+        "look a user key up",
         plain
             .links
             .lookup_user_key(pb::LookupUserKeyRequest {
-                user_key: uv.user_key.clone(),
+                user_key: t.uv.user_key.clone(),
             })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    expect_code(
+    m.refused(
+        "define a right",
         plain
             .grants
             .define_right(pb::DefineRightRequest {
@@ -347,29 +509,43 @@ async fn admins_cannot_exceed_their_rights_or_leave_their_tenant() {
                 }),
             })
             .await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
-    // A service principal is no admin either.
-    let mut svc = app.client(&service).await;
-    expect_code(
+    t.finish(m).await;
+}
+
+#[tokio::test]
+async fn a_service_principal_is_no_admin() {
+    let mut t = tenants().await;
+    let service = t.app.service_key("tracker").await;
+    // The service principal is a row of its own.
+    t.before = snapshot(&t.app).await;
+    let mut svc = t.app.client(&service).await;
+    let mut m = Mismatches::default();
+    m.refused(
+        "create a user",
         create_user(&mut svc, standard("Bot", "Robot"), "900138", &[], vec![]).await,
-        Code::PermissionDenied,
+        DENIED,
+        &[],
     );
+    t.finish(m).await;
+}
 
-    assert_eq!(
-        snapshot(&app).await,
-        before,
-        "a refused call changed the database"
-    );
-
-    // The standard user's home link cannot be removed.
-    expect_code(
-        a.links
+#[tokio::test]
+async fn a_standard_users_home_link_cannot_be_removed() {
+    let mut t = tenants().await;
+    let mut m = Mismatches::default();
+    m.refused(
+        "unlink UA from his home account",
+        t.a.links
             .unlink_user(pb::UnlinkUserRequest {
                 account_code: "900138".into(),
-                user_id: ua.id.clone(),
+                user_id: t.ua.id.clone(),
             })
             .await,
         Code::FailedPrecondition,
+        &[],
     );
+    t.finish(m).await;
 }

@@ -8,6 +8,10 @@
 //! written here independently of clef's code: with the write's revision as
 //! `min_revision` at once, and without it within the staleness bound. Then
 //! the same while loads race writes.
+//!
+//! One file on purpose, unlike the other e2e files (under ~600 lines): the
+//! SQL reference, the world it reads, the write paths and the driver that
+//! runs them are one model, each part read against the others.
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -19,7 +19,7 @@ async fn whoami(app: &TestApp, key: &str) -> Result<pb::WhoAmIResponse, tonic::S
 
 #[tokio::test]
 async fn regenerated_and_revoked_keys_stop_at_once_or_after_the_overlap() {
-    let app = spawn_app().await;
+    let app = spawn_app_with_manual_clock().await;
     org_with_account(&app, "Org", "1000").await;
     let (_, admin_key) = make_admin(&app, "1000", "Ada", vec![]).await;
     let mut admin = app.client(&admin_key).await;
@@ -52,7 +52,7 @@ async fn regenerated_and_revoked_keys_stop_at_once_or_after_the_overlap() {
         .await
         .keys
         .regenerate_connection_key(pb::RegenerateConnectionKeyRequest {
-            overlap_seconds: 2,
+            overlap_seconds: 60,
             ..Default::default()
         })
         .await
@@ -63,8 +63,23 @@ async fn regenerated_and_revoked_keys_stop_at_once_or_after_the_overlap() {
         .await
         .expect("old key still works during the overlap");
     whoami(&app, &k3).await.expect("new key works at once");
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    // Decisions about the old key's holder agree: he is known by it.
+    let mut d = app.decider().await;
+    let as_subject = |r: pb::CheckResponse| pb::DenialReason::try_from(r.reason).unwrap();
+    assert_eq!(
+        as_subject(check(&mut d, by_key(&k2), "1000", "shipping.ws", 0).await),
+        pb::DenialReason::NoGrant
+    );
+    app.advance(Duration::from_secs(59));
+    whoami(&app, &k2)
+        .await
+        .expect("old key still works near the overlap's end");
+    app.advance(Duration::from_secs(2));
     expect_code(whoami(&app, &k2).await, Code::Unauthenticated);
+    assert_eq!(
+        as_subject(check(&mut d, by_key(&k2), "1000", "shipping.ws", 0).await),
+        pb::DenialReason::UnknownSubject
+    );
     whoami(&app, &k3).await.unwrap();
 
     // An admin of the user's account regenerates it for him.

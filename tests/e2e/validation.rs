@@ -1,17 +1,16 @@
-//! Bad input for every RPC of users, links, grants and keys: a precise
-//! error naming the field, and nothing written.
+//! Bad input for every RPC of users: a precise error naming the field, and
+//! nothing written. Each test runs a table of (case, request, expected code,
+//! expected violated fields) and reports every row that went wrong. Links,
+//! grants and keys are in `validation_links_grants_keys`, on the same
+//! fixture.
 
 use clef::pb::{self, Scope};
 use prost_types::{FieldMask, Timestamp};
-use tonic::{Code, Status};
+use tonic::Code;
 
 use crate::common::*;
 
-#[track_caller]
-fn bad<T: std::fmt::Debug>(r: Result<T, Status>, fields: &[&str]) {
-    let s = expect_code(r, Code::InvalidArgument);
-    assert_eq!(violated_fields(&s), fields, "{}", s.message());
-}
+pub(crate) const BAD: Code = Code::InvalidArgument;
 
 fn create(user: pb::User, account: &str, rights: Vec<pb::RightGrant>) -> pb::CreateUserRequest {
     pb::CreateUserRequest {
@@ -22,8 +21,16 @@ fn create(user: pb::User, account: &str, rights: Vec<pb::RightGrant>) -> pb::Cre
     }
 }
 
-#[tokio::test]
-async fn every_rpc_rejects_bad_input_precisely() {
+/// An organization with account 4000, an advanced user on it (tag `T1`),
+/// and the database as it stands then.
+pub(crate) struct Fixture {
+    pub(crate) app: TestApp,
+    pub(crate) ops: Clients,
+    pub(crate) adv: pb::User,
+    pub(crate) before: Vec<String>,
+}
+
+pub(crate) async fn fixture() -> Fixture {
     let app = spawn_app().await;
     org_with_account(&app, "Org", "4000").await;
     let mut ops = app.operator().await;
@@ -37,520 +44,376 @@ async fn every_rpc_rejects_bad_input_precisely() {
     .await
     .unwrap();
     let before = snapshot(&app).await;
-    let u = &mut ops.users;
+    Fixture {
+        app,
+        ops,
+        adv,
+        before,
+    }
+}
 
-    // CreateUser
-    bad(
-        u.create_user(pb::CreateUserRequest::default()).await,
-        &["user"],
-    );
-    bad(
-        u.create_user(create(
-            pb::User {
-                kind: 0,
-                ..standard("A", "B")
-            },
-            "4000",
-            vec![],
-        ))
-        .await,
-        &["user.kind"],
-    );
-    bad(
-        u.create_user(create(
-            pb::User {
-                kind: pb::UserKind::Advanced as i32,
-                ..Default::default()
-            },
-            "4000",
-            vec![],
-        ))
-        .await,
-        &[
-            "user.last_name",
-            "user.first_name",
-            "user.job_title",
-            "user.postal_code",
-            "user.city",
-            "user.email",
-            "user.phone",
-            "user.address_lines",
-        ],
-    );
-    bad(
-        u.create_user(create(advanced("A", "B", "not-an-email"), "4000", vec![]))
-            .await,
-        &["user.email"],
-    );
-    bad(
-        u.create_user(create(standard("A", "B"), "", vec![])).await,
-        &["account_code"],
-    );
-    bad(
-        u.create_user(create(standard("A", "B"), "no such!", vec![]))
-            .await,
-        &["account_code"],
-    );
-    bad(
-        u.create_user(create(
-            standard("A", "B"),
-            "4000",
-            vec![right("no.such_right")],
-        ))
-        .await,
-        &["rights[0].right"],
-    );
-    bad(
-        u.create_user(create(
-            standard("A", "B"),
-            "4000",
-            vec![scoped("shipping.ws", Scope::Consolidated)],
-        ))
-        .await,
-        &["rights[0].scope"],
-    );
-    bad(
-        u.create_user(create(
-            standard("A", "B"),
-            "4000",
-            vec![right("tracking.tool")],
-        ))
-        .await,
-        &["rights[0].scope"],
-    );
-    bad(
-        u.create_user(create(
-            advanced("A", "B", "ab@example.com"),
-            "4000",
-            vec![right("billing.invoices")],
-        ))
-        .await,
-        &["rights[0].right"],
-    );
-    bad(
-        u.create_user(create(
-            standard("A", "B"),
-            "4000",
-            vec![pb::RightGrant {
-                right: "shipping.ws".into(),
-                scope: 0,
-                expire_time: Some(Timestamp {
-                    seconds: 1,
-                    nanos: 0,
-                }),
-            }],
-        ))
-        .await,
-        &["rights[0].expires_at"],
-    );
+impl Fixture {
+    /// Adds a row when the database changed since the fixture was built,
+    /// then fails with every failing row.
+    pub(crate) async fn finish(self, mut m: Mismatches) {
+        let after = snapshot(&self.app).await;
+        m.check(
+            "nothing written",
+            after == self.before,
+            "bad input changed the database",
+        );
+        m.finish();
+    }
+
+    /// A GrantRights request for the fixture's user on 4000.
+    pub(crate) fn grant(&self, rights: Vec<pb::RightGrant>) -> pb::GrantRightsRequest {
+        pb::GrantRightsRequest {
+            account_code: "4000".into(),
+            user_id: self.adv.id.clone(),
+            rights,
+        }
+    }
+}
+
+#[tokio::test]
+async fn create_user_names_every_invalid_field() {
+    let mut f = fixture().await;
     let mut tagged = create(standard("A", "B"), "4000", vec![]);
     tagged.tags = vec![" ".into(), "x".repeat(65)];
-    bad(u.create_user(tagged).await, &["tags[0]", "tags[1]"]);
-    expect_code(
-        u.create_user(create(standard("A", "B"), "9999", vec![]))
+    let rows: Vec<(&str, pb::CreateUserRequest, Code, &[&str])> = vec![
+        ("no user", pb::CreateUserRequest::default(), BAD, &["user"]),
+        (
+            "no kind",
+            create(
+                pb::User {
+                    kind: 0,
+                    ..standard("A", "B")
+                },
+                "4000",
+                vec![],
+            ),
+            BAD,
+            &["user.kind"],
+        ),
+        (
+            "empty advanced profile",
+            create(
+                pb::User {
+                    kind: pb::UserKind::Advanced as i32,
+                    ..Default::default()
+                },
+                "4000",
+                vec![],
+            ),
+            BAD,
+            &[
+                "user.last_name",
+                "user.first_name",
+                "user.job_title",
+                "user.postal_code",
+                "user.city",
+                "user.email",
+                "user.phone",
+                "user.address_lines",
+            ],
+        ),
+        (
+            "malformed email",
+            create(advanced("A", "B", "not-an-email"), "4000", vec![]),
+            BAD,
+            &["user.email"],
+        ),
+        (
+            "no account",
+            create(standard("A", "B"), "", vec![]),
+            BAD,
+            &["account_code"],
+        ),
+        (
+            "malformed account",
+            create(standard("A", "B"), "no such!", vec![]),
+            BAD,
+            &["account_code"],
+        ),
+        (
+            "right not in the catalog",
+            create(standard("A", "B"), "4000", vec![right("no.such_right")]),
+            BAD,
+            &["rights[0].right"],
+        ),
+        (
+            "scope on an unscoped right",
+            create(
+                standard("A", "B"),
+                "4000",
+                vec![scoped("shipping.ws", Scope::Consolidated)],
+            ),
+            BAD,
+            &["rights[0].scope"],
+        ),
+        (
+            "scoped right without a scope",
+            create(standard("A", "B"), "4000", vec![right("tracking.tool")]),
+            BAD,
+            &["rights[0].scope"],
+        ),
+        (
+            "right not for this kind of user",
+            create(
+                advanced("A", "B", "ab@example.com"),
+                "4000",
+                vec![right("billing.invoices")],
+            ),
+            BAD,
+            &["rights[0].right"],
+        ),
+        (
+            "grant expiring in the past",
+            create(
+                standard("A", "B"),
+                "4000",
+                vec![pb::RightGrant {
+                    right: "shipping.ws".into(),
+                    scope: 0,
+                    expire_time: Some(Timestamp {
+                        seconds: 1,
+                        nanos: 0,
+                    }),
+                }],
+            ),
+            BAD,
+            &["rights[0].expires_at"],
+        ),
+        ("blank and long tags", tagged, BAD, &["tags[0]", "tags[1]"]),
+    ];
+    let mut m = Mismatches::default();
+    for (case, request, code, fields) in rows {
+        m.refused(case, f.ops.users.create_user(request).await, code, fields);
+    }
+    f.finish(m).await;
+}
+
+#[tokio::test]
+async fn create_user_on_an_unknown_account_is_not_found() {
+    let mut f = fixture().await;
+    let mut m = Mismatches::default();
+    m.refused(
+        "unknown account",
+        f.ops
+            .users
+            .create_user(create(standard("A", "B"), "9999", vec![]))
             .await,
         Code::NotFound,
+        &[],
     );
-    expect_code(
-        u.create_user(create(
-            advanced("A", "B", "ANA@example.com"),
-            "4000",
-            vec![],
-        ))
-        .await,
-        Code::AlreadyExists,
-    );
-    expect_code(
-        u.create_user(create(
-            pb::User {
-                login: adv.login.clone(),
-                ..standard("A", "B")
+    f.finish(m).await;
+}
+
+#[tokio::test]
+async fn create_user_with_a_taken_email_or_login_already_exists() {
+    let mut f = fixture().await;
+    let rows: Vec<(&str, pb::CreateUserRequest, Code, &[&str])> = vec![
+        (
+            "email taken, in another case",
+            create(advanced("A", "B", "ANA@example.com"), "4000", vec![]),
+            Code::AlreadyExists,
+            &[],
+        ),
+        (
+            "login taken",
+            create(
+                pb::User {
+                    login: f.adv.login.clone(),
+                    ..standard("A", "B")
+                },
+                "4000",
+                vec![],
+            ),
+            Code::AlreadyExists,
+            &[],
+        ),
+    ];
+    let mut m = Mismatches::default();
+    for (case, request, code, fields) in rows {
+        m.refused(case, f.ops.users.create_user(request).await, code, fields);
+    }
+    f.finish(m).await;
+}
+
+#[tokio::test]
+async fn get_user_names_a_missing_or_malformed_selector_and_misses_unknown_keys() {
+    use pb::get_user_request::By;
+    let mut f = fixture().await;
+    let rows: Vec<(&str, pb::GetUserRequest, Code, &[&str])> = vec![
+        ("no selector", pb::GetUserRequest { by: None }, BAD, &["by"]),
+        (
+            "malformed id",
+            pb::GetUserRequest {
+                by: Some(By::Id("123".into())),
             },
-            "4000",
-            vec![],
-        ))
-        .await,
-        Code::AlreadyExists,
-    );
+            BAD,
+            &["id"],
+        ),
+        (
+            "malformed user key",
+            pb::GetUserRequest {
+                by: Some(By::UserKey("ABC".into())),
+            },
+            BAD,
+            &["user_key"],
+        ),
+        (
+            "unknown user key",
+            pb::GetUserRequest {
+                by: Some(By::UserKey("0000-0000-0000".into())),
+            },
+            Code::NotFound,
+            &[],
+        ),
+    ];
+    let mut m = Mismatches::default();
+    for (case, request, code, fields) in rows {
+        m.refused(case, f.ops.users.get_user(request).await, code, fields);
+    }
+    f.finish(m).await;
+}
 
-    // GetUser, ListUsers
-    bad(u.get_user(pb::GetUserRequest { by: None }).await, &["by"]);
-    bad(
-        u.get_user(pb::GetUserRequest {
-            by: Some(pb::get_user_request::By::Id("123".into())),
-        })
-        .await,
-        &["id"],
-    );
-    bad(
-        u.get_user(pb::GetUserRequest {
-            by: Some(pb::get_user_request::By::UserKey("ABC".into())),
-        })
-        .await,
-        &["user_key"],
-    );
-    expect_code(
-        u.get_user(pb::GetUserRequest {
-            by: Some(pb::get_user_request::By::UserKey("0000-0000-0000".into())),
-        })
-        .await,
-        Code::NotFound,
-    );
-    bad(
-        u.list_users(pb::ListUsersRequest::default()).await,
-        &["account_code"],
-    );
-    bad(
-        u.list_users(pb::ListUsersRequest {
-            account_code: "4000".into(),
-            page_size: 5000,
-            page_token: "@@".into(),
-            status: 42,
-            ..Default::default()
-        })
-        .await,
-        &["page_size", "page_token", "status"],
-    );
+#[tokio::test]
+async fn list_users_names_every_invalid_filter() {
+    let mut f = fixture().await;
+    let rows: Vec<(&str, pb::ListUsersRequest, Code, &[&str])> = vec![
+        (
+            "no account",
+            pb::ListUsersRequest::default(),
+            BAD,
+            &["account_code"],
+        ),
+        (
+            "page size, page token and status",
+            pb::ListUsersRequest {
+                account_code: "4000".into(),
+                page_size: 5000,
+                page_token: "@@".into(),
+                status: 42,
+                ..Default::default()
+            },
+            BAD,
+            &["page_size", "page_token", "status"],
+        ),
+    ];
+    let mut m = Mismatches::default();
+    for (case, request, code, fields) in rows {
+        m.refused(case, f.ops.users.list_users(request).await, code, fields);
+    }
+    f.finish(m).await;
+}
 
-    // UpdateUser
+#[tokio::test]
+async fn update_user_names_invalid_masks_and_values() {
+    let mut f = fixture().await;
     let upd = |paths: &[&str], user: pb::User| pb::UpdateUserRequest {
         user: Some(pb::User {
-            id: adv.id.clone(),
+            id: f.adv.id.clone(),
             ..user
         }),
         update_mask: Some(FieldMask {
             paths: paths.iter().map(|p| p.to_string()).collect(),
         }),
     };
-    bad(
-        u.update_user(upd(&[], pb::User::default())).await,
-        &["update_mask"],
-    );
-    bad(
-        u.update_user(upd(&["login"], pb::User::default())).await,
-        &["update_mask"],
-    );
-    bad(
-        u.update_user(upd(&["shoe_size"], pb::User::default()))
-            .await,
-        &["update_mask"],
-    );
-    bad(
-        u.update_user(upd(
-            &["email"],
-            pb::User {
-                email: "nope".into(),
-                ..Default::default()
-            },
-        ))
-        .await,
-        &["user.email"],
-    );
-    bad(
-        u.update_user(upd(&["job_title"], pb::User::default()))
-            .await,
-        &["user.job_title"],
-    );
-    bad(
-        u.update_user(upd(
-            &["default_account_code"],
-            pb::User {
-                default_account_code: "4001".into(),
-                ..Default::default()
-            },
-        ))
-        .await,
-        &["user.default_account_code"],
-    );
-    bad(
-        u.update_user(pb::UpdateUserRequest::default()).await,
-        &["user"],
-    );
+    let rows: Vec<(&str, pb::UpdateUserRequest, Code, &[&str])> = vec![
+        (
+            "empty mask",
+            upd(&[], pb::User::default()),
+            BAD,
+            &["update_mask"],
+        ),
+        (
+            "login in the mask",
+            upd(&["login"], pb::User::default()),
+            BAD,
+            &["update_mask"],
+        ),
+        (
+            "unknown field in the mask",
+            upd(&["shoe_size"], pb::User::default()),
+            BAD,
+            &["update_mask"],
+        ),
+        (
+            "malformed email",
+            upd(
+                &["email"],
+                pb::User {
+                    email: "nope".into(),
+                    ..Default::default()
+                },
+            ),
+            BAD,
+            &["user.email"],
+        ),
+        (
+            "required field cleared",
+            upd(&["job_title"], pb::User::default()),
+            BAD,
+            &["user.job_title"],
+        ),
+        (
+            "default account he is not linked to",
+            upd(
+                &["default_account_code"],
+                pb::User {
+                    default_account_code: "4001".into(),
+                    ..Default::default()
+                },
+            ),
+            BAD,
+            &["user.default_account_code"],
+        ),
+        ("no user", pb::UpdateUserRequest::default(), BAD, &["user"]),
+    ];
+    let mut m = Mismatches::default();
+    for (case, request, code, fields) in rows {
+        m.refused(case, f.ops.users.update_user(request).await, code, fields);
+    }
+    f.finish(m).await;
+}
 
-    // Status changes
-    bad(
+#[tokio::test]
+async fn status_changes_name_malformed_user_ids() {
+    let mut f = fixture().await;
+    let u = &mut f.ops.users;
+    let mut m = Mismatches::default();
+    m.refused(
+        "deactivate: malformed id",
         u.deactivate_user(pb::DeactivateUserRequest { id: "x".into() })
             .await,
+        BAD,
         &["id"],
     );
-    bad(
+    m.refused(
+        "archive: no id",
         u.archive_user(pb::ArchiveUserRequest::default()).await,
+        BAD,
         &["id"],
     );
-    bad(
-        u.deactivate_users(pb::DeactivateUsersRequest::default())
-            .await,
-        &["user_ids"],
-    );
-    bad(
-        u.deactivate_users(pb::DeactivateUsersRequest {
-            user_ids: vec![adv.id.clone(), "x".into()],
-        })
-        .await,
-        &["user_ids[1]"],
-    );
-
-    // LinkService
-    let l = &mut ops.links;
-    bad(
-        l.lookup_user_key(pb::LookupUserKeyRequest {
-            user_key: "K7QH".into(),
-        })
-        .await,
-        &["user_key"],
-    );
-    expect_code(
-        l.lookup_user_key(pb::LookupUserKeyRequest {
-            user_key: "ZZZZ-ZZZZ-ZZZZ".into(),
-        })
-        .await,
-        Code::NotFound,
-    );
-    bad(
-        l.link_user(pb::LinkUserRequest::default()).await,
-        &["account_code", "user_key"],
-    );
-    expect_code(
-        l.link_user(pb::LinkUserRequest {
-            account_code: "4000".into(),
-            user_key: "ZZZZ-ZZZZ-ZZZZ".into(),
-            ..Default::default()
-        })
-        .await,
-        Code::NotFound,
-    );
-    bad(
-        l.link_user(pb::LinkUserRequest {
-            account_code: "4000".into(),
-            user_key: adv.user_key.clone(),
-            tags: vec!["".into()],
-            rights: vec![right("nope.nope")],
-        })
-        .await,
-        &["tags[0]", "rights[0].right"],
-    );
-    expect_code(
-        l.link_user(pb::LinkUserRequest {
-            account_code: "4000".into(),
-            user_key: adv.user_key.clone(),
-            ..Default::default()
-        })
-        .await,
-        Code::AlreadyExists,
-    );
-    bad(
-        l.update_link_tags(pb::UpdateLinkTagsRequest {
-            account_code: "4000".into(),
-            user_id: "x".into(),
-            tags: vec![],
-        })
-        .await,
-        &["user_id"],
-    );
-    bad(
-        l.unlink_user(pb::UnlinkUserRequest::default()).await,
-        &["account_code", "user_id"],
-    );
-    bad(l.list_links(pb::ListLinksRequest::default()).await, &["of"]);
-
-    // GrantService
-    let g = &mut ops.grants;
-    let gr = |rights: Vec<pb::RightGrant>| pb::GrantRightsRequest {
-        account_code: "4000".into(),
-        user_id: adv.id.clone(),
-        rights,
-    };
-    bad(g.grant_rights(gr(vec![])).await, &["rights"]);
-    bad(
-        g.grant_rights(gr(vec![right("x.unknown")])).await,
-        &["rights[0].right"],
-    );
-    bad(
-        g.grant_rights(gr(vec![scoped("tracking.ws", Scope::UserKey)]))
-            .await,
-        &["rights[0].scope"],
-    );
-    bad(
-        g.grant_rights(gr(vec![right("shipping.ws"), right("shipping.ws")]))
-            .await,
-        &["rights[1].right"],
-    );
-    bad(
-        g.grant_rights(gr(vec![pb::RightGrant {
-            right: "tracking.tool".into(),
-            scope: 9,
-            expire_time: None,
-        }]))
-        .await,
-        &["rights[0].scope"],
-    );
-    bad(
-        g.revoke_rights(pb::RevokeRightsRequest {
-            account_code: "4000".into(),
-            user_id: adv.id.clone(),
-            rights: vec![],
-        })
-        .await,
-        &["rights"],
-    );
-    bad(
-        g.revoke_rights(pb::RevokeRightsRequest {
-            account_code: "4000".into(),
-            user_id: adv.id.clone(),
-            rights: vec!["x.unknown".into()],
-        })
-        .await,
-        &["rights[0]"],
-    );
-    bad(
-        g.list_grants(pb::ListGrantsRequest::default()).await,
-        &["of"],
-    );
-    let across =
-        |codes: Vec<&str>, user: Option<pb::UserSelector>| pb::GrantAcrossAccountsRequest {
-            user,
-            account_codes: codes.into_iter().map(String::from).collect(),
-            rights: vec![right("shipping.ws")],
-        };
-    let by_key = Some(pb::UserSelector {
-        by: Some(pb::user_selector::By::UserKey(adv.user_key.clone())),
-    });
-    let s = expect_code(
-        g.grant_across_accounts(across(vec![], by_key.clone()))
-            .await,
-        Code::InvalidArgument,
-    );
-    assert_eq!(violated_fields(&s), ["account_codes"]);
-    bad(
-        g.grant_across_accounts(across(vec!["4000"], None)).await,
-        &["user"],
-    );
-    bad(
-        g.grant_across_accounts(across(vec!["4000", "bad code"], by_key.clone()))
-            .await,
-        &["account_codes[1]"],
-    );
-    expect_code(
-        g.grant_across_accounts(across(vec!["4000", "4404"], by_key.clone()))
-            .await,
-        Code::NotFound,
-    );
-    bad(
-        g.grant_across_accounts(across(
-            vec!["4000"],
-            Some(pb::UserSelector {
-                by: Some(pb::user_selector::By::NewUser(pb::NewUserProfile {
-                    last_name: "Only".into(),
-                    ..Default::default()
-                })),
-            }),
-        ))
-        .await,
-        &[
-            "user.new_user.first_name",
-            "user.new_user.job_title",
-            "user.new_user.postal_code",
-            "user.new_user.city",
-            "user.new_user.email",
-            "user.new_user.phone",
-            "user.new_user.address_lines",
-        ],
-    );
-    bad(
-        g.define_right(pb::DefineRightRequest {
-            right: Some(pb::Right {
-                code: "Bad Code".into(),
-                kinds: vec!["robot".into()],
-                ..Default::default()
-            }),
-        })
-        .await,
-        &[
-            "right.code",
-            "right.category",
-            "right.label_fr",
-            "right.label_en",
-            "right.kinds[0]",
-        ],
-    );
-    expect_code(
-        g.define_right(pb::DefineRightRequest {
-            right: Some(pb::Right {
-                code: "shipping.ws".into(),
-                category: "c".into(),
-                label_fr: "f".into(),
-                label_en: "e".into(),
-                kinds: vec!["standard".into()],
-                scoped: false,
-            }),
-        })
-        .await,
-        Code::AlreadyExists,
-    );
-
-    // ConnectionKeyService
-    let k = &mut ops.keys;
-    bad(
-        k.revoke_connection_key(pb::RevokeConnectionKeyRequest::default())
-            .await,
-        &["key_id"],
-    );
-    bad(
-        k.list_connection_keys(pb::ListConnectionKeysRequest {
-            user_id: "nope".into(),
-        })
-        .await,
-        &["user_id"],
-    );
-    bad(
-        k.regenerate_connection_key(pb::RegenerateConnectionKeyRequest {
-            user_id: adv.id.clone(),
-            expire_time: Some(Timestamp {
-                seconds: 1,
-                nanos: 0,
-            }),
-            ..Default::default()
-        })
-        .await,
-        &["expire_time"],
-    );
-
-    assert_eq!(
-        snapshot(&app).await,
-        before,
-        "bad input changed the database"
-    );
-
-    // And the catalog can grow: an operator defines a right, then grants it.
-    ops.grants
-        .define_right(pb::DefineRightRequest {
-            right: Some(pb::Right {
-                code: "returns.manage".into(),
-                category: "returns".into(),
-                label_fr: "Gestion des retours".into(),
-                label_en: "Returns management".into(),
-                kinds: vec!["advanced".into()],
-                scoped: false,
-            }),
-        })
-        .await
-        .unwrap();
-    let rights = ops
-        .grants
-        .list_rights(pb::ListRightsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .rights;
-    assert_eq!(rights.len(), 12);
-    let scoped_codes: Vec<_> = rights
-        .iter()
-        .filter(|r| r.scoped)
-        .map(|r| r.code.as_str())
-        .collect();
-    assert_eq!(scoped_codes, ["tracking.tool", "tracking.tool_cs"]);
-    ops.grants
-        .grant_rights(gr(vec![right("returns.manage")]))
-        .await
-        .unwrap();
+    let rows: Vec<(&str, pb::DeactivateUsersRequest, Code, &[&str])> = vec![
+        (
+            "mass deactivation: no ids",
+            pb::DeactivateUsersRequest::default(),
+            BAD,
+            &["user_ids"],
+        ),
+        (
+            "mass deactivation: one malformed id",
+            pb::DeactivateUsersRequest {
+                user_ids: vec![f.adv.id.clone(), "x".into()],
+            },
+            BAD,
+            &["user_ids[1]"],
+        ),
+    ];
+    for (case, request, code, fields) in rows {
+        m.refused(case, u.deactivate_users(request).await, code, fields);
+    }
+    f.finish(m).await;
 }
