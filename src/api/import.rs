@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     bulk::{csvfile::template, Dialect},
-    domain::{Error, Violations},
+    domain::{import::LineStatus, Error, Violations},
     pb::{self, import_service_server::ImportService},
     service::{bulk::template_rights, import::Progress},
 };
@@ -221,7 +221,7 @@ fn report_info(r: &crate::store::ReportMeta, account: &str) -> pb::ImportReportI
 fn result_to_pb(o: crate::service::import::Outcome) -> pb::LineResult {
     pb::LineResult {
         line: o.line as i64,
-        status: o.status.as_str().to_owned(),
+        status: line_status_to_pb(o.status) as i32,
         column: o.column,
         message: o.message,
         user_id: o.user_id.map(|u| u.to_string()).unwrap_or_default(),
@@ -242,5 +242,18 @@ fn stream_error(e: Status) -> Error {
             "is not an ImportUsersRequest (malformed protobuf)",
         ),
         _ => Error::Unavailable("the client stream ended abnormally".into()),
+    }
+}
+
+fn line_status_to_pb(s: LineStatus) -> pb::LineStatus {
+    match s {
+        LineStatus::Created => pb::LineStatus::Created,
+        LineStatus::Updated => pb::LineStatus::Updated,
+        LineStatus::Unchanged => pb::LineStatus::Unchanged,
+        LineStatus::Deactivated => pb::LineStatus::Deactivated,
+        LineStatus::RightNotHeld => pb::LineStatus::RightNotHeld,
+        LineStatus::InvalidChoice => pb::LineStatus::InvalidChoice,
+        LineStatus::InvalidUserData => pb::LineStatus::InvalidUserData,
+        LineStatus::DuplicateInFile => pb::LineStatus::DuplicateInFile,
     }
 }

@@ -295,10 +295,17 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
                 if r.line > 0 {
                     lines += 1;
                 }
-                if !DONE.contains(&r.status.as_str()) {
+                let status = line_status_name(r.status);
+                if !DONE.contains(&status) {
                     failed += 1;
                 }
-                w.write_record([r.line.to_string(), r.status, r.column, r.message, r.user_id])?;
+                w.write_record([
+                    &r.line.to_string(),
+                    status,
+                    &r.column,
+                    &r.message,
+                    &r.user_id,
+                ])?;
             }
             if msg.processed_bytes > 0 {
                 bar.set_position(msg.processed_bytes as u64);
@@ -539,4 +546,20 @@ fn status(s: Status) -> anyhow::Error {
         _ => "nothing was changed",
     };
     anyhow::anyhow!("{:?}: {head}:\n{}", s.code(), lines.join("\n"))
+}
+
+/// A line's status as reports and summaries name it: `LINE_STATUS_CREATED`
+/// is `created`.
+fn line_status_name(status: i32) -> &'static str {
+    match pb::LineStatus::try_from(status) {
+        Ok(pb::LineStatus::Created) => "created",
+        Ok(pb::LineStatus::Updated) => "updated",
+        Ok(pb::LineStatus::Unchanged) => "unchanged",
+        Ok(pb::LineStatus::Deactivated) => "deactivated",
+        Ok(pb::LineStatus::RightNotHeld) => "right_not_held",
+        Ok(pb::LineStatus::InvalidChoice) => "invalid_choice",
+        Ok(pb::LineStatus::InvalidUserData) => "invalid_user_data",
+        Ok(pb::LineStatus::DuplicateInFile) => "duplicate_in_file",
+        Ok(pb::LineStatus::Unspecified) | Err(_) => "unknown",
+    }
 }

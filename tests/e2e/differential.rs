@@ -1316,7 +1316,7 @@ impl Scenario {
                     Some(e) => Err(e),
                     None => {
                         for r in &run.results {
-                            match r.status.as_str() {
+                            match r.status_name() {
                                 "created" => self
                                     .people
                                     .push(Person::read(&pool, &r.user_id, None).await),

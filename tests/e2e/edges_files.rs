@@ -347,7 +347,7 @@ async fn max_failed_lines_stops_the_import_and_keeps_the_lines_reported_before()
     let failed = run
         .results
         .iter()
-        .filter(|r| r.status == "invalid_user_data")
+        .filter(|r| r.status_name() == "invalid_user_data")
         .count();
     assert!(failed >= 5, "{failed} failed lines reported");
     assert!(

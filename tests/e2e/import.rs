@@ -24,7 +24,7 @@ impl Run {
         let mut ids: Vec<String> = self
             .results
             .iter()
-            .filter(|r| r.status == status)
+            .filter(|r| r.status_name() == status)
             .map(|r| r.user_id.clone())
             .collect();
         ids.sort();
@@ -34,7 +34,7 @@ impl Run {
     pub(crate) fn statuses(&self) -> Vec<(i64, &str)> {
         self.results
             .iter()
-            .map(|r| (r.line, r.status.as_str()))
+            .map(|r| (r.line, r.status_name()))
             .collect()
     }
 }
@@ -186,10 +186,10 @@ async fn every_status_and_the_database_afterwards() {
 
     // The same file again: unchanged; with a change: updated.
     let run = import(&app, &admin, opts("IMP1"), file.as_bytes(), 1000).await;
-    assert_eq!(run.results[0].status, "unchanged");
+    assert_eq!(run.results[0].status_name(), "unchanged");
     let changed = file.replace("a@example.com;0102030405", "a@example.com;0607080910");
     let run = import(&app, &admin, opts("IMP1"), changed.as_bytes(), 1000).await;
-    assert_eq!(run.results[0].status, "updated");
+    assert_eq!(run.results[0].status_name(), "updated");
 
     // An account he does not administer: refused whole.
     org_with_account(&app, "Other", "IMP2").await;
@@ -399,7 +399,7 @@ async fn one_file_per_status_and_what_each_leaves_in_the_database() {
         let run = import(&app, &admin, atomic, f.as_bytes(), 1000).await;
         assert!(run.error.is_none(), "{status}: {:?}", run.error);
         let last = run.results.last().unwrap();
-        assert_eq!(last.status, status, "{run:?}", run = run.statuses());
+        assert_eq!(last.status_name(), status, "{run:?}", run = run.statuses());
         assert_eq!(last.column, column, "{status}: {}", last.message);
         let after = snapshot(&app).await;
         // The report is the only trace (it lives outside the snapshot).
@@ -455,7 +455,7 @@ async fn one_file_per_status_and_what_each_leaves_in_the_database() {
         "Other;Zoé;cat;standard;oui;oui",
     ]);
     let run = import(&app, &admin, sync, f.as_bytes(), 1000).await;
-    assert_eq!(run.results[1].status, "right_not_held");
+    assert_eq!(run.results[1].status_name(), "right_not_held");
     let gone = run.users_with("deactivated");
     let mut expected: Vec<String> =
         sqlx::query_scalar("SELECT id::text FROM users WHERE login IN ('dan', 'eve') ORDER BY 1")

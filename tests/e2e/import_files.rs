@@ -101,7 +101,7 @@ async fn encodings_dry_run_atomic_and_round_trip() {
     .await;
     assert!(run.error.is_none(), "{:?}", run.error);
     assert!(
-        run.results.iter().all(|r| r.status == "unchanged"),
+        run.results.iter().all(|r| r.status_name() == "unchanged"),
         "{:?}",
         run.statuses()
     );
@@ -143,7 +143,7 @@ async fn encodings_dry_run_atomic_and_round_trip() {
     let deactivated = run
         .results
         .iter()
-        .filter(|r| r.status == "deactivated")
+        .filter(|r| r.status_name() == "deactivated")
         .count();
     assert_eq!(deactivated, 2, "{:?}", run.statuses());
 }
@@ -225,7 +225,7 @@ async fn an_accent_after_64_kib_of_ascii_is_still_read_right() {
     file.extend_from_slice(b"L\xE9on;Ir\xE8ne;late-leon;standard;Cariste\n");
     let run = import(&app, &app.operator_key, opts("LATE"), &file, 4096).await;
     assert!(run.error.is_none(), "{:?}", run.error);
-    assert!(run.results.iter().all(|r| r.status == "created"));
+    assert!(run.results.iter().all(|r| r.status_name() == "created"));
     let name: (String, String) =
         sqlx::query_as("SELECT last_name, first_name FROM users WHERE login = 'late-leon'")
             .fetch_one(app.store.pool())

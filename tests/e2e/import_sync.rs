@@ -53,7 +53,7 @@ async fn a_sync_deactivating_hundreds_of_users_reaches_the_other_replica() {
     let ids: Vec<String> = run.results.iter().map(|r| r.user_id.clone()).collect();
     assert_eq!(ids.len(), 300);
     assert!(
-        run.results.iter().all(|r| r.status == "created"),
+        run.results.iter().all(|r| r.status_name() == "created"),
         "{:?}",
         run.results[0]
     );

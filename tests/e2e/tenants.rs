@@ -336,7 +336,7 @@ async fn template_imports_twice(app: &TestApp, key: &str) {
                 _ => &["unchanged"],
             };
             assert!(
-                allowed.contains(&r.status.as_str()),
+                allowed.contains(&r.status_name()),
                 "excel={excel}, {pass} import of the template: {r:?}\n{}",
                 String::from_utf8_lossy(&csv)
             );
@@ -514,11 +514,11 @@ async fn an_atomic_import_waiting_for_its_client_holds_up_no_other_account() {
     let mut statuses = Vec::new();
     let mut summary = None;
     while let Some(m) = s.message().await.unwrap() {
-        statuses.extend(m.results.into_iter().map(|r| r.status));
+        statuses.extend(m.results.into_iter().map(|r| r.status_name()));
         summary = summary.or(m.summary);
     }
     assert_eq!(statuses.len(), 1000);
-    assert!(statuses.iter().all(|s| s == "created"), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == "created"), "{statuses:?}");
     let summary = summary.expect("a summary");
     assert!(summary.committed);
     assert_eq!(summary.lines, 1000);
