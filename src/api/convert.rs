@@ -9,13 +9,13 @@ use super::timestamp;
 use crate::{
     domain::{
         account::{parse_id, parse_request_id, AccountCode},
+        key::KeyMeta,
         request::RequestKey,
-        rights::{RawGrant, RightDef, Scope},
-        user::{RawProfile, User, UserKind, UserStatus},
+        rights::{Grant, RawGrant, RightDef, Scope},
+        user::{Link, RawProfile, User, UserKind, UserStatus},
         Error, Violations,
     },
     pb,
-    store::{Grant, KeyMeta, Link},
 };
 
 pub const DEFAULT_PAGE_SIZE: i64 = 100;

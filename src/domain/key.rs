@@ -9,6 +9,7 @@ use std::{fmt, sync::LazyLock};
 
 use data_encoding::{Encoding, Specification};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 /// The fixed prefix of every connection key.
 pub const PREFIX: &str = "clef_";
@@ -89,6 +90,18 @@ fn checksum(body: &str) -> String {
 
 fn hash(key: &str) -> KeyHash {
     Sha256::digest(key.as_bytes()).into()
+}
+
+/// What may be shown of a key: never its secret.
+#[derive(Debug, Clone)]
+pub struct KeyMeta {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub display_prefix: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The rights catalog, scopes, and the delegation rule.
 
+use uuid::Uuid;
+
 use super::{user::UserKind, Error, Violations};
 
 /// The administration right: manage users and delegate rights on an account.
@@ -237,6 +239,19 @@ impl From<NotDelegable> for Error {
     fn from(e: NotDelegable) -> Self {
         Error::PermissionDenied(e.0)
     }
+}
+
+/// A grant: a right a user holds on an account.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub user_id: Uuid,
+    pub account_code: String,
+    pub right: String,
+    pub scope: Option<Scope>,
+    pub granted_by: Option<Uuid>,
+    pub granted_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revision: i64,
 }
 
 #[cfg(test)]

@@ -545,6 +545,25 @@ pub struct User {
     pub revision: i64,
 }
 
+/// A link of a user to an account.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub user_id: Uuid,
+    pub account_id: Uuid,
+    pub account_code: String,
+    pub tags: Vec<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revision: i64,
+}
+
+/// One account a user is linked to, and whether some actor administers it.
+#[derive(Debug, Clone)]
+pub struct LinkedAccount {
+    pub account_id: Uuid,
+    pub code: String,
+    pub actor_is_admin: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

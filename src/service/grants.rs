@@ -11,11 +11,12 @@ use crate::{
         account::{AccountCode, AccountStatus},
         key::NewKey,
         principal::Actor,
+        rights::Grant,
         rights::{validate_grants, GrantSpec, RawGrant, RightDef},
         user::{UserKey, UserKind, UserStatus},
         AccountRefusal, Error, Violations,
     },
-    store::{Grant, Store, Tx},
+    store::{Store, Tx},
 };
 
 pub async fn list_rights(store: &Store) -> Result<Vec<RightDef>, Error> {

@@ -4,8 +4,14 @@ use uuid::Uuid;
 
 use super::managed_user;
 use crate::{
-    domain::{key::NewKey, principal::Actor, user::User, Error},
-    store::{Grant, KeyMeta, Link, Store, Tx},
+    domain::{
+        key::{KeyMeta, NewKey},
+        principal::Actor,
+        rights::Grant,
+        user::{Link, User},
+        Error,
+    },
+    store::{Store, Tx},
 };
 
 /// Longest overlap a regeneration may ask for.

@@ -7,11 +7,13 @@ use crate::{
     domain::{
         account::{AccountCode, AccountStatus},
         principal::Actor,
+        rights::Grant,
         rights::{validate_grants, RawGrant},
+        user::Link,
         user::{parse_tags, User, UserKey, UserKind, UserStatus},
         Error, Violations,
     },
-    store::{Grant, Link, Store, Tx},
+    store::{Store, Tx},
 };
 
 /// Who a user key belongs to, for an admin about to link him.

@@ -17,8 +17,12 @@ pub mod users;
 use uuid::Uuid;
 
 use crate::{
-    domain::{principal::Actor, user::User, Error},
-    store::{LinkedAccount, Tx},
+    domain::{
+        principal::Actor,
+        user::{LinkedAccount, User},
+        Error,
+    },
+    store::Tx,
 };
 
 /// A user the actor may see: operators see everyone, users see themselves,

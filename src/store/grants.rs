@@ -5,23 +5,11 @@ use uuid::Uuid;
 use super::{db_error, db_error_for, tx::Tx};
 use crate::domain::{
     principal::Actor,
+    rights::Grant,
     rights::{Authority, GrantSpec, Held, RightDef, Scope},
     user::UserKind,
     Error,
 };
-
-/// A grant as stored.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    pub user_id: Uuid,
-    pub account_code: String,
-    pub right: String,
-    pub scope: Option<Scope>,
-    pub granted_by: Option<Uuid>,
-    pub granted_at: chrono::DateTime<chrono::Utc>,
-    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub revision: i64,
-}
 
 struct GrantRow {
     user_id: Uuid,

@@ -3,19 +3,7 @@
 use uuid::Uuid;
 
 use super::{db_error, tx::Tx};
-use crate::domain::{key::NewKey, Error};
-
-/// What may be shown of a key: never its secret.
-#[derive(Debug, Clone)]
-pub struct KeyMeta {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub display_prefix: String,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
-}
+use crate::domain::{key::KeyMeta, key::NewKey, Error};
 
 impl Tx {
     /// Stores the hash of a new key.

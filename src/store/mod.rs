@@ -36,14 +36,12 @@ use uuid::Uuid;
 use crate::domain::{clock::Clock, Error};
 
 pub use authz::{Loaded, Notifier, SubjectRef};
-pub use grants::Grant;
 pub use import::Known;
-pub use keys::KeyMeta;
 pub use ledger::Absent;
 pub use principals::{NewPrincipal, PrincipalCreated};
 pub use reports::{ReportMeta, ReportOptions, ReportSummary, REPORT_DAYS};
 pub use tx::{Changes, CommitObserver, Tx, CHANGES_CHANNEL};
-pub use users::{Link, LinkedAccount, NewUser, UserFilter};
+pub use users::{NewUser, UserFilter};
 
 /// The migrations of `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::{db_error, tx::Tx};
 use crate::domain::{
     user::{DefaultLogin, Profile, User, UserKey, UserKind, UserStatus},
+    user::{Link, LinkedAccount},
     Error,
 };
 
@@ -33,25 +34,6 @@ pub struct UserFilter {
     pub query: String,
     pub after: Option<Uuid>,
     pub limit: i64,
-}
-
-/// A link of a user to an account.
-#[derive(Debug, Clone)]
-pub struct Link {
-    pub user_id: Uuid,
-    pub account_id: Uuid,
-    pub account_code: String,
-    pub tags: Vec<String>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub revision: i64,
-}
-
-/// One account a user is linked to, and whether some actor administers it.
-#[derive(Debug, Clone)]
-pub struct LinkedAccount {
-    pub account_id: Uuid,
-    pub code: String,
-    pub actor_is_admin: bool,
 }
 
 pub(super) fn user_error(e: sqlx::Error) -> Error {
