@@ -9,8 +9,9 @@
 //! - [`domain`]: pure rules and validated types (account codes, key format,
 //!   errors). Depends on nothing else of ours.
 //! - [`store`]: every SQL query; maps database errors onto [`domain::Error`].
-//! - [`api`]: one module per gRPC service; authenticates, validates, calls the
-//!   store, encodes. Generated types ([`pb`]) stay in `api` and `cli`.
+//! - [`api`]: one module per gRPC service; authenticates, validates, calls
+//!   one function of [`service`], encodes. Generated types ([`pb`]) stay in
+//!   `api` and `cli`.
 //! - [`service`]: use cases; one transaction each: the actor's authority,
 //!   the domain's rules, the writes (an import: one per batch of lines).
 //! - [`authz`]: the decision engine (hot path) and its caches, kept in step

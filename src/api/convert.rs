@@ -120,7 +120,7 @@ pub fn raw_grants(grants: &[pb::RightGrant], field: &str, v: &mut Violations) ->
             expires_at: g.expire_time.as_ref().and_then(|t| {
                 let d = datetime(t);
                 if d.is_none() {
-                    v.add(format!("{field}[{i}].expires_at"), "is out of range");
+                    v.add(format!("{field}[{i}].expire_time"), "is out of range");
                 }
                 d
             }),

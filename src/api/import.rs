@@ -188,12 +188,14 @@ type ReportStream = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = Result<pb::GetImportReportResponse, Status>> + Send>,
 >;
 
-fn report_info(r: &crate::store::ReportMeta, account: &str) -> pb::ImportReportInfo {
+fn report_info(r: &crate::service::import::ReportMeta, account: &str) -> pb::ImportReportInfo {
     use super::timestamp;
     pb::ImportReportInfo {
         start_time: timestamp(r.started_at),
         finish_time: r.finished.as_ref().and_then(|f| timestamp(f.finished_at)),
-        expire_time: timestamp(r.started_at + chrono::Duration::days(crate::store::REPORT_DAYS)),
+        expire_time: timestamp(
+            r.started_at + chrono::Duration::days(crate::service::import::REPORT_DAYS),
+        ),
         imported_by: r.actor_id.map(|u| u.to_string()).unwrap_or_default(),
         options: Some(pb::ImportOptions {
             max_failed_lines: 0,

@@ -1,6 +1,7 @@
 //! The gRPC surface: one file per service. Handlers authenticate the caller,
-//! decode and validate the request into domain types, call the store, and
-//! encode the answer. No SQL and no business rules live here.
+//! decode and validate the request into domain types, call one function of
+//! `service` (decisions: the `authz` engine), and encode the answer. No SQL
+//! and no business rules live here.
 
 pub mod accounts;
 pub mod auth;

@@ -9,8 +9,9 @@ use crate::{
         Error, Violations,
     },
     pb::{self, user_service_server::UserService},
-    service::users::{self, CreateUser, ListUsers, UpdateUser, UserFields, UserLookup},
-    store::PrincipalCreated,
+    service::users::{
+        self, CreateUser, ListUsers, PrincipalCreated, UpdateUser, UserFields, UserLookup,
+    },
 };
 
 /// Serves `clef.v1.UserService`.
@@ -287,7 +288,10 @@ fn user_fields(paths: &[String]) -> (UserFields, Violations) {
     }
     for path in paths {
         match path.as_str() {
-            "default_account_code" => fields.default_account = true,
+            "default_account_code" => {
+                fields.default_account = true;
+                fields.names.push("default_account_code");
+            }
             "login" => v.add("update_mask", "login never changes once set"),
             "id" | "kind" | "status" | "user_key" | "home_account_code" | "create_time"
             | "update_time" | "revision" => v.add(
@@ -295,7 +299,10 @@ fn user_fields(paths: &[String]) -> (UserFields, Violations) {
                 format!("{path} cannot be changed by UpdateUser"),
             ),
             other => match ProfileField::parse(other) {
-                Some(f) => fields.profile.push(f),
+                Some(f) => {
+                    fields.profile.push(f);
+                    fields.names.push(f.name());
+                }
                 None => {
                     let allowed: Vec<&str> = ProfileField::ALL.iter().map(|f| f.name()).collect();
                     v.add(

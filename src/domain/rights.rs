@@ -137,7 +137,7 @@ pub fn validate_grants(
             _ => {}
         }
         if g.expires_at.is_some_and(|t| t <= now) {
-            v.add(format!("{at}.expires_at"), "is in the past");
+            v.add(format!("{at}.expire_time"), "is in the past");
             continue;
         }
         if out.iter().any(|o| o.right == def.code) {

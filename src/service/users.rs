@@ -278,17 +278,8 @@ pub struct UpdateUser {
 pub struct UserFields {
     pub profile: Vec<ProfileField>,
     pub default_account: bool,
-}
-
-impl UserFields {
-    /// Their names, for the audit trail.
-    fn names(&self) -> Vec<&'static str> {
-        let mut names: Vec<&str> = self.profile.iter().map(|f| f.name()).collect();
-        if self.default_account {
-            names.push("default_account_code");
-        }
-        names
-    }
+    /// Their names in the order the request gave them, for the audit trail.
+    pub names: Vec<&'static str>,
 }
 
 pub async fn update(store: &Store, actor: &Actor, req: UpdateUser) -> Result<User, Error> {
@@ -329,7 +320,7 @@ pub async fn update(store: &Store, actor: &Actor, req: UpdateUser) -> Result<Use
     tx.audit(
         "user.update",
         &format!("user/{}", user.id),
-        &format!("updated {}", req.fields.names().join(", ")),
+        &format!("updated {}", req.fields.names.join(", ")),
     )
     .await?;
     tx.commit().await?;
@@ -386,6 +377,9 @@ fn verb(to: UserStatus) -> &'static str {
     }
 }
 
+/// What creating a principal answers: the new one, or a replay.
+pub use crate::store::PrincipalCreated;
+
 /// Creates a service principal (operators only), or answers what an
 /// earlier call with the same request created.
 pub async fn create_service_principal(
@@ -393,7 +387,7 @@ pub async fn create_service_principal(
     actor: &Actor,
     name: &str,
     request: Option<&crate::domain::request::RequestKey>,
-) -> Result<crate::store::PrincipalCreated, Error> {
+) -> Result<PrincipalCreated, Error> {
     actor.require_operator()?;
     store
         .create_principal_once(

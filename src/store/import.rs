@@ -239,7 +239,7 @@ impl Tx {
         let found = sqlx::query!(
             r#"SELECT id AS "id!", user_key, CASE WHEN status <> 'archived' THEN lower(email) END AS email,
                       login AS "login!",
-                      $5 OR clef_manages($4, u.id) AS "managed!"
+                      $5 OR clef_manages($4, u.id, $6) AS "managed!"
                  FROM (SELECT * FROM users WHERE user_key = ANY($1)
                        UNION
                        SELECT * FROM users WHERE lower(email) = ANY($2) AND email IS NOT NULL AND status <> 'archived'
@@ -250,7 +250,8 @@ impl Tx {
             emails,
             logins,
             actor,
-            operator
+            operator,
+            self.now()
         )
         .fetch_all(self.conn())
         .await

@@ -102,15 +102,12 @@ impl Store {
     /// next revision.
     pub async fn write(&self, actor: Option<Uuid>) -> Result<Tx, Error> {
         self.fail_fast()?;
+        // The transaction's time is when it began, as Postgres' `now()`,
+        // not when it got the revision counter (which may wait for others).
+        let now = self.clock().now();
         let mut inner = self.pool().begin().await.map_err(db_error)?;
         let revision = super::next_revision(&mut inner).await?;
-        Ok(Tx::writing(
-            inner,
-            revision,
-            actor,
-            self.observer(),
-            self.clock().now(),
-        ))
+        Ok(Tx::writing(inner, revision, actor, self.observer(), now))
     }
 
     /// A write transaction that is always rolled back (dry runs): its rows

@@ -131,10 +131,11 @@ impl Tx {
         sqlx::query_scalar!(
             r#"SELECT u.id FROM users u
                 WHERE u.login = $1 AND u.kind IN ('standard', 'advanced')
-                  AND ($3 OR u.id = $2 OR clef_manages($2, u.id))"#,
+                  AND ($3 OR u.id = $2 OR clef_manages($2, u.id, $4))"#,
             login,
             actor,
-            operator
+            operator,
+            self.now()
         )
         .fetch_optional(self.conn())
         .await
@@ -152,10 +153,11 @@ impl Tx {
         sqlx::query_scalar!(
             r#"SELECT u.id FROM users u
                 WHERE lower(u.email) = lower($1) AND u.status <> 'archived'
-                  AND ($3 OR u.id = $2 OR clef_manages($2, u.id))"#,
+                  AND ($3 OR u.id = $2 OR clef_manages($2, u.id, $4))"#,
             email,
             actor,
-            operator
+            operator,
+            self.now()
         )
         .fetch_optional(self.conn())
         .await

@@ -528,3 +528,65 @@ async fn an_atomic_import_waiting_for_its_client_holds_up_no_other_account() {
         .unwrap();
     assert_eq!(imported, 1000);
 }
+
+#[tokio::test]
+async fn an_admin_grant_past_its_expiry_on_the_clock_stops_an_import_matching_by_email() {
+    let app = spawn_app_with_manual_clock().await;
+    org_with_account(&app, "Organisation Un", X).await;
+    org_with_account(&app, "Organisation Deux", Y).await;
+    let mut ops = app.operator().await;
+    // Ada administers X, and Y for the next hour.
+    let (ada, ada_key) = create_user(
+        &mut ops,
+        advanced("Ada", "Admin", "ada@example.com"),
+        X,
+        &[],
+        vec![right("admin.users"), right("shipping.ws")],
+    )
+    .await
+    .unwrap();
+    let in_an_hour = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + 3600,
+        nanos: 0,
+    };
+    ops.links
+        .link_user(pb::LinkUserRequest {
+            account_code: Y.into(),
+            user_key: ada.user_key.clone(),
+            tags: vec![],
+            rights: vec![pb::RightGrant {
+                expire_time: Some(in_an_hour),
+                ..right("admin.users")
+            }],
+        })
+        .await
+        .unwrap();
+    create_user(
+        &mut ops,
+        advanced("Victor", "Victime", VICTIME_EMAIL),
+        Y,
+        &[],
+        vec![],
+    )
+    .await
+    .unwrap();
+    let file = advanced_line(VICTIME_EMAIL, "");
+    let dry = || pb::ImportOptions {
+        dry_run: true,
+        ..opts(X)
+    };
+    // While she administers Y, she manages Victime: her line matches him.
+    let run = import(&app, &ada_key, dry(), file.as_bytes(), 1000).await;
+    assert_eq!(run.statuses(), [(2, "updated")], "{:?}", run.results);
+    // Past the grant's expiry on the clock (Postgres' own time has not
+    // moved), she no longer does, on this path as on every other.
+    app.advance(std::time::Duration::from_secs(2 * 3600));
+    let run = import(&app, &ada_key, dry(), file.as_bytes(), 1000).await;
+    assert_eq!(
+        run.statuses(),
+        [(2, "invalid_user_data")],
+        "{:?}",
+        run.results
+    );
+    assert_eq!(run.results[0].message, NOT_MANAGED);
+}

@@ -182,7 +182,7 @@ async fn create_user_names_every_invalid_field() {
                 }],
             ),
             BAD,
-            &["rights[0].expires_at"],
+            &["rights[0].expire_time"],
         ),
         ("blank and long tags", tagged, BAD, &["tags[0]", "tags[1]"]),
     ];

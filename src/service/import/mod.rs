@@ -37,6 +37,8 @@ mod report;
 mod run;
 mod sync;
 
+/// What is known of a report, as the store keeps it.
+pub use crate::store::{ReportMeta, REPORT_DAYS};
 pub use outcome::Outcome;
 pub use report::{latest_report, stop_reason, stream_report};
 pub use run::{run, Progress, ProgressSender, Summary};
