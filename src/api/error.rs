@@ -3,7 +3,7 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::Error;
+use crate::domain::{Error, RefusalReason};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -29,9 +29,10 @@ impl From<Error> for Status {
             Error::Unavailable(why) => Status::unavailable(why),
             Error::ResourceExhausted(why) => Status::resource_exhausted(why),
             Error::PerAccount(refusals) => {
-                let code = if refusals.iter().any(|r| r.reason == "permission_denied") {
+                let any = |reason| refusals.iter().any(|r| r.reason == reason);
+                let code = if any(RefusalReason::PermissionDenied) {
                     Code::PermissionDenied
-                } else if refusals.iter().any(|r| r.reason == "not_found") {
+                } else if any(RefusalReason::NotFound) {
                     Code::NotFound
                 } else {
                     Code::FailedPrecondition
@@ -39,7 +40,11 @@ impl From<Error> for Status {
                 let message = Error::PerAccount(refusals.clone()).to_string();
                 let mut details = ErrorDetails::new();
                 for r in refusals {
-                    details.add_precondition_failure_violation(r.reason, r.account, r.description);
+                    details.add_precondition_failure_violation(
+                        r.reason.as_str(),
+                        r.account,
+                        r.description,
+                    );
                 }
                 Status::with_error_details(code, format!("nothing was changed: {message}"), details)
             }

@@ -67,18 +67,36 @@ impl Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRefusal {
     pub account: String,
-    /// `not_found`, `permission_denied` or `failed_precondition`.
-    pub reason: &'static str,
+    pub reason: RefusalReason,
     pub description: String,
+}
+
+/// Why one account of a multi-account change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    NotFound,
+    PermissionDenied,
+    FailedPrecondition,
+}
+
+impl RefusalReason {
+    /// Its name in `google.rpc.PreconditionFailure` violations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::NotFound => "not_found",
+            RefusalReason::PermissionDenied => "permission_denied",
+            RefusalReason::FailedPrecondition => "failed_precondition",
+        }
+    }
 }
 
 impl AccountRefusal {
     /// Classifies a domain error met on one account.
     pub fn from_error(account: &str, e: Error) -> Result<Self, Error> {
         let (reason, description) = match e {
-            Error::NotFound(what) => ("not_found", format!("{what} not found")),
-            Error::PermissionDenied(why) => ("permission_denied", why),
-            Error::FailedPrecondition(why) => ("failed_precondition", why),
+            Error::NotFound(what) => (RefusalReason::NotFound, format!("{what} not found")),
+            Error::PermissionDenied(why) => (RefusalReason::PermissionDenied, why),
+            Error::FailedPrecondition(why) => (RefusalReason::FailedPrecondition, why),
             other => return Err(other),
         };
         Ok(Self {

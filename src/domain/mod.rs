@@ -12,4 +12,4 @@ pub mod request;
 pub mod rights;
 pub mod user;
 
-pub use error::{AccountRefusal, Error, FieldViolation, Result, Violations};
+pub use error::{AccountRefusal, Error, FieldViolation, RefusalReason, Result, Violations};

@@ -14,7 +14,7 @@ use crate::{
         rights::Grant,
         rights::{validate_grants, GrantSpec, RawGrant, RightDef},
         user::{UserKey, UserKind, UserStatus},
-        AccountRefusal, Error, Violations,
+        AccountRefusal, Error, RefusalReason, Violations,
     },
     store::{Store, Tx},
 };
@@ -337,7 +337,7 @@ pub async fn grant_across(
             if user.kind == UserKind::Standard {
                 refusals.push(AccountRefusal {
                     account: code.clone(),
-                    reason: "failed_precondition",
+                    reason: RefusalReason::FailedPrecondition,
                     description: "a standard user belongs to his one account".into(),
                 });
                 continue;
