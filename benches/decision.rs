@@ -11,7 +11,7 @@ use std::{hint::black_box, sync::Arc, time::Duration};
 
 use clef::{
     authz::{Engine, EngineConfig},
-    domain::{decision::now_micros, key},
+    domain::{clock::Clock, key},
     store::{Store, SubjectRef},
 };
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -54,7 +54,13 @@ fn decision(c: &mut Criterion) {
         // Warm: every subject once through the engine.
         for case in &cases {
             let (d, _) = engine
-                .check(&case.subject, &case.account, &case.right, 0, now_micros())
+                .check(
+                    &case.subject,
+                    &case.account,
+                    &case.right,
+                    0,
+                    engine.now_micros(),
+                )
                 .await
                 .expect("warm-up check");
             assert!(d.allowed, "dataset subjects hold their sampled right");
@@ -76,7 +82,7 @@ fn decision(c: &mut Criterion) {
                     &SubjectRef::Key(hash),
                     &case.account,
                     &case.right,
-                    now_micros(),
+                    Clock::system().now_micros(),
                 )
                 .expect("warm");
             black_box(d)
@@ -87,7 +93,12 @@ fn decision(c: &mut Criterion) {
         b.iter(|| {
             let case = &cases[j % cases.len()];
             j += 1;
-            black_box(engine.check_cached(&case.subject, &case.account, &case.right, now_micros()))
+            black_box(engine.check_cached(
+                &case.subject,
+                &case.account,
+                &case.right,
+                engine.now_micros(),
+            ))
         })
     });
     drop(rt);

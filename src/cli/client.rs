@@ -550,7 +550,7 @@ fn status(s: Status) -> anyhow::Error {
 
 /// A line's status as reports and summaries name it: `LINE_STATUS_CREATED`
 /// is `created`.
-fn line_status_name(status: i32) -> &'static str {
+pub fn line_status_name(status: i32) -> &'static str {
     match pb::LineStatus::try_from(status) {
         Ok(pb::LineStatus::Created) => "created",
         Ok(pb::LineStatus::Updated) => "updated",

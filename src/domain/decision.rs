@@ -11,11 +11,6 @@ use super::{key::KeyHash, principal::PrincipalKind, rights::Scope};
 /// Microseconds since the Unix epoch: how instants are kept on the hot path.
 pub type Micros = i64;
 
-/// The current instant in [`Micros`].
-pub fn now_micros() -> Micros {
-    chrono::Utc::now().timestamp_micros()
-}
-
 /// Everything decisions about one principal need.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entitlements {

@@ -516,16 +516,6 @@ pub trait StatusName {
 
 impl StatusName for pb::LineResult {
     fn status_name(&self) -> &'static str {
-        match pb::LineStatus::try_from(self.status) {
-            Ok(pb::LineStatus::Created) => "created",
-            Ok(pb::LineStatus::Updated) => "updated",
-            Ok(pb::LineStatus::Unchanged) => "unchanged",
-            Ok(pb::LineStatus::Deactivated) => "deactivated",
-            Ok(pb::LineStatus::RightNotHeld) => "right_not_held",
-            Ok(pb::LineStatus::InvalidChoice) => "invalid_choice",
-            Ok(pb::LineStatus::InvalidUserData) => "invalid_user_data",
-            Ok(pb::LineStatus::DuplicateInFile) => "duplicate_in_file",
-            Ok(pb::LineStatus::Unspecified) | Err(_) => "unknown",
-        }
+        clef::cli::client::line_status_name(self.status)
     }
 }
