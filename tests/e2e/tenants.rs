@@ -590,3 +590,75 @@ async fn an_admin_grant_past_its_expiry_on_the_clock_stops_an_import_matching_by
     );
     assert_eq!(run.results[0].message, NOT_MANAGED);
 }
+
+#[tokio::test]
+async fn an_import_changes_a_status_only_for_an_admin_of_every_account_of_the_user() {
+    let app = spawn_app().await;
+    org_with_account(&app, "Organisation Un", X).await;
+    org_with_account(&app, "Organisation Deux", Y).await;
+    let mut ops = app.operator().await;
+    let (ada, ada_key) = create_user(
+        &mut ops,
+        advanced("Ada", "Admin", "ada@example.com"),
+        X,
+        &[],
+        vec![right("admin.users")],
+    )
+    .await
+    .unwrap();
+    // Victor works for X and for Y; Ada administers X only.
+    let (victor, _) = create_user(
+        &mut ops,
+        advanced("Victor", "Victime", VICTIME_EMAIL),
+        X,
+        &[],
+        vec![],
+    )
+    .await
+    .unwrap();
+    let link = |user_key: &str, rights| pb::LinkUserRequest {
+        account_code: Y.into(),
+        user_key: user_key.into(),
+        tags: vec![],
+        rights,
+    };
+    ops.links
+        .link_user(link(&victor.user_key, vec![]))
+        .await
+        .unwrap();
+    let file = format!("NOM;PRENOM;EMAIL;ETAT\nVictime;Victor;{VICTIME_EMAIL};désactivé\n");
+    let options = || pb::ImportOptions {
+        default_kind: pb::UserKind::Advanced as i32,
+        ..opts(X)
+    };
+    let before = snapshot(&app).await;
+    let run = import(&app, &ada_key, options(), file.as_bytes(), 1000).await;
+    assert_eq!(
+        run.statuses(),
+        [(2, "invalid_user_data")],
+        "{:?}",
+        run.results
+    );
+    let message = &run.results[0].message;
+    assert!(
+        message.contains("every account") && message.contains(Y),
+        "{message}"
+    );
+    assert_nothing_left(&app, &before).await;
+    // Once she administers Y too, the same line deactivates him.
+    ops.links
+        .link_user(link(&ada.user_key, vec![right("admin.users")]))
+        .await
+        .unwrap();
+    let run = import(&app, &ada_key, options(), file.as_bytes(), 1000).await;
+    assert_eq!(run.statuses(), [(2, "updated")], "{:?}", run.results);
+    let victor = ops
+        .users
+        .get_user(pb::GetUserRequest {
+            by: Some(pb::get_user_request::By::Id(victor.id.clone())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(victor.status, pb::UserStatus::Deactivated as i32);
+}
