@@ -21,6 +21,8 @@
 //! - [`server`]: assembles services, health, reflection and shutdown;
 //!   [`limits`]: the transport's limits, answered with a `grpc-status`.
 //! - [`embedded`]: the Postgres clef runs itself when given no database URL.
+//! - [`hasher`]: argon2id password hashing on a bounded pool.
+//! - [`outbox`]: delivery of the messages changes put in the outbox (SMTP).
 //! - [`cli`]: the command line (`serve`, `operator create`, `migrate`).
 //! - [`telemetry`]: logs and OTLP traces.
 
@@ -30,7 +32,9 @@ pub mod bulk;
 pub mod cli;
 pub mod domain;
 pub mod embedded;
+pub mod hasher;
 pub mod limits;
+pub mod outbox;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -10,8 +10,8 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     api::{
-        accounts::AccountApi, auth::Authenticator, authz::AuthzApi, export::ExportApi,
-        grants::GrantApi, import::ImportApi, keys::KeyApi, links::LinkApi, users::UserApi, Ctx,
+        accounts::AccountApi, auth::Authenticator, authz::AuthzApi, credentials::CredentialApi,
+        export::ExportApi, grants::GrantApi, import::ImportApi, keys::KeyApi, links::LinkApi, users::UserApi, Ctx,
     },
     authz::{Engine, EngineConfig},
     limits::{LimitsLayer, H2_MAX_HEADER_LIST, MAX_MESSAGE_BYTES},
@@ -19,6 +19,7 @@ use crate::{
         self, account_service_server::AccountServiceServer,
         authorization_service_server::AuthorizationServiceServer,
         connection_key_service_server::ConnectionKeyServiceServer,
+        credential_service_server::CredentialServiceServer,
         export_service_server::ExportServiceServer, grant_service_server::GrantServiceServer,
         import_service_server::ImportServiceServer, link_service_server::LinkServiceServer,
         user_service_server::UserServiceServer,
@@ -38,6 +39,7 @@ pub const SERVICES: &[&str] = &[
     "clef.v1.AuthorizationService",
     "clef.v1.ImportService",
     "clef.v1.ExportService",
+    "clef.v1.CredentialService",
 ];
 
 /// Health of this name is `SERVING` while decisions are answered from
@@ -68,6 +70,10 @@ pub struct ServeOptions {
     /// TLS: the server's certificate chain and private key (PEM). Without
     /// it, plaintext.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// The password hashing pool; `None`: OWASP cost, sized for the machine.
+    pub hasher: Option<crate::hasher::Hasher>,
+    /// How the outbox worker delivers messages.
+    pub delivery: crate::outbox::Delivery,
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains in-flight RPCs.
@@ -115,10 +121,21 @@ pub async fn serve_with(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let hasher = match options.hasher {
+        Some(h) => h,
+        None => crate::hasher::Hasher::for_this_machine(Default::default())?,
+    };
+    let (stop_outbox, outbox_stopped) = tokio::sync::watch::channel(false);
+    let outbox = tokio::spawn(crate::outbox::run(
+        store.clone(),
+        options.delivery,
+        outbox_stopped,
+    ));
     let auth = Authenticator::new(store.clone());
     let ctx = Ctx {
         store: store.clone(),
         auth: auth.clone(),
+        hasher,
     };
     // Every service takes and sends messages up to the documented limit.
     macro_rules! limited {
@@ -151,6 +168,9 @@ pub async fn serve_with(
         .add_service(limited!(GrantServiceServer::new(GrantApi(ctx.clone()))))
         .add_service(limited!(ImportServiceServer::new(ImportApi(ctx.clone()))))
         .add_service(limited!(ExportServiceServer::new(ExportApi(ctx.clone()))))
+        .add_service(limited!(CredentialServiceServer::new(CredentialApi(
+            ctx.clone()
+        ))))
         .add_service(limited!(ConnectionKeyServiceServer::new(KeyApi(ctx))))
         .add_service(limited!(AuthorizationServiceServer::new(AuthzApi::new(
             engine
@@ -159,6 +179,8 @@ pub async fn serve_with(
         .await;
     monitor.abort();
     change_listener.abort();
+    let _ = stop_outbox.send(true);
+    let _ = outbox.await;
     result?;
     Ok(())
 }

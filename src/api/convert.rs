@@ -170,12 +170,7 @@ pub fn user_to_pb(u: User) -> pb::User {
             UserKind::Standard => pb::UserKind::Standard,
             UserKind::Advanced => pb::UserKind::Advanced,
         } as i32,
-        status: match u.status {
-            UserStatus::Invited => pb::UserStatus::Invited,
-            UserStatus::Active => pb::UserStatus::Active,
-            UserStatus::Deactivated => pb::UserStatus::Deactivated,
-            UserStatus::Archived => pb::UserStatus::Archived,
-        } as i32,
+        status: status_to_pb(u.status) as i32,
         login: u.login,
         user_key: u.user_key.map(|k| k.to_string()).unwrap_or_default(),
         last_name: p.last_name,
@@ -194,6 +189,25 @@ pub fn user_to_pb(u: User) -> pb::User {
         create_time: timestamp(u.created_at),
         update_time: timestamp(u.updated_at),
         revision: u.revision,
+        password: None,
+    }
+}
+
+pub fn status_to_pb(s: UserStatus) -> pb::UserStatus {
+    match s {
+        UserStatus::Invited => pb::UserStatus::Invited,
+        UserStatus::Active => pb::UserStatus::Active,
+        UserStatus::Deactivated => pb::UserStatus::Deactivated,
+        UserStatus::Archived => pb::UserStatus::Archived,
+    }
+}
+
+pub fn password_to_pb(p: crate::store::PasswordState) -> pb::PasswordState {
+    pb::PasswordState {
+        set: p.set,
+        must_change: p.must_change,
+        failed_attempts: p.failures,
+        locked_until_time: p.locked_until.and_then(timestamp),
     }
 }
 

@@ -251,6 +251,14 @@ impl GrantService for GrantApi {
                 })
                 .collect(),
             revision: across.revision,
+            invitation_expire_time: across
+                .invitation
+                .as_ref()
+                .and_then(|i| super::timestamp(i.expires_at)),
+            invitation_token: across
+                .invitation
+                .map(|i| i.token.expose_secret().to_owned())
+                .unwrap_or_default(),
         }))
     }
 

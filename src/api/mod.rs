@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod auth;
 pub mod authz;
 mod convert;
+pub mod credentials;
 pub mod error;
 pub mod export;
 pub mod grants;
@@ -15,11 +16,13 @@ pub mod keys;
 pub mod links;
 pub mod users;
 
-/// What every service needs: the store and the authenticator.
+/// What every service needs: the store, the authenticator, and the
+/// password hasher's pool.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub store: crate::store::Store,
     pub auth: auth::Authenticator,
+    pub hasher: crate::hasher::Hasher,
 }
 
 use prost_types::Timestamp;

@@ -53,10 +53,18 @@ impl UserService for UserApi {
         let created = users::create(&self.0.store, &actor, cmd, once).await?;
         Ok(Response::new(pb::CreateUserResponse {
             user: Some(user_to_pb(created.user)),
-            replayed: created.key.is_none(),
+            replayed: created.key.is_none() && created.invitation.is_none(),
             connection_key: created
                 .key
                 .map(|k| k.expose_secret().to_owned())
+                .unwrap_or_default(),
+            invitation_expire_time: created
+                .invitation
+                .as_ref()
+                .and_then(|i| super::timestamp(i.expires_at)),
+            invitation_token: created
+                .invitation
+                .map(|i| i.token.expose_secret().to_owned())
                 .unwrap_or_default(),
         }))
     }
@@ -81,8 +89,11 @@ impl UserService for UserApi {
             }
         };
         let by = done(v, by)?;
-        let user = users::get(&self.0.store, &actor, by).await?;
-        Ok(Response::new(user_to_pb(user)))
+        let (user, password) = users::get(&self.0.store, &actor, by).await?;
+        Ok(Response::new(pb::User {
+            password: Some(password_to_pb(password)),
+            ..user_to_pb(user)
+        }))
     }
 
     async fn list_users(
@@ -280,7 +291,7 @@ impl UserApi {
 }
 
 /// The fields an `UpdateUser` mask names, and what is wrong with it.
-fn user_fields(paths: &[String]) -> (UserFields, Violations) {
+pub(crate) fn user_fields(paths: &[String]) -> (UserFields, Violations) {
     let mut fields = UserFields::default();
     let mut v = Violations::default();
     if paths.is_empty() {

@@ -3,7 +3,7 @@
 use std::{io::Write, path::PathBuf};
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{Args, Subcommand};
 use tonic::{
     metadata::{Ascii, MetadataValue},
     service::interceptor::InterceptedService,
@@ -561,5 +561,137 @@ pub fn line_status_name(status: i32) -> &'static str {
         Ok(pb::LineStatus::InvalidUserData) => "invalid_user_data",
         Ok(pb::LineStatus::DuplicateInFile) => "duplicate_in_file",
         Ok(pb::LineStatus::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Issues a new invitation to an invited user (mailed to him; every
+    /// earlier one is dead) and prints until when it is valid.
+    Resend {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// The user: an id, a user key (XXXX-XXXX-XXXX) or a login.
+        #[arg(long)]
+        user: String,
+        /// Also print the new token (to deliver it yourself), alone on the
+        /// last line.
+        #[arg(long)]
+        print_token: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Sets a user's password, read from the terminal (twice) or from
+    /// standard input (one line), never from an argument. He must change it
+    /// at his next login unless --keep.
+    SetPassword {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// The user: an id, a user key (XXXX-XXXX-XXXX) or a login.
+        #[arg(long)]
+        user: String,
+        /// He may keep it: no change required at his next login.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+/// The id of the user `user` names (an id, a user key or a login).
+async fn user_id_of(endpoint: &Endpoint, user: &str) -> anyhow::Result<String> {
+    use pb::get_user_request::By;
+    let u = user.trim();
+    if parse_id(u).is_ok() {
+        return Ok(u.to_owned());
+    }
+    let by = if UserKey::parse(u).is_ok() {
+        By::UserKey(u.to_owned())
+    } else {
+        By::Login(u.to_owned())
+    };
+    let mut client = pb::user_service_client::UserServiceClient::new(endpoint.intercepted().await?);
+    let found = client
+        .get_user(pb::GetUserRequest { by: Some(by) })
+        .await
+        .map_err(status)?
+        .into_inner();
+    Ok(found.id)
+}
+
+pub async fn invite(command: InviteCommand) -> anyhow::Result<()> {
+    let InviteCommand::Resend {
+        endpoint,
+        user,
+        print_token,
+    } = command;
+    let user_id = user_id_of(&endpoint, &user).await?;
+    let mut client =
+        pb::credential_service_client::CredentialServiceClient::new(endpoint.intercepted().await?);
+    let r = client
+        .resend_invitation(pb::ResendInvitationRequest { user_id })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let until = r
+        .invitation_expire_time
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    println!(
+        "invitation sent again, valid until {until}; earlier ones are dead (revision {})",
+        r.revision
+    );
+    if print_token {
+        println!("{}", r.invitation_token);
+    }
+    Ok(())
+}
+
+pub async fn user(command: UserCommand) -> anyhow::Result<()> {
+    let UserCommand::SetPassword {
+        endpoint,
+        user,
+        keep,
+    } = command;
+    let password = read_password()?;
+    let user_id = user_id_of(&endpoint, &user).await?;
+    let mut client =
+        pb::credential_service_client::CredentialServiceClient::new(endpoint.intercepted().await?);
+    let r = client
+        .set_password(pb::SetPasswordRequest {
+            user_id,
+            password,
+            keep_without_change: keep,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!(
+        "password set{} (revision {})",
+        if keep {
+            ""
+        } else {
+            "; to be changed at next login"
+        },
+        r.revision
+    );
+    Ok(())
+}
+
+/// A password from the terminal (asked twice, not echoed) or, when
+/// standard input is not a terminal, its first line.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New password: ")?;
+        let again = rpassword::prompt_password("Again: ")?;
+        anyhow::ensure!(first == again, "the two passwords differ");
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        Ok(line.strip_suffix('\r').unwrap_or(line).to_owned())
     }
 }

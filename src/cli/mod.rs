@@ -49,6 +49,22 @@ pub enum Command {
     GrantAcross(client::GrantAcrossArgs),
     /// Removes every right of a user on every account and deactivates him.
     RevokeEverywhere(client::RevokeEverywhereArgs),
+    /// Messages to users that could not be delivered (talks to the
+    /// database directly).
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+    /// Invitations of advanced users.
+    Invite {
+        #[command(subcommand)]
+        command: client::InviteCommand,
+    },
+    /// Users' credentials.
+    User {
+        #[command(subcommand)]
+        command: client::UserCommand,
+    },
     /// Tools of the benchmark script (dataset generator, request bodies).
     Bench {
         #[command(subcommand)]
@@ -101,7 +117,75 @@ pub struct ServeArgs {
     #[arg(long, env = "CLEF_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
+    pub mail: MailArgs,
+    /// Password hashes computed at once (argon2id, 19 MiB each) [default:
+    /// half the cores, at least one]; logins beyond them wait.
+    #[arg(long, env = "CLEF_PASSWORD_WORKERS")]
+    pub password_workers: Option<usize>,
+    /// Logins that may wait for a hashing worker; beyond, RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CLEF_PASSWORD_QUEUE", default_value_t = 64)]
+    pub password_queue: usize,
+    #[command(flatten)]
     pub db: DatabaseArgs,
+}
+
+/// How messages to users (invitations, resets, rights granted) leave.
+#[derive(Debug, Args)]
+pub struct MailArgs {
+    /// SMTP server: smtp://host:port (plaintext; ?tls=required for
+    /// STARTTLS), smtps://host:port (TLS), with user:password@ when it
+    /// needs them. Without it, messages are logged (kind and recipient,
+    /// never a token), not sent.
+    #[arg(long, env = "CLEF_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender of every message.
+    #[arg(long, env = "CLEF_SMTP_FROM", default_value = "clef <no-reply@localhost>")]
+    pub smtp_from: String,
+    /// The portal page base URL messages link to (`/invitation?token=`,
+    /// `/reset-password?token=`); without it, messages show the token.
+    #[arg(long, env = "CLEF_PORTAL_URL")]
+    pub portal_url: Option<String>,
+    /// The first retry of a failed delivery, in milliseconds; each further
+    /// one doubles (at most an hour).
+    #[arg(long, env = "CLEF_OUTBOX_RETRY_MS", default_value_t = 5_000)]
+    pub outbox_retry_ms: u64,
+    /// Failed deliveries before a message is parked (see `clef outbox`).
+    #[arg(long, env = "CLEF_OUTBOX_MAX_ATTEMPTS", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub outbox_max_attempts: i32,
+}
+
+impl MailArgs {
+    pub fn delivery(&self) -> crate::outbox::Delivery {
+        crate::outbox::Delivery {
+            smtp_url: self.smtp_url.clone(),
+            from: self.smtp_from.clone(),
+            portal_url: self.portal_url.clone(),
+            retry_base: Duration::from_millis(self.outbox_retry_ms),
+            max_attempts: self.outbox_max_attempts,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Lists messages, newest first (default: the parked ones).
+    List {
+        /// pending, sent, logged, parked, cancelled, or all.
+        #[arg(long, default_value = "parked")]
+        state: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Puts parked messages back in line (all of them without ids).
+    Retry {
+        ids: Vec<i64>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
 }
 
 impl DatabaseArgs {
@@ -141,6 +225,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: OperatorCommand::Create { name, db },
         } => operator_create(&name, db).await,
         Command::Bench { command } => bench::run(command).await,
+        Command::Outbox { command } => outbox(command).await,
+        Command::Invite { command } => client::invite(command).await,
+        Command::User { command } => client::user(command).await,
         Command::Import(args) => client::import(args).await,
         Command::ImportReport(args) => client::import_report(args).await,
         Command::Export(args) => client::export(args).await,
@@ -186,6 +273,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ..EngineConfig::default()
             },
             tls,
+            hasher: match args.password_workers {
+                Some(n) => Some(crate::hasher::Hasher::new(
+                    Default::default(),
+                    n,
+                    args.password_queue,
+                )?),
+                None => None,
+            },
+            delivery: args.mail.delivery(),
         };
         server::serve_with(store, listener, options, server::shutdown_signal()).await
     }
@@ -219,6 +315,43 @@ async fn operator_create(name: &str, db: DatabaseArgs) -> anyhow::Result<()> {
             op.id
         );
         println!("{}", op.key.expose_secret());
+        anyhow::Ok(())
+    }
+    .await;
+    let stopped = stop(data).await;
+    result.and(stopped)
+}
+
+async fn outbox(command: OutboxCommand) -> anyhow::Result<()> {
+    let db = match &command {
+        OutboxCommand::List { db, .. } | OutboxCommand::Retry { db, .. } => db,
+    };
+    let (options, data) = db.open(true).await?;
+    let result = async {
+        let store = Store::connect_lazy(options, 2);
+        match &command {
+            OutboxCommand::List { state, limit, .. } => {
+                let state = (state != "all").then_some(state.as_str());
+                for m in store.messages(state, *limit).await? {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": m.id,
+                            "kind": m.kind,
+                            "to": m.recipient,
+                            "state": m.state,
+                            "attempts": m.attempts,
+                            "last_error": m.last_error,
+                            "created_at": m.created_at.to_rfc3339(),
+                        })
+                    );
+                }
+            }
+            OutboxCommand::Retry { ids, .. } => {
+                let n = store.retry_parked(ids).await?;
+                println!("{n} parked messages back in line");
+            }
+        }
         anyhow::Ok(())
     }
     .await;

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod clock;
+pub mod credential;
 pub mod decision;
 pub mod error;
 pub mod import;

@@ -250,8 +250,10 @@ async fn resolve(tx: &mut Tx, actor: &Actor, sel: &Selector) -> Result<Uuid, Err
 #[derive(Debug)]
 pub struct Across {
     pub user_id: Uuid,
-    /// The key of a user created by the call.
+    /// The key of a user created by the call (none: he is invited).
     pub key: Option<NewKey>,
+    /// The invitation of an advanced user created by the call.
+    pub invitation: Option<super::credentials::Invitation>,
     /// (account code, whether the call linked the user to it).
     pub outcomes: Vec<(String, bool)>,
     pub revision: i64,
@@ -307,7 +309,7 @@ pub async fn grant_across(
         return Err(Error::PerAccount(refusals));
     }
 
-    let (user_id, key) = match sel {
+    let (user_id, key, invitation) = match sel {
         Selector::New(mut create) => {
             create.kind = Some(UserKind::Advanced);
             // Rights and links are given below, on every account.
@@ -316,9 +318,9 @@ pub async fn grant_across(
             // The actor administers every target account (checked above); the
             // user is linked to each of them below.
             let created = users::create_in(&mut tx, actor, *create, "user.new_user.", true).await?;
-            (created.user.id, created.key)
+            (created.user.id, created.key, created.invitation)
         }
-        existing => (resolve(&mut tx, actor, &existing).await?, None),
+        existing => (resolve(&mut tx, actor, &existing).await?, None, None),
     };
     tx.lock_users(&[user_id]).await?;
     let user = tx
@@ -363,6 +365,7 @@ pub async fn grant_across(
     Ok(Across {
         user_id,
         key,
+        invitation,
         outcomes,
         revision,
     })

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod bulk;
+pub mod credentials;
 pub mod export;
 pub mod grants;
 pub mod import;

@@ -2,7 +2,10 @@
 
 use uuid::Uuid;
 
-use super::{managed_user, require_admin_everywhere, visible_user};
+use super::{
+    credentials::{issue_invitation, Invitation},
+    managed_user, require_admin_everywhere, visible_user,
+};
 use crate::{
     domain::{
         account::{AccountCode, AccountStatus},
@@ -31,12 +34,14 @@ pub struct CreateUser {
     pub grants: Vec<RawGrant>,
 }
 
-/// A created user and his first connection key (`None`: the answer to a
-/// retry, whose key was shown to the first call only).
+/// A created user and his first connection key, or (an advanced user,
+/// invited) his invitation; both `None` in the answer to a retry, since
+/// secrets are shown to the first call only.
 #[derive(Debug)]
 pub struct Created {
     pub user: User,
     pub key: Option<NewKey>,
+    pub invitation: Option<Invitation>,
 }
 
 fn rng_error(e: getrandom::Error) -> Error {
@@ -59,6 +64,7 @@ pub async fn create(
             return Ok(Created {
                 user: User { revision, ..user },
                 key: None,
+                invitation: None,
             });
         }
     }
@@ -73,6 +79,7 @@ pub async fn create(
             ..created.user
         },
         key: created.key,
+        invitation: created.invitation,
     })
 }
 
@@ -152,10 +159,16 @@ pub(crate) async fn create_in(
         UserKind::Advanced => Some(UserKey::generate().map_err(rng_error)?),
         UserKind::Standard => None,
     };
+    // An advanced user completes his invitation before he is active
+    // (seed 004); a standard one is active at once, with a key.
+    let status = match kind {
+        UserKind::Advanced => UserStatus::Invited,
+        UserKind::Standard => UserStatus::Active,
+    };
     let user = tx
         .insert_user(&NewUser {
             kind,
-            status: UserStatus::Active,
+            status,
             login: req.login.as_deref(),
             derived_login: default_login(&profile),
             profile: &profile,
@@ -173,14 +186,25 @@ pub(crate) async fn create_in(
             tx.upsert_grant(user.id, account.id, g).await?;
         }
     }
-    let key = NewKey::generate().map_err(rng_error)?;
-    tx.insert_key(user.id, &key, None).await?;
+    let (key, invitation) = match status {
+        UserStatus::Invited => {
+            let invitation =
+                issue_invitation(tx, user.id, account.as_ref().map(|a| a.id)).await?;
+            (None, Some(invitation))
+        }
+        _ => {
+            let key = NewKey::generate().map_err(rng_error)?;
+            tx.insert_key(user.id, &key, None).await?;
+            (Some(key), None)
+        }
+    };
     let rights: Vec<&str> = grants.iter().map(|g| g.right.as_str()).collect();
     tx.audit(
         "user.create",
         &format!("user/{}", user.id),
         &format!(
-            "created {} user {:?} (login {:?}){}{}",
+            "created {} {} user {:?} (login {:?}){}{}",
+            status.as_str(),
             kind.as_str(),
             profile.display_name(),
             user.login,
@@ -198,7 +222,8 @@ pub(crate) async fn create_in(
     .await?;
     Ok(Created {
         user,
-        key: Some(key),
+        key,
+        invitation,
     })
 }
 
@@ -210,7 +235,12 @@ pub enum UserLookup {
     Login(String),
 }
 
-pub async fn get(store: &Store, actor: &Actor, by: UserLookup) -> Result<User, Error> {
+/// `GetUser`: the user, and the state of his password.
+pub async fn get(
+    store: &Store,
+    actor: &Actor,
+    by: UserLookup,
+) -> Result<(User, crate::store::PasswordState), Error> {
     let mut tx = store.read().await?;
     let id = match &by {
         UserLookup::Id(id) => Some(*id),
@@ -222,8 +252,9 @@ pub async fn get(store: &Store, actor: &Actor, by: UserLookup) -> Result<User, E
     }
     .ok_or_else(|| Error::NotFound("user".into()))?;
     let (user, _) = visible_user(&mut tx, actor, id).await?;
+    let password = tx.password_state(user.id).await?;
     tx.commit().await?;
-    Ok(user)
+    Ok((user, password))
 }
 
 /// `ListUsers`, decoded: the users linked to an account, in creation order.
@@ -289,11 +320,31 @@ pub async fn update(store: &Store, actor: &Actor, req: UpdateUser) -> Result<Use
     if user.status == UserStatus::Archived {
         return Err(Error::FailedPrecondition("the user is archived".into()));
     }
-    let mut v = req.mask_problems;
+    let updated = rewrite_profile(&mut tx, &user, &accounts, &req, &user.login).await?;
+    tx.audit(
+        "user.update",
+        &format!("user/{}", user.id),
+        &format!("updated {}", req.fields.names.join(", ")),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(updated)
+}
+
+/// Writes the fields `req` names over `user`'s profile, validated as a
+/// whole for his kind (`UpdateUser`, and the corrections of an invitation
+/// completed).
+pub(crate) async fn rewrite_profile(
+    tx: &mut Tx,
+    user: &User,
+    accounts: &[crate::domain::user::LinkedAccount],
+    req: &UpdateUser,
+    login: &str,
+) -> Result<User, Error> {
+    let mut v = req.mask_problems.clone();
     let mut raw = user.profile.to_raw();
     raw.copy_fields(&req.profile, &req.fields.profile);
-    let kind = user.kind;
-    let profile = Profile::parse(&raw, kind, "user.", &mut v);
+    let profile = Profile::parse(&raw, user.kind, "user.", &mut v);
     let mut default_account_id = accounts
         .iter()
         .find(|a| Some(&a.code) == user.default_account.as_ref())
@@ -314,17 +365,8 @@ pub async fn update(store: &Store, actor: &Actor, req: UpdateUser) -> Result<Use
         };
     }
     v.finish()?;
-    let updated = tx
-        .update_user_profile(user.id, &profile, &user.login, default_account_id)
-        .await?;
-    tx.audit(
-        "user.update",
-        &format!("user/{}", user.id),
-        &format!("updated {}", req.fields.names.join(", ")),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(updated)
+    tx.update_user_profile(user.id, &profile, login, default_account_id)
+        .await
 }
 
 /// Moves users to `to` in one transaction: all or none.

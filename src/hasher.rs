@@ -1,0 +1,212 @@
+//! Password hashing (argon2id, OWASP parameters) on a bounded pool: at most
+//! `workers` hashes run at once, on the blocking threads, so that logins
+//! never take the cores decisions run on; at most `queue` more wait, and
+//! beyond that a login is answered `RESOURCE_EXHAUSTED` at once.
+
+use std::sync::Arc;
+
+use argon2::{
+    password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString},
+    Algorithm, Argon2, Params, Version,
+};
+use tokio::sync::Semaphore;
+
+use crate::domain::{credential::Password, Error};
+
+/// Argon2id cost: memory in KiB, iterations, lanes (OWASP: 19 MiB, 2, 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub lanes: u32,
+}
+
+impl Default for Cost {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            lanes: 1,
+        }
+    }
+}
+
+/// What checking a password found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub matches: bool,
+    /// A new hash with today's cost, when the password matched a hash made
+    /// with another.
+    pub rehashed: Option<String>,
+}
+
+/// The pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Hasher {
+    argon: Arc<Argon2<'static>>,
+    cost: Cost,
+    /// One permit per hash running.
+    workers: Arc<Semaphore>,
+    /// One permit per hash running or waiting.
+    admitted: Arc<Semaphore>,
+    /// A hash of nothing anyone knows, verified when there is no user or no
+    /// password, so that every refusal costs the same.
+    dummy: Arc<String>,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher").field("cost", &self.cost).finish()
+    }
+}
+
+impl Hasher {
+    /// A pool of `workers` (at least one) with room for `queue` waiting.
+    pub fn new(cost: Cost, workers: usize, queue: usize) -> Result<Self, Error> {
+        let params = Params::new(cost.memory_kib, cost.iterations, cost.lanes, None)
+            .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let mut unknown = [0u8; 32];
+        getrandom::fill(&mut unknown).map_err(|e| Error::Internal(format!("os rng: {e}")))?;
+        let dummy = hash_with(&argon, &unknown)?;
+        let workers = workers.max(1);
+        Ok(Self {
+            argon: Arc::new(argon),
+            cost,
+            workers: Arc::new(Semaphore::new(workers)),
+            admitted: Arc::new(Semaphore::new(workers + queue)),
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    /// The pool sized for this machine: half its cores (at least one), and
+    /// 64 waiting per worker.
+    pub fn for_this_machine(cost: Cost) -> Result<Self, Error> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = (cores / 2).max(1);
+        Self::new(cost, workers, workers * 64)
+    }
+
+    pub fn cost(&self) -> Cost {
+        self.cost
+    }
+
+    /// Hashes a new password (a PHC string).
+    pub async fn hash(&self, password: &Password) -> Result<String, Error> {
+        let password = password.clone();
+        self.run(move |argon| hash_with(argon, password.expose()))
+            .await?
+    }
+
+    /// Checks `password` against `hash`, or against the dummy hash when
+    /// there is none (the answer is then `false`, after the same work).
+    pub async fn verify(&self, hash: Option<&str>, password: &Password) -> Result<Verified, Error> {
+        let known = hash.is_some();
+        let hash = hash.map_or_else(|| (*self.dummy).clone(), str::to_owned);
+        let password = password.clone();
+        let cost = self.cost;
+        self.run(move |argon| {
+            let Ok(parsed) = PasswordHash::new(&hash) else {
+                return Ok(Verified {
+                    matches: false,
+                    rehashed: None,
+                });
+            };
+            // The parameters of the hash, not ours: an old hash verifies.
+            let matches = Argon2::default()
+                .verify_password(password.expose(), &parsed)
+                .is_ok()
+                && known;
+            let rehashed = if matches && !made_with(&parsed, cost) {
+                Some(hash_with(argon, password.expose())?)
+            } else {
+                None
+            };
+            Ok(Verified { matches, rehashed })
+        })
+        .await?
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| {
+            Error::ResourceExhausted(
+                "too many password checks are waiting; retry in a moment".into(),
+            )
+        })?;
+        let _worker = self
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("password pool closed".into()))?;
+        let argon = self.argon.clone();
+        tokio::task::spawn_blocking(move || work(&argon))
+            .await
+            .map_err(|e| Error::Internal(format!("password hashing task: {e}")))
+    }
+}
+
+fn hash_with(argon: &Argon2<'static>, password: &[u8]) -> Result<String, Error> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| Error::Internal(format!("os rng: {e}")))?;
+    let salt = SaltString::encode_b64(&salt)
+        .map_err(|e| Error::Internal(format!("argon2 salt: {e}")))?;
+    argon
+        .hash_password(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Internal(format!("argon2: {e}")))
+}
+
+/// Whether `hash` is argon2id v1.3 with `cost`.
+fn made_with(hash: &PasswordHash<'_>, cost: Cost) -> bool {
+    let Ok(params) = Params::try_from(hash) else {
+        return false;
+    };
+    hash.algorithm == Algorithm::Argon2id.ident()
+        && hash.version == Some(Version::V0x13.into())
+        && params.m_cost() == cost.memory_kib
+        && params.t_cost() == cost.iterations
+        && params.p_cost() == cost.lanes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> Cost {
+        Cost {
+            memory_kib: 64,
+            iterations: 1,
+            lanes: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn verifies_and_rehashes_when_the_cost_changed() {
+        let old = Hasher::new(cheap(), 1, 4).unwrap();
+        let pw = Password::new("correct horse battery").unwrap();
+        let hash = old.hash(&pw).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        let same = old.verify(Some(&hash), &pw).await.unwrap();
+        assert_eq!(same, Verified { matches: true, rehashed: None });
+        let wrong = Password::presented("correct horse batterY").unwrap();
+        assert!(!old.verify(Some(&hash), &wrong).await.unwrap().matches);
+        assert!(!old.verify(None, &pw).await.unwrap().matches);
+
+        let new = Hasher::new(Cost { memory_kib: 128, ..cheap() }, 1, 4).unwrap();
+        let v = new.verify(Some(&hash), &pw).await.unwrap();
+        assert!(v.matches);
+        assert!(v.rehashed.unwrap().starts_with("$argon2id$v=19$m=128,t=1,p=1$"));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once() {
+        let h = Hasher::new(cheap(), 1, 0).unwrap();
+        let _held = h.admitted.clone().try_acquire_owned().unwrap();
+        let pw = Password::new("correct horse battery").unwrap();
+        assert!(matches!(h.hash(&pw).await, Err(Error::ResourceExhausted(_))));
+    }
+}

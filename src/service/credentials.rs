@@ -1,0 +1,438 @@
+//! Invitations, passwords and resets (`CredentialService`).
+//!
+//! The callers are the portals that show the forms (service principals) and
+//! operators; admins may also resend an invitation and set a password for
+//! the users they manage. The end user's secret comes in the request.
+//! Every refusal of a login is the one `Unauthenticated`, after the same
+//! work (a password verified, against a dummy hash when there is no user),
+//! and every unusable token the one `FailedPrecondition` of its purpose.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{managed_user, users::UpdateUser};
+use crate::{
+    domain::{
+        credential::{
+            locked_until, token_refused, MessageKind, Password, Token, TokenPurpose,
+        },
+        key::NewKey,
+        principal::{Actor, PrincipalKind},
+        user::{parse_login, User, UserStatus},
+        Error,
+    },
+    hasher::Hasher,
+    store::{Store, Tx},
+};
+
+/// An invitation just issued: its token, shown once.
+#[derive(Debug)]
+pub struct Invitation {
+    pub token: Token,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Issues an invitation to `user` inside `tx`: kills the earlier ones,
+/// stores the new token's hash, and puts the invitation message in the
+/// outbox (it carries a token of its own, drawn as it is sent).
+pub(crate) async fn issue_invitation(
+    tx: &mut Tx,
+    user: Uuid,
+    account: Option<Uuid>,
+) -> Result<Invitation, Error> {
+    tx.retire_tokens(user, TokenPurpose::Invitation).await?;
+    let token = Token::generate(TokenPurpose::Invitation).map_err(rng_error)?;
+    let expires_at = tx.now() + validity(TokenPurpose::Invitation);
+    tx.insert_token(user, &token, expires_at).await?;
+    let by = tx.actor();
+    tx.enqueue(
+        MessageKind::Invitation,
+        user,
+        account,
+        serde_json::json!({ "granted_by": by }),
+    )
+    .await?;
+    Ok(Invitation { token, expires_at })
+}
+
+fn validity(purpose: TokenPurpose) -> chrono::Duration {
+    chrono::Duration::from_std(purpose.validity()).expect("validity fits")
+}
+
+fn rng_error(e: getrandom::Error) -> Error {
+    Error::Internal(format!("os rng: {e}"))
+}
+
+/// Refuses anyone but a service principal (a portal) or an operator.
+fn require_portal(actor: &Actor) -> Result<(), Error> {
+    match actor.kind {
+        PrincipalKind::Service | PrincipalKind::Operator => Ok(()),
+        _ => Err(Error::PermissionDenied(
+            "this operation is for service principals (portals) and operators".into(),
+        )),
+    }
+}
+
+/// Whether the actor may act on any user's credentials (portals and
+/// operators), rather than only on those he manages.
+fn is_portal(actor: &Actor) -> bool {
+    require_portal(actor).is_ok()
+}
+
+fn new_password(raw: &str, field: &str) -> Result<Password, Error> {
+    Password::new(raw).map_err(|why| Error::invalid(field, why))
+}
+
+/// `CompleteInvitation`, decoded.
+#[derive(Debug)]
+pub struct CompleteInvitation {
+    pub token: String,
+    /// Empty: keep the login proposed at the invitation.
+    pub login: String,
+    pub password: String,
+    /// Profile corrections, as `UpdateUser` takes them (`id` unused).
+    pub corrections: UpdateUser,
+}
+
+/// An invitation completed: the user, now active, and his first key.
+#[derive(Debug)]
+pub struct Completed {
+    pub user: User,
+    pub key: NewKey,
+    pub revision: i64,
+}
+
+/// `CompleteInvitation`: one transaction makes the invited user active with
+/// his login, password (hashed before it begins) and first connection key.
+pub async fn complete_invitation(
+    store: &Store,
+    hasher: &Hasher,
+    actor: &Actor,
+    req: CompleteInvitation,
+) -> Result<Completed, Error> {
+    require_portal(actor)?;
+    let password = new_password(&req.password, "password");
+    let login = match req.login.trim() {
+        "" => Ok(None),
+        l => parse_login(l).map(Some).map_err(|why| Error::invalid("login", why)),
+    };
+    let (password, login) = match (password, login) {
+        (Ok(p), Ok(l)) => (p, l),
+        (Err(Error::Invalid(mut a)), Err(Error::Invalid(b))) => {
+            a.0.extend(b.0);
+            return Err(Error::Invalid(a));
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    let refused = || token_refused(TokenPurpose::Invitation);
+    let hash = Token::presented(TokenPurpose::Invitation, &req.token).ok_or_else(refused)?;
+    let phc = hasher.hash(&password).await?;
+    let mut tx = store.write(Some(actor.user_id)).await?;
+    let user_id = tx
+        .take_token(TokenPurpose::Invitation, &hash)
+        .await?
+        .ok_or_else(refused)?;
+    tx.lock_users(&[user_id]).await?;
+    let user = tx.user(user_id).await?.ok_or_else(refused)?;
+    if user.status != UserStatus::Invited {
+        return Err(refused());
+    }
+    let login = login.unwrap_or_else(|| user.login.clone());
+    tx.complete_invited_user(user.id, &login).await?;
+    let accounts = tx.linked_accounts(user.id, actor.user_id).await?;
+    let user = super::users::rewrite_profile(&mut tx, &user, &accounts, &req.corrections, &login)
+        .await?;
+    tx.retire_tokens(user.id, TokenPurpose::Invitation).await?;
+    tx.set_password(user.id, &phc, false).await?;
+    let key = NewKey::generate().map_err(rng_error)?;
+    tx.insert_key(user.id, &key, None).await?;
+    let rights: Vec<(String, String)> = tx.rights_held(user.id).await?;
+    tx.enqueue(
+        MessageKind::AccountCreated,
+        user.id,
+        None,
+        serde_json::json!({ "rights": rights }),
+    )
+    .await?;
+    tx.audit(
+        "user.complete_invitation",
+        &format!("user/{}", user.id),
+        &format!("invited -> active, login {login:?}, key {}…", key.display_prefix()),
+    )
+    .await?;
+    let revision = tx.commit().await?;
+    Ok(Completed {
+        user: User { revision, ..user },
+        key,
+        revision,
+    })
+}
+
+/// `ResendInvitation`: a new token (returned once, and mailed), the old
+/// ones dead.
+pub async fn resend_invitation(
+    store: &Store,
+    actor: &Actor,
+    user: Uuid,
+) -> Result<(Invitation, i64), Error> {
+    let mut tx = store.write(Some(actor.user_id)).await?;
+    tx.lock_users(&[user]).await?;
+    let target = credential_target(&mut tx, actor, user).await?;
+    if target.status != UserStatus::Invited {
+        return Err(Error::FailedPrecondition(format!(
+            "the user is {}, not invited",
+            target.status.as_str()
+        )));
+    }
+    let account = tx
+        .linked_accounts(user, actor.user_id)
+        .await?
+        .into_iter()
+        .find(|a| a.actor_is_admin)
+        .map(|a| a.account_id);
+    let invitation = issue_invitation(&mut tx, user, account).await?;
+    tx.audit(
+        "user.resend_invitation",
+        &format!("user/{user}"),
+        "a new invitation; the earlier ones are dead",
+    )
+    .await?;
+    let revision = tx.commit().await?;
+    Ok((invitation, revision))
+}
+
+/// The user whose credentials the actor acts on: anyone for a portal or
+/// an operator, a user he manages for an admin.
+async fn credential_target(tx: &mut Tx, actor: &Actor, user: Uuid) -> Result<User, Error> {
+    if is_portal(actor) {
+        tx.user(user)
+            .await?
+            .ok_or_else(|| Error::NotFound("user".into()))
+    } else {
+        Ok(managed_user(tx, actor, user).await?.0)
+    }
+}
+
+/// Who logged in (`AuthenticatePassword`).
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user_id: Uuid,
+    pub kind: PrincipalKind,
+    pub status: UserStatus,
+    pub must_change: bool,
+}
+
+/// Checks a login and password. Unknown login, wrong password, inactive
+/// user, no password, locked: the same `Unauthenticated`, after verifying
+/// a hash (the dummy one when there is nothing to verify). A failure counts
+/// towards the user's lock; a success clears it and rehashes a hash made
+/// at another cost.
+pub async fn authenticate(
+    store: &Store,
+    hasher: &Hasher,
+    actor: &Actor,
+    login: &str,
+    password: &str,
+) -> Result<Authenticated, Error> {
+    require_portal(actor)?;
+    if login.trim().is_empty() {
+        return Err(Error::invalid("login", "is required"));
+    }
+    let Some(password) = Password::presented(password) else {
+        return Err(Error::invalid("password", "is longer than any password"));
+    };
+    let record = store.login_record(login.trim()).await?;
+    let now = store.clock().now();
+    let usable = record.as_ref().filter(|r| {
+        r.status == UserStatus::Active
+            && matches!(r.kind, PrincipalKind::Standard | PrincipalKind::Advanced)
+            && r.locked_until.is_none_or(|until| until <= now)
+    });
+    let hash = usable.and_then(|r| r.hash.as_deref());
+    let verified = hasher.verify(hash, &password).await?;
+    match (record, verified.matches) {
+        (Some(r), true) => {
+            store.forget_login_failures(r.user_id).await?;
+            if let (Some(old), Some(new)) = (&r.hash, &verified.rehashed) {
+                store.rehash_password(r.user_id, old, new).await?;
+            }
+            Ok(Authenticated {
+                user_id: r.user_id,
+                kind: r.kind,
+                status: r.status,
+                must_change: r.must_change,
+            })
+        }
+        (Some(r), false) => {
+            let failures = store.count_login_failure(r.user_id, now).await?;
+            if let Some(until) = locked_until(failures, now) {
+                store.lock_logins(r.user_id, until).await?;
+            }
+            Err(Error::Unauthenticated)
+        }
+        (None, _) => Err(Error::Unauthenticated),
+    }
+}
+
+/// `ChangePassword`: the current password proves the user (as a login
+/// would, throttled alike); the new one is his own (no change required).
+pub async fn change_password(
+    store: &Store,
+    hasher: &Hasher,
+    actor: &Actor,
+    login: &str,
+    current: &str,
+    new: &str,
+) -> Result<i64, Error> {
+    require_portal(actor)?;
+    let new = new_password(new, "new_password")?;
+    let who = authenticate(store, hasher, actor, login, current).await?;
+    let phc = hasher.hash(&new).await?;
+    let mut tx = store.write(Some(actor.user_id)).await?;
+    tx.set_password(who.user_id, &phc, false).await?;
+    tx.audit(
+        "user.change_password",
+        &format!("user/{}", who.user_id),
+        "changed his password",
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// `RequestPasswordReset`: whatever the login or email names, the same
+/// answer. When it names an active user with an email, a reset message
+/// (its token drawn as it is sent) goes out; the write happens after the
+/// answer, so that its time tells nothing either.
+pub async fn request_reset(
+    store: &Store,
+    actor: &Actor,
+    login: &str,
+    email: &str,
+) -> Result<(), Error> {
+    require_portal(actor)?;
+    let (login, email) = (login.trim(), email.trim());
+    if login.is_empty() == email.is_empty() {
+        return Err(Error::invalid("login", "give either a login or an email"));
+    }
+    let mut tx = store.read().await?;
+    let user = tx.resettable_user(login, email).await?;
+    tx.commit().await?;
+    if let Some(user) = user {
+        let store = store.clone();
+        let actor = actor.user_id;
+        tokio::spawn(async move {
+            let write = async {
+                let mut tx = store.write(Some(actor)).await?;
+                tx.retire_tokens(user, TokenPurpose::PasswordReset).await?;
+                tx.enqueue(MessageKind::PasswordReset, user, None, serde_json::json!({}))
+                    .await?;
+                tx.audit(
+                    "user.request_password_reset",
+                    &format!("user/{user}"),
+                    "a reset link is sent",
+                )
+                .await?;
+                tx.commit().await
+            };
+            if let Err(e) = write.await {
+                tracing::warn!(error = %e, "a password reset could not be queued");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// `ResetPassword`: a reset token and the new password.
+pub async fn reset_password(
+    store: &Store,
+    hasher: &Hasher,
+    actor: &Actor,
+    token: &str,
+    new: &str,
+) -> Result<i64, Error> {
+    require_portal(actor)?;
+    let new = new_password(new, "new_password")?;
+    let refused = || token_refused(TokenPurpose::PasswordReset);
+    let hash = Token::presented(TokenPurpose::PasswordReset, token).ok_or_else(refused)?;
+    let phc = hasher.hash(&new).await?;
+    let mut tx = store.write(Some(actor.user_id)).await?;
+    let user = tx
+        .take_token(TokenPurpose::PasswordReset, &hash)
+        .await?
+        .ok_or_else(refused)?;
+    let status = tx.user(user).await?.map(|u| u.status);
+    if status != Some(UserStatus::Active) {
+        return Err(refused());
+    }
+    tx.retire_tokens(user, TokenPurpose::PasswordReset).await?;
+    tx.set_password(user, &phc, false).await?;
+    tx.audit(
+        "user.reset_password",
+        &format!("user/{user}"),
+        "chose a new password with a reset link",
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// `SetPassword`: a password chosen for the user (seed 003: users without
+/// an email), to be changed at his next login unless `must_change` is
+/// false. Clears his lock.
+pub async fn set_password(
+    store: &Store,
+    hasher: &Hasher,
+    actor: &Actor,
+    user: Uuid,
+    password: &str,
+    must_change: bool,
+) -> Result<i64, Error> {
+    let password = new_password(password, "password")?;
+    {
+        // Who may, before paying for a hash.
+        let mut tx = store.read().await?;
+        let target = credential_target(&mut tx, actor, user).await?;
+        settable(&target)?;
+        tx.commit().await?;
+    }
+    let phc = hasher.hash(&password).await?;
+    let mut tx = store.write(Some(actor.user_id)).await?;
+    tx.lock_users(&[user]).await?;
+    let target = credential_target(&mut tx, actor, user).await?;
+    settable(&target)?;
+    tx.set_password(user, &phc, must_change).await?;
+    tx.audit(
+        "user.set_password",
+        &format!("user/{user}"),
+        if must_change {
+            "a password was set; to be changed at next login"
+        } else {
+            "a password was set"
+        },
+    )
+    .await?;
+    tx.commit().await
+}
+
+fn settable(user: &User) -> Result<(), Error> {
+    match user.status {
+        UserStatus::Active | UserStatus::Deactivated => Ok(()),
+        UserStatus::Invited => Err(Error::FailedPrecondition(
+            "the user has not completed his invitation: resend it instead".into(),
+        )),
+        UserStatus::Archived => Err(Error::FailedPrecondition("the user is archived".into())),
+    }
+}
+
+/// `UnlockPassword`: forgets a user's failed logins and lock.
+pub async fn unlock(store: &Store, actor: &Actor, user: Uuid) -> Result<i64, Error> {
+    let mut tx = store.write(Some(actor.user_id)).await?;
+    credential_target(&mut tx, actor, user).await?;
+    tx.clear_login_lock(user).await?;
+    tx.audit(
+        "user.unlock_password",
+        &format!("user/{user}"),
+        "failed logins forgotten",
+    )
+    .await?;
+    tx.commit().await
+}
