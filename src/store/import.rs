@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::{copy::CopyRows, db_error, tx::Tx, users::user_error};
 use crate::domain::{
     account::Account,
+    credential::MessageKind,
     import::{ImportWrite, LinkChange, RightAsked},
     rights::Scope,
     user::{DefaultLogin, Profile, UserKind, UserStatus},
@@ -107,6 +108,8 @@ struct ImportRows<'a> {
     grants: Vec<GrantRow<'a>>,
     revokes: Vec<RevokeRow<'a>>,
     keys: Vec<KeyRow>,
+    /// New users who complete an invitation before they are active.
+    invited: Vec<Uuid>,
     profiles: Vec<ProfileRow<'a>>,
     statuses: Vec<StatusRow>,
     audits: Vec<AuditRow>,
@@ -143,12 +146,15 @@ impl<'a> ImportRows<'a> {
                         tags: &user.tags,
                     });
                     rows.new_grants.extend(grant_rows(user.id, &user.grants));
-                    rows.keys.push(KeyRow {
-                        id: Uuid::now_v7(),
-                        user_id: user.id,
-                        secret_hash: data_encoding::HEXLOWER.encode(&user.key.hash()),
-                        display_prefix: user.key.display_prefix(),
-                    });
+                    match &user.key {
+                        Some(key) => rows.keys.push(KeyRow {
+                            id: Uuid::now_v7(),
+                            user_id: user.id,
+                            secret_hash: data_encoding::HEXLOWER.encode(&key.hash()),
+                            display_prefix: key.display_prefix(),
+                        }),
+                        None => rows.invited.push(user.id),
+                    }
                     rows.audits.push(AuditRow {
                         action: "import.create",
                         target: format!("user/{}", user.id),
@@ -481,6 +487,14 @@ impl Tx {
             "connection_keys",
             "id, user_id, secret_hash, display_prefix",
             db_error,
+        )
+        .await?;
+        // Their invitations: the messages draw their tokens as they leave.
+        self.enqueue_many(
+            MessageKind::Invitation,
+            &rows.invited,
+            Some(account),
+            serde_json::json!({ "granted_by": actor }),
         )
         .await?;
         let mut audits = CopyRows::default();

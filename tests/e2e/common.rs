@@ -85,6 +85,15 @@ pub async fn spawn_app_on(db_options: PgConnectOptions) -> TestApp {
 
 /// [`spawn_app_on`] with the clock the server compares expiries with.
 pub async fn spawn_app_with_clock(db_options: PgConnectOptions, clock: Clock) -> TestApp {
+    spawn_app_with_options(db_options, clock, test_options()).await
+}
+
+/// [`spawn_app_with_clock`] with explicit server options.
+pub async fn spawn_app_with_options(
+    db_options: PgConnectOptions,
+    clock: Clock,
+    options: clef::server::ServeOptions,
+) -> TestApp {
     let store = Store::connect_lazy(db_options.clone(), 8).with_clock(clock);
     store.migrate().await.expect("migrate");
     let operator = store
@@ -100,7 +109,7 @@ pub async fn spawn_app_with_clock(db_options: PgConnectOptions, clock: Clock) ->
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server_store = store.clone();
     tokio::spawn(async move {
-        clef::server::serve(server_store, listener, async {
+        clef::server::serve_with(server_store, listener, options, async {
             let _ = rx.await;
         })
         .await
@@ -112,6 +121,27 @@ pub async fn spawn_app_with_clock(db_options: PgConnectOptions, clock: Clock) ->
         store,
         db_options,
         shutdown: Some(tx),
+    }
+}
+
+/// A password every helper-completed invitation chooses.
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
+
+/// An argon2id cost cheap enough for tests that create many users (the
+/// real one is measured by the credential tests and the benchmark).
+pub fn cheap_cost() -> clef::hasher::Cost {
+    clef::hasher::Cost {
+        memory_kib: 256,
+        iterations: 1,
+        lanes: 1,
+    }
+}
+
+/// The options of a test server: a cheap password cost, no SMTP.
+pub fn test_options() -> clef::server::ServeOptions {
+    clef::server::ServeOptions {
+        hasher: Some(clef::hasher::Hasher::new(cheap_cost(), 2, 64).expect("hasher")),
+        ..Default::default()
     }
 }
 
@@ -306,6 +336,10 @@ pub type KeyClient = pb::connection_key_service_client::ConnectionKeyServiceClie
     InterceptedService<Channel, Bearer>,
 >;
 
+pub type CredentialClient = pb::credential_service_client::CredentialServiceClient<
+    InterceptedService<Channel, Bearer>,
+>;
+
 /// One client per service, all presenting the same key.
 pub struct Clients {
     pub accounts: AccountClient,
@@ -313,6 +347,10 @@ pub struct Clients {
     pub links: LinkClient,
     pub grants: GrantClient,
     pub keys: KeyClient,
+    pub credentials: CredentialClient,
+    /// CredentialService as the operator: completes the invitations of the
+    /// users the helpers create.
+    pub portal: CredentialClient,
 }
 
 impl TestApp {
@@ -338,7 +376,16 @@ impl TestApp {
                 b.clone(),
             ),
             keys: pb::connection_key_service_client::ConnectionKeyServiceClient::with_interceptor(
-                ch, b,
+                ch.clone(),
+                b.clone(),
+            ),
+            credentials: pb::credential_service_client::CredentialServiceClient::with_interceptor(
+                ch.clone(),
+                b,
+            ),
+            portal: pb::credential_service_client::CredentialServiceClient::with_interceptor(
+                ch,
+                Bearer::new(Some(&self.operator_key)),
             ),
         }
     }
@@ -390,7 +437,9 @@ pub fn scoped(code: &str, scope: pb::Scope) -> pb::RightGrant {
     }
 }
 
-/// Creates a user on `account` with `rights`; returns (user, key).
+/// Creates a user on `account` with `rights`; returns (user, key). An
+/// advanced user's invitation is completed at once (with
+/// [`TEST_PASSWORD`]), so that he is active with a key like a standard one.
 pub async fn create_user(
     c: &mut Clients,
     user: pb::User,
@@ -409,7 +458,27 @@ pub async fn create_user(
         })
         .await?
         .into_inner();
-    Ok((r.user.expect("user"), r.connection_key))
+    if r.invitation_token.is_empty() {
+        return Ok((r.user.expect("user"), r.connection_key));
+    }
+    let done = complete(c, &r.invitation_token).await?;
+    Ok((done.user.expect("user"), done.connection_key))
+}
+
+/// Completes an invitation with the proposed login and [`TEST_PASSWORD`].
+pub async fn complete(
+    c: &mut Clients,
+    token: &str,
+) -> Result<pb::CompleteInvitationResponse, Status> {
+    Ok(c
+        .portal
+        .complete_invitation(pb::CompleteInvitationRequest {
+            token: token.into(),
+            password: TEST_PASSWORD.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner())
 }
 
 /// An admin (standard user with `admin.users` and `extra`) of `account`,

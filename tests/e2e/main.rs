@@ -5,6 +5,7 @@
 mod accounts;
 mod cli;
 mod common;
+mod credentials;
 mod decisions;
 mod delegation;
 mod differential;
@@ -24,6 +25,8 @@ mod import_interrupted;
 mod import_sync;
 mod keys;
 mod logs;
+mod mail;
+mod passwords;
 mod replicas;
 mod requests;
 mod restart;

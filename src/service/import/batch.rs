@@ -17,7 +17,7 @@ use crate::{
     domain::{
         import::{ImportWrite, LineStatus, NewUser},
         key::NewKey,
-        user::{UserKey, UserKind},
+        user::{UserKey, UserKind, UserStatus},
         Error,
     },
     store::{Store, Tx},
@@ -143,7 +143,10 @@ impl Import {
                         user_key,
                         tags: plan.tags,
                         grants: plan.grants,
-                        key: NewKey::generate().map_err(rng)?,
+                        key: match plan.status {
+                            UserStatus::Invited => None,
+                            _ => Some(NewKey::generate().map_err(rng)?),
+                        },
                     };
                     writes.push((slot, ImportWrite::Create { line, user }));
                     Outcome::done(line, LineStatus::Created, id)

@@ -168,9 +168,12 @@ pub fn decide(
                 }
             }
         };
-        let status = match asked.status {
-            Some(UserStatus::Deactivated) => UserStatus::Deactivated,
-            _ => UserStatus::Active,
+        // An advanced user is invited (seed 004), a standard one active at
+        // once, unless the line deactivates him.
+        let status = match (asked.status, kind) {
+            (Some(UserStatus::Deactivated), _) => UserStatus::Deactivated,
+            (_, UserKind::Advanced) => UserStatus::Invited,
+            (_, UserKind::Standard) => UserStatus::Active,
         };
         return Ok(Decision::Create(Creation {
             kind,

@@ -1,0 +1,368 @@
+//! Passwords: one answer for every refused login, throttling, resets by
+//! mail, rehashing at a new cost, a bounded hashing pool, and no secret in
+//! clear anywhere.
+
+use std::time::Duration;
+
+use clef::{domain::clock::Clock, pb};
+use tonic::Code;
+
+use crate::{common::*, mail::*};
+
+/// An account with its admin, and a standard user of it with an email.
+async fn setup(app: &TestApp, code: &str) -> (Clients, pb::User) {
+    org_with_account(app, &format!("Org {code}"), code).await;
+    let (_, key) = make_admin(app, code, code, vec![]).await;
+    let mut admin = app.client(&key).await;
+    let mut user = standard("Paul", &format!("Mot{code}"));
+    user.email = format!("paul@{code}.example").to_lowercase();
+    let (user, _) = create_user(&mut admin, user, code, &[], vec![]).await.unwrap();
+    (admin, user)
+}
+
+async fn set(c: &mut Clients, user: &pb::User, password: &str, keep: bool) {
+    c.credentials
+        .set_password(pb::SetPasswordRequest {
+            user_id: user.id.clone(),
+            password: password.into(),
+            keep_without_change: keep,
+        })
+        .await
+        .expect("set password");
+}
+
+async fn login(
+    c: &mut Clients,
+    login: &str,
+    password: &str,
+) -> Result<pb::AuthenticatePasswordResponse, tonic::Status> {
+    c.portal
+        .authenticate_password(pb::AuthenticatePasswordRequest {
+            login: login.into(),
+            password: password.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn every_refused_login_gets_the_same_answer() {
+    let app = spawn_app().await;
+    let (mut admin, user) = setup(&app, "PW1").await;
+    set(&mut admin, &user, "chosen by the admin", false).await;
+
+    let ok = login(&mut admin, &user.login, "chosen by the admin").await.expect("login");
+    assert_eq!(ok.user_id, user.id);
+    assert_eq!(ok.status, pb::UserStatus::Active as i32);
+    assert!(ok.must_change_password, "an admin's password is changed at next login");
+    admin
+        .portal
+        .change_password(pb::ChangePasswordRequest {
+            login: user.login.clone(),
+            current_password: "chosen by the admin".into(),
+            new_password: "chosen by Paul himself".into(),
+        })
+        .await
+        .expect("change");
+    let ok = login(&mut admin, &user.login, "chosen by Paul himself").await.unwrap();
+    assert!(!ok.must_change_password);
+    expect_code(login(&mut admin, &user.login, "chosen by the admin").await, Code::Unauthenticated);
+
+    // An invited user has no password; a deactivated one is refused with
+    // his right password; a service principal has none.
+    let mut ops = app.operator().await;
+    let invited = ops
+        .users
+        .create_user(pb::CreateUserRequest {
+            user: Some(advanced("In", "Vited", "invited@pw1.example")),
+            account_code: "PW1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let (other, _) = create_user(&mut admin, standard("Dea", "Ctivated"), "PW1", &[], vec![])
+        .await
+        .unwrap();
+    set(&mut admin, &other, "a right password", true).await;
+    admin
+        .users
+        .deactivate_user(pb::DeactivateUserRequest { id: other.id.clone() })
+        .await
+        .unwrap();
+    let refusals = [
+        login(&mut admin, "nobody-at-all", "chosen by Paul himself").await,
+        login(&mut admin, &user.login, "a wrong password").await,
+        login(&mut admin, &other.login, "a right password").await,
+        login(&mut admin, &invited.login, "anything at all").await,
+        login(&mut admin, &user.login, "").await,
+    ];
+    let messages: Vec<String> = refusals
+        .into_iter()
+        .map(|r| expect_code(r, Code::Unauthenticated).message().to_owned())
+        .collect();
+    assert!(messages.iter().all(|m| *m == messages[0]), "{messages:?}");
+
+    // Policy of new passwords: at least 12 characters, any Unicode.
+    let short = admin
+        .credentials
+        .set_password(pb::SetPasswordRequest {
+            user_id: user.id.clone(),
+            password: "short".into(),
+            keep_without_change: true,
+        })
+        .await;
+    assert_eq!(violated_fields(&expect_code(short, Code::InvalidArgument)), ["password"]);
+    set(&mut admin, &user, "мой пароль 🔑 très long", true).await;
+    login(&mut admin, &user.login, "мой пароль 🔑 très long").await.expect("unicode");
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_login_until_it_passes_or_an_admin_clears_it() {
+    let app = spawn_app_with_manual_clock().await;
+    let (mut admin, user) = setup(&app, "PW2").await;
+    set(&mut admin, &user, "the right password", true).await;
+    for _ in 0..5 {
+        expect_code(login(&mut admin, &user.login, "a wrong password").await, Code::Unauthenticated);
+    }
+    // Locked: the right password gets the same refusal.
+    let locked = login(&mut admin, &user.login, "the right password").await;
+    expect_code(locked, Code::Unauthenticated);
+    let seen = admin
+        .users
+        .get_user(pb::GetUserRequest {
+            by: Some(pb::get_user_request::By::Id(user.id.clone())),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .password
+        .unwrap();
+    assert!(seen.set);
+    assert_eq!(seen.failed_attempts, 5);
+    assert!(seen.locked_until_time.is_some(), "the admin sees the lock");
+
+    // The lock passes (one second after the fifth failure).
+    app.advance(Duration::from_secs(2));
+    login(&mut admin, &user.login, "the right password").await.expect("unlocked by time");
+
+    // Growing: after seven failures, two seconds are not enough.
+    for _ in 0..7 {
+        let _ = login(&mut admin, &user.login, "a wrong password").await;
+    }
+    app.advance(Duration::from_secs(2));
+    expect_code(login(&mut admin, &user.login, "the right password").await, Code::Unauthenticated);
+    // An admin clears it.
+    admin
+        .credentials
+        .clear_password_lock(pb::ClearPasswordLockRequest { user_id: user.id.clone() })
+        .await
+        .expect("clear");
+    login(&mut admin, &user.login, "the right password").await.expect("cleared");
+}
+
+#[tokio::test]
+async fn a_reset_answers_the_same_for_everyone_and_mails_a_single_use_link() {
+    let smtp = Smtp::start().await;
+    let app = spawn_mailing(&smtp, Clock::system()).await;
+    let (mut admin, user) = setup(&app, "PW3").await;
+    let (nomail, _) = create_user(&mut admin, standard("Sans", "Mail"), "PW3", &[], vec![])
+        .await
+        .unwrap();
+    let ask = |login: &str, email: &str| pb::RequestPasswordResetRequest {
+        login: login.into(),
+        email: email.into(),
+    };
+    for req in [
+        ask(&user.login, ""),
+        ask("", &user.email.to_uppercase()),
+        ask("nobody", ""),
+        ask("", "nobody@nowhere.example"),
+        ask(&nomail.login, ""),
+    ] {
+        let r = admin.portal.request_password_reset(req).await.expect("same answer");
+        assert_eq!(r.into_inner(), pb::RequestPasswordResetResponse {});
+    }
+    let mails = smtp.wait_for(&user.email, 2).await;
+    assert!(mails.iter().all(|m| m.subject == "Réinitialisation de votre mot de passe"));
+    // The second request killed the first link.
+    let first = mails[0].token("clefrst_").unwrap();
+    let second = mails[1].token("clefrst_").unwrap();
+    let reset = |token: &str| pb::ResetPasswordRequest {
+        token: token.into(),
+        new_password: "after the reset link".into(),
+    };
+    expect_code(admin.portal.reset_password(reset(&first)).await, Code::FailedPrecondition);
+    admin.portal.reset_password(reset(&second)).await.expect("reset");
+    let again = admin.portal.reset_password(reset(&second)).await;
+    expect_code(again, Code::FailedPrecondition);
+    let ok = login(&mut admin, &user.login, "after the reset link").await.unwrap();
+    assert!(!ok.must_change_password);
+    // Nobody else got anything.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.received().len(), 2, "{:?}", smtp.received());
+}
+
+#[tokio::test]
+async fn a_hash_made_at_another_cost_is_rehashed_at_login() {
+    let app = spawn_app().await;
+    let (mut admin, user) = setup(&app, "PW4").await;
+    set(&mut admin, &user, "kept across costs", true).await;
+    let hash = || async {
+        sqlx::query_scalar::<_, String>("SELECT hash FROM passwords WHERE user_id = $1::uuid")
+            .bind(&user.id)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap()
+    };
+    assert!(hash().await.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{}", hash().await);
+    // Another replica hashes at another cost.
+    let options = clef::server::ServeOptions {
+        hasher: Some(
+            clef::hasher::Hasher::new(
+                clef::hasher::Cost {
+                    memory_kib: 512,
+                    iterations: 2,
+                    lanes: 1,
+                },
+                1,
+                8,
+            )
+            .unwrap(),
+        ),
+        ..test_options()
+    };
+    let b = spawn_app_with_options(app.db_options.clone(), Clock::system(), options).await;
+    let mut on_b = b.client(&b.operator_key).await;
+    login(&mut on_b, &user.login, "kept across costs").await.expect("old hash verifies");
+    let new = hash().await;
+    assert!(new.starts_with("$argon2id$v=19$m=512,t=2,p=1$"), "{new}");
+    login(&mut on_b, &user.login, "kept across costs").await.expect("new hash verifies");
+    expect_code(login(&mut on_b, &user.login, "not it").await, Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_full_hashing_queue_answers_resource_exhausted() {
+    let options = clef::server::ServeOptions {
+        hasher: Some(clef::hasher::Hasher::new(Default::default(), 1, 1).unwrap()),
+        ..test_options()
+    };
+    let app = spawn_app_with_options(fresh_database().await, Clock::system(), options).await;
+    let ops = app.client(&app.operator_key).await;
+    let mut calls = Vec::new();
+    for i in 0..12 {
+        let mut portal = ops.portal.clone();
+        calls.push(tokio::spawn(async move {
+            portal
+                .authenticate_password(pb::AuthenticatePasswordRequest {
+                    login: format!("someone-{i}"),
+                    password: "whatever it is".into(),
+                })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code()
+        }));
+    }
+    let mut codes = Vec::new();
+    for c in calls {
+        codes.push(c.await.unwrap());
+    }
+    assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
+    assert!(codes.contains(&Code::Unauthenticated), "{codes:?}");
+    assert!(codes.iter().all(|c| matches!(c, Code::ResourceExhausted | Code::Unauthenticated)));
+}
+
+#[tokio::test]
+async fn no_password_or_token_is_anywhere_in_clear() {
+    let smtp = Smtp::start().await;
+    let app = spawn_mailing(&smtp, Clock::system()).await;
+    let (mut admin, user) = setup(&app, "PW5").await;
+    const SET: &str = "set-by-admin secret";
+    const CHOSEN: &str = "chosen-at-invitation secret";
+    const RESET: &str = "chosen-after-reset secret";
+    set(&mut admin, &user, SET, false).await;
+    let mut ops = app.operator().await;
+    let created = ops
+        .users
+        .create_user(pb::CreateUserRequest {
+            user: Some(advanced("Clé", "Secrète", "secret@pw5.example")),
+            account_code: "PW5".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mailed = smtp
+        .wait_subject("secret@pw5.example", "Finalisez la création de votre compte")
+        .await
+        .token("clefinv_")
+        .unwrap();
+    ops.portal
+        .complete_invitation(pb::CompleteInvitationRequest {
+            token: mailed.clone(),
+            password: CHOSEN.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    ops.portal
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            login: user.login.clone(),
+            email: String::new(),
+        })
+        .await
+        .unwrap();
+    let reset = smtp.wait_for(&user.email, 1).await[0].token("clefrst_").unwrap();
+    ops.portal
+        .reset_password(pb::ResetPasswordRequest {
+            token: reset.clone(),
+            new_password: RESET.into(),
+        })
+        .await
+        .unwrap();
+
+    // Every row of every table, as text.
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    let mut dump = String::new();
+    for t in &tables {
+        let rows: Option<String> =
+            sqlx::query_scalar(&format!("SELECT string_agg(x::text, ' ') FROM \"{t}\" x"))
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+        dump.push_str(&rows.unwrap_or_default());
+    }
+    assert!(dump.contains("$argon2id$"), "the dump reads the passwords table");
+    for secret in [SET, CHOSEN, RESET, &mailed, &reset, &created.invitation_token] {
+        assert!(!dump.contains(secret), "{secret:?} is in the database");
+    }
+
+    // Exports show no hash.
+    let mut export = pb::export_service_client::ExportServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&app.operator_key)),
+    );
+    let mut stream = export
+        .export_users(pb::ExportUsersRequest {
+            of: Some(pb::export_users_request::Of::AccountCode("PW5".into())),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut csv = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        csv.extend(chunk.data);
+    }
+    let csv = String::from_utf8_lossy(&csv);
+    assert!(csv.contains("Secrète"), "{csv}");
+    assert!(!csv.contains("argon2") && !csv.to_lowercase().contains("mot de passe"), "{csv}");
+}
