@@ -82,7 +82,7 @@ BEGIN
     ON CONFLICT (txid, user_id, account_id) WHERE kind = 'rights_granted'
     DO UPDATE SET params = jsonb_set(outbox.params, '{rights}',
         (SELECT jsonb_agg(DISTINCT r ORDER BY r)
-           FROM jsonb_array_elements_text(outbox.params->'rights' || EXCLUDED.params->'rights') r));
+           FROM jsonb_array_elements_text((outbox.params->'rights') || (EXCLUDED.params->'rights')) r));
     RETURN NULL;
 END $$;
 

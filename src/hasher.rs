@@ -98,6 +98,21 @@ impl Hasher {
             .await?
     }
 
+    /// Hashes a new password for a batch (an import's password column):
+    /// waits for room in the queue instead of being refused, so that a
+    /// batch takes at most one worker at a time and logins keep the others.
+    pub async fn hash_patiently(&self, password: &Password) -> Result<String, Error> {
+        let admitted = self
+            .admitted
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("password pool closed".into()))?;
+        let password = password.clone();
+        self.work(admitted, move |argon| hash_with(argon, password.expose()))
+            .await?
+    }
+
     /// Checks `password` against `hash`, or against the dummy hash when
     /// there is none (the answer is then `false`, after the same work).
     pub async fn verify(&self, hash: Option<&str>, password: &Password) -> Result<Verified, Error> {
@@ -127,15 +142,25 @@ impl Hasher {
         .await?
     }
 
+    /// Runs `work` on the pool, or refuses at once when the queue is full.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| {
+        let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| {
             Error::ResourceExhausted(
                 "too many password checks are waiting; retry in a moment".into(),
             )
         })?;
+        self.work(admitted, work).await
+    }
+
+    /// Runs `work` once a worker is free, holding `_admitted` meanwhile.
+    async fn work<T: Send + 'static>(
+        &self,
+        _admitted: tokio::sync::OwnedSemaphorePermit,
+        work: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
+    ) -> Result<T, Error> {
         let _worker = self
             .workers
             .clone()

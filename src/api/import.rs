@@ -70,6 +70,7 @@ impl ImportService for ImportApi {
         let account = done(v, account)?;
         let import = crate::service::import::Import::start(
             &self.0.store,
+            &self.0.hasher,
             &actor,
             crate::service::import::Options {
                 account,

@@ -14,6 +14,7 @@
 
 use super::csvfile::PROFILE_COLUMNS;
 use crate::domain::{
+    credential::Password,
     rights::{RightDef, Scope},
     user::{ProfileField, RawProfile, UserKind, UserStatus},
 };
@@ -168,6 +169,7 @@ const SYNONYMS: &[(Field, &[&str])] = &[
         &["cp", "zip", "zipcode", "postalcode"],
     ),
     (Field::Tags, &["tagutilisateur", "usertag"]),
+    (Field::Password, &["motdepasse", "password", "mdp", "pass"]),
     (
         Field::Profile(ProfileField::Civility),
         &["civilite", "civility", "title"],
@@ -189,6 +191,8 @@ pub enum Field {
     UserKey,
     /// The user's tags on the account, comma-separated.
     Tags,
+    /// The first password of a user the file creates (never exported).
+    Password,
     Profile(ProfileField),
 }
 
@@ -203,6 +207,7 @@ impl Field {
             Field::Login => "login",
             Field::UserKey => "user_key",
             Field::Tags => "tags",
+            Field::Password => "password",
             Field::Profile(ProfileField::AddressLines) => "address",
             Field::Profile(f) => f.name(),
         }
@@ -336,7 +341,39 @@ pub struct ImportLine {
     pub tags: Vec<String>,
     /// Every right column: the right and what the cell asks.
     pub rights: Vec<(String, RightCell)>,
+    /// The first password of a new user: as typed until the import hashes
+    /// it (before its batch's transaction), then its hash.
+    pub password: Option<Secret>,
 }
+
+/// A password cell, which the import hashes before anything else reads it.
+#[derive(Clone)]
+pub enum Secret {
+    Clear(Password),
+    /// An argon2id PHC string.
+    Hashed(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Secret::Clear(_) => "Secret::Clear(…)",
+            Secret::Hashed(_) => "Secret::Hashed(…)",
+        })
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Secret::Clear(a), Secret::Clear(b)) => a.expose() == b.expose(),
+            (Secret::Hashed(a), Secret::Hashed(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Secret {}
 
 /// Why a line cannot be used as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,6 +427,7 @@ pub fn parse_line(
         profile: RawProfile::default(),
         tags: Vec::new(),
         rights: Vec::new(),
+        password: None,
     };
     let invalid = |i: usize, value: &str, why: &str| LineProblem::InvalidChoice {
         column: header.names[i].clone(),
@@ -440,6 +478,15 @@ pub fn parse_line(
                     }
                 }
                 Field::Login => l.login = some(v),
+                Field::Password if v.is_empty() => {}
+                Field::Password => {
+                    // Never echoed: the problem names the column only.
+                    let password = Password::new(v).map_err(|why| LineProblem::InvalidUserData {
+                        field: header.names[i].clone(),
+                        why,
+                    })?;
+                    l.password = Some(Secret::Clear(password));
+                }
                 Field::UserKey => l.user_key = some(v),
                 Field::Account => l.account = some(v),
                 Field::Profile(ProfileField::LastName) => l.profile.last_name = v.to_owned(),

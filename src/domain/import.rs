@@ -90,6 +90,8 @@ pub struct NewUser {
     /// user or an admin regenerates it); an invited one gets his when he
     /// completes the invitation the import sends him.
     pub key: Option<NewKey>,
+    /// His first password (a PHC string), to be changed at first login.
+    pub password: Option<String>,
 }
 
 /// What an import changes of an existing user; `None` and empty lists

@@ -110,6 +110,8 @@ struct ImportRows<'a> {
     keys: Vec<KeyRow>,
     /// New users who complete an invitation before they are active.
     invited: Vec<Uuid>,
+    /// New users' first passwords (to be changed at first login).
+    passwords: Vec<(Uuid, &'a str)>,
     profiles: Vec<ProfileRow<'a>>,
     statuses: Vec<StatusRow>,
     audits: Vec<AuditRow>,
@@ -154,6 +156,9 @@ impl<'a> ImportRows<'a> {
                             display_prefix: key.display_prefix(),
                         }),
                         None => rows.invited.push(user.id),
+                    }
+                    if let Some(hash) = &user.password {
+                        rows.passwords.push((user.id, hash));
                     }
                     rows.audits.push(AuditRow {
                         action: "import.create",
@@ -489,6 +494,18 @@ impl Tx {
             db_error,
         )
         .await?;
+        let mut passwords = CopyRows::default();
+        for (user, hash) in &rows.passwords {
+            passwords.uuid(*user).text(hash).text("t").int(revision).end_row();
+        }
+        passwords
+            .send(
+                self.conn(),
+                "passwords",
+                "user_id, hash, must_change, revision",
+                db_error,
+            )
+            .await?;
         // Their invitations: the messages draw their tokens as they leave.
         self.enqueue_many(
             MessageKind::Invitation,

@@ -465,6 +465,33 @@ pub async fn create_user(
     Ok((done.user.expect("user"), done.connection_key))
 }
 
+impl TestApp {
+    /// Completes an invitation (as the operator) with the proposed login
+    /// and [`TEST_PASSWORD`].
+    pub async fn activate(&self, token: &str) -> pb::CompleteInvitationResponse {
+        let mut ops = self.operator().await;
+        complete(&mut ops, token).await.expect("complete invitation")
+    }
+}
+
+impl TestApp {
+    /// Makes invited users (an import's) active: a new invitation for each,
+    /// completed at once.
+    pub async fn activate_all(&self, ids: &[String]) {
+        let mut ops = self.operator().await;
+        for id in ids {
+            let token = ops
+                .credentials
+                .resend_invitation(pb::ResendInvitationRequest { user_id: id.clone() })
+                .await
+                .expect("resend invitation")
+                .into_inner()
+                .invitation_token;
+            complete(&mut ops, &token).await.expect("complete invitation");
+        }
+    }
+}
+
 /// Completes an invitation with the proposed login and [`TEST_PASSWORD`].
 pub async fn complete(
     c: &mut Clients,

@@ -457,12 +457,13 @@ async fn visibility_filter_of_a_partner_on_many_accounts_is_complete() {
         .await
         .unwrap()
         .into_inner();
+    let active = app.activate(&across.invitation_token).await;
     let mut d = app.decider().await;
     let mut stream = d
         .visibility_filter(pb::VisibilityFilterRequest {
-            subject: by_key(&across.connection_key),
+            subject: by_key(&active.connection_key),
             right: "tracking.tool".into(),
-            min_revision: across.revision,
+            min_revision: active.revision,
         })
         .await
         .unwrap()

@@ -205,7 +205,8 @@ async fn cache_fills_overtaken_by_a_write_never_stay() {
         .await
         .unwrap()
         .into_inner();
-    let (user, key) = (across.user_id.clone(), across.connection_key.clone());
+    let active = a.activate(&across.invitation_token).await;
+    let (user, key) = (across.user_id.clone(), active.connection_key.clone());
     assert!(!key.is_empty());
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -56,7 +56,39 @@ async fn no_secret_is_logged_at_debug_level() {
         .await
         .unwrap()
         .into_inner();
-    let user_key = created.connection_key;
+    // Invited: he completes his invitation through a portal (the operator).
+    let invitation = created.invitation_token;
+    let mut portal =
+        pb::credential_service_client::CredentialServiceClient::with_interceptor(ch.clone(), b.clone());
+    let password = "lou's very own password";
+    let user_key = portal
+        .complete_invitation(pb::CompleteInvitationRequest {
+            token: invitation.clone(),
+            password: password.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .connection_key;
+    let login = portal
+        .authenticate_password(pb::AuthenticatePasswordRequest {
+            login: "lou@example.com".into(),
+            password: password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!login.must_change_password);
+    // A wrong password is not logged either.
+    let wrong = "lou's wrong password";
+    assert!(portal
+        .authenticate_password(pb::AuthenticatePasswordRequest {
+            login: "lou@example.com".into(),
+            password: wrong.into(),
+        })
+        .await
+        .is_err());
     let mut lou = pb::connection_key_service_client::ConnectionKeyServiceClient::with_interceptor(
         ch.clone(),
         Bearer::new(Some(&user_key)),
@@ -82,4 +114,11 @@ async fn no_secret_is_logged_at_debug_level() {
         let hidden = &secret[clef::domain::key::DISPLAY_PREFIX_LEN..];
         assert!(!logs.contains(hidden), "a secret was logged");
     }
+    for secret in [password, wrong, &invitation["clefinv_".len()..]] {
+        assert!(!logs.contains(secret), "a password or token was logged");
+    }
+    assert!(
+        logs.contains("message not sent (no CLEF_SMTP_URL)"),
+        "the invitation was logged without its token"
+    );
 }

@@ -181,12 +181,13 @@ async fn ten_concurrent_create_user_retries_create_one_user() {
         .collect();
     let first: Vec<&pb::CreateUserResponse> = answers.iter().filter(|a| !a.replayed).collect();
     assert_eq!(first.len(), 1, "exactly one call created the user");
-    assert!(!first[0].connection_key.is_empty());
+    // Advanced: invited; the first answer alone shows the invitation.
+    assert!(!first[0].invitation_token.is_empty());
     let user = first[0].user.clone().unwrap();
     for a in &answers {
         let u = a.user.as_ref().unwrap();
         assert_eq!((&u.id, u.revision), (&user.id, user.revision));
-        assert_eq!(a.replayed, a.connection_key.is_empty());
+        assert_eq!(a.replayed, a.invitation_token.is_empty());
     }
     let (users, recorded): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM users WHERE lower(email) = 'rafale@example.com'),

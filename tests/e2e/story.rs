@@ -267,7 +267,8 @@ async fn grant_across_accounts_and_revoke_everywhere() {
         .outcomes
         .iter()
         .all(|o| o.outcome == "linked_and_granted"));
-    let mut chloe = app.client(&created.connection_key).await;
+    let chloe_key = app.activate(&created.invitation_token).await.connection_key;
+    let mut chloe = app.client(&chloe_key).await;
 
     // She grants an existing user (by email) the same right on all three.
     let (worker, _) = create_user(

@@ -147,6 +147,7 @@ impl Import {
                             UserStatus::Invited => None,
                             _ => Some(NewKey::generate().map_err(rng)?),
                         },
+                        password: plan.password,
                     };
                     writes.push((slot, ImportWrite::Create { line, user }));
                     Outcome::done(line, LineStatus::Created, id)

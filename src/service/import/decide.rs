@@ -8,7 +8,7 @@ use super::{
     precheck::{Candidate, Identity},
 };
 use crate::{
-    bulk::reader::RightCell,
+    bulk::reader::{RightCell, Secret},
     domain::{
         account::Account,
         import::{LineStatus, LinkChange, RightAsked, UserChange},
@@ -49,6 +49,9 @@ pub struct Creation {
     pub email: Option<String>,
     pub tags: Vec<String>,
     pub grants: Vec<RightAsked>,
+    /// His first password's hash (the file's password column), to be
+    /// changed at his first login.
+    pub password: Option<String>,
 }
 
 /// A new user's login.
@@ -168,12 +171,22 @@ pub fn decide(
                 }
             }
         };
-        // An advanced user is invited (seed 004), a standard one active at
-        // once, unless the line deactivates him.
-        let status = match (asked.status, kind) {
-            (Some(UserStatus::Deactivated), _) => UserStatus::Deactivated,
-            (_, UserKind::Advanced) => UserStatus::Invited,
-            (_, UserKind::Standard) => UserStatus::Active,
+        let password = match &asked.password {
+            Some(Secret::Hashed(phc)) => Some(phc.clone()),
+            Some(Secret::Clear(_)) => {
+                return Err(refuse(
+                    "password",
+                    "was not hashed before the decision (a bug)",
+                ))
+            }
+            None => None,
+        };
+        // An advanced user without a password is invited (seed 004), a
+        // standard one active at once, unless the line deactivates him.
+        let status = match (asked.status, kind, &password) {
+            (Some(UserStatus::Deactivated), _, _) => UserStatus::Deactivated,
+            (_, UserKind::Advanced, None) => UserStatus::Invited,
+            _ => UserStatus::Active,
         };
         return Ok(Decision::Create(Creation {
             kind,
@@ -183,6 +196,7 @@ pub fn decide(
             email,
             tags,
             grants,
+            password,
         }));
     };
 

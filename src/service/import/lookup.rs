@@ -137,7 +137,11 @@ impl Lookups {
 }
 
 /// Whether asking `to` changes the status of `user` (an import sets
-/// `active` or `deactivated` only).
+/// `active` or `deactivated` only). An invited user becomes active by
+/// completing his invitation, never by a file: to him `actif` means "not
+/// deactivated", so that a file re-imported leaves him `unchanged`.
 pub fn changes_status(user: &User, to: UserStatus) -> bool {
-    to != user.status && matches!(to, UserStatus::Active | UserStatus::Deactivated)
+    to != user.status
+        && matches!(to, UserStatus::Active | UserStatus::Deactivated)
+        && !(user.status == UserStatus::Invited && to == UserStatus::Active)
 }

@@ -48,7 +48,8 @@ use std::collections::HashSet;
 use uuid::Uuid;
 
 use crate::{
-    bulk::reader::{Column, Field, Header},
+    bulk::reader::{Column, Field, Header, ImportLine, LineProblem, Secret},
+    hasher::Hasher,
     domain::{
         account::{Account, AccountCode, AccountStatus},
         principal::Actor,
@@ -96,12 +97,19 @@ pub struct Import {
     /// chunk.
     report: Option<Uuid>,
     report_seq: i64,
+    /// Hashes the file's passwords.
+    hasher: Hasher,
 }
 
 impl Import {
     /// Checks that the actor administers the account; refuses the whole
     /// import otherwise.
-    pub async fn start(store: &Store, actor: &Actor, options: Options) -> Result<Self, Error> {
+    pub async fn start(
+        store: &Store,
+        hasher: &Hasher,
+        actor: &Actor,
+        options: Options,
+    ) -> Result<Self, Error> {
         let mut tx = store.read().await?;
         let account = tx.account(options.account.as_str()).await?;
         let authority = tx.authority(actor, account.id).await?;
@@ -125,6 +133,7 @@ impl Import {
             named: HashSet::new(),
             report: None,
             report_seq: 0,
+            hasher: hasher.clone(),
         })
     }
 
@@ -147,6 +156,27 @@ impl Import {
         &self.catalog
     }
 
+    /// Hashes the password cells of a batch, one at a time (a batch never
+    /// takes more than one of the pool's workers: logins keep the others).
+    /// A dry run hashes nothing: it writes nothing.
+    pub async fn hash_passwords(
+        &self,
+        batch: &mut [(u64, Result<ImportLine, LineProblem>)],
+    ) -> Result<(), Error> {
+        for (_, parsed) in batch.iter_mut() {
+            let Ok(line) = parsed else { continue };
+            if let Some(Secret::Clear(password)) = &line.password {
+                let hash = if self.options.dry_run {
+                    String::new()
+                } else {
+                    self.hasher.hash_patiently(password).await?
+                };
+                line.password = Some(Secret::Hashed(hash));
+            }
+        }
+        Ok(())
+    }
+
     /// Records which columns the file has, and starts the import's report:
     /// from here on, it replaces the account's previous one (a file refused
     /// whole leaves that one in place). Refused while another import into
@@ -156,6 +186,14 @@ impl Import {
             match column {
                 Column::Field(Field::Profile(f)) => self.present.push(*f),
                 Column::Field(Field::Tags) => self.has_tags = true,
+                // An atomic import stages its records as they are, and no
+                // password may rest in clear in the database.
+                Column::Field(Field::Password) if self.options.atomic => {
+                    return Err(Error::invalid(
+                        "options.atomic",
+                        "an atomic import takes no password column: import without atomic, or leave passwords to invitations",
+                    ))
+                }
                 _ => {}
             }
         }

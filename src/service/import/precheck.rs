@@ -178,6 +178,7 @@ mod tests {
             },
             tags: Vec::new(),
             rights: Vec::new(),
+            password: None,
         }
     }
 

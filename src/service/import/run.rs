@@ -420,7 +420,9 @@ impl Run {
     /// Applies a batch, commits it unless the import runs in one
     /// transaction, reports it, and tells the client (an error once the
     /// client has gone: the batch was reported done, the rest is not read).
-    async fn apply(&mut self, batch: Lines) -> Result<(), Error> {
+    async fn apply(&mut self, mut batch: Lines) -> Result<(), Error> {
+        // Before the transaction: hashing takes a while (argon2id).
+        self.import.hash_passwords(&mut batch).await?;
         let mut tx = self.open().await?;
         let results = self.import.apply_batch(&self.store, &mut tx, batch).await;
         self.tx = Some(tx);

@@ -161,6 +161,7 @@ fn advanced(email: &str) -> ImportLine {
         profile: full_profile(email),
         tags: Vec::new(),
         rights: Vec::new(),
+        password: None,
     }
 }
 
@@ -180,7 +181,8 @@ fn a_new_user_is_created_with_his_email_as_login_when_free() {
         panic!("expected a creation");
     };
     assert_eq!(c.login, LoginChoice::Chosen("zoe@example.com".into()));
-    assert_eq!(c.status, UserStatus::Active);
+    // Advanced: invited until he completes his invitation.
+    assert_eq!(c.status, UserStatus::Invited);
     assert_eq!(c.tags, ["nord"]);
     assert_eq!(c.grants, [("shipping.ws".to_owned(), None)]);
     assert_eq!(c.email.as_deref(), Some("zoe@example.com"));
