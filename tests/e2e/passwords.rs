@@ -370,3 +370,67 @@ async fn no_password_or_token_is_anywhere_in_clear() {
     assert!(csv.contains("Secrète"), "{csv}");
     assert!(!csv.contains("argon2") && !csv.to_lowercase().contains("mot de passe"), "{csv}");
 }
+
+#[tokio::test]
+async fn an_imports_password_column_makes_users_active_with_a_password_to_change() {
+    use crate::import::{import, opts, report};
+    let app = spawn_app().await;
+    org_with_account(&app, "Org PWI", "PWI").await;
+    let (_, key) = make_admin(&app, "PWI", "Ines", vec![right("tracking.ws")]).await;
+    let file = "NOM;PRENOM;FONCTION;EMAIL;TELEPHONE;ADRESSE;CODE POSTAL;VILLE;MOT DE PASSE;tracking.ws\n\
+                Avec;Anne;Chef;anne@pwi.example;0102030405;1 rue A;88000;Épinal;imported password 1;oui\n\
+                Sans;Sam;Chef;sam@pwi.example;0102030405;1 rue A;88000;Épinal;;oui\n\
+                Court;Carl;Chef;carl@pwi.example;0102030405;1 rue A;88000;Épinal;tooshort;oui\n";
+    let run = import(&app, &key, opts("PWI"), file.as_bytes(), 1 << 16).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(
+        run.statuses(),
+        [(2, "created"), (3, "created"), (4, "invalid_user_data")],
+        "{:?}",
+        run.results
+    );
+    let short = &run.results[2];
+    assert_eq!(short.column, "MOT DE PASSE");
+    assert!(!short.message.contains("tooshort"), "{}", short.message);
+
+    // With a password: active at once, to change it at first login.
+    let mut c = app.client(&key).await;
+    let anne = login(&mut c, "anne@pwi.example", "imported password 1").await.expect("login");
+    assert!(anne.must_change_password);
+    assert_eq!(anne.status, pb::UserStatus::Active as i32);
+    // Without: invited.
+    let statuses: Vec<String> = sqlx::query_scalar(
+        "SELECT status FROM users WHERE email IN ('anne@pwi.example', 'sam@pwi.example') ORDER BY email",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(statuses, ["active", "invited"]);
+
+    // Neither the report nor the database holds it in clear; the same
+    // file again changes nothing.
+    let (_, csv) = report(&app, &key, "PWI").await.unwrap();
+    assert!(!csv.contains("imported password 1") && !csv.contains("tooshort"), "{csv}");
+    let again = import(&app, &key, opts("PWI"), file.as_bytes(), 1 << 16).await;
+    assert_eq!(
+        again.statuses(),
+        [(2, "unchanged"), (3, "unchanged"), (4, "invalid_user_data")]
+    );
+    let clear: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM passwords WHERE hash LIKE '%imported password%'",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(clear, 0);
+
+    // Atomic imports take no password column (they stage records as sent).
+    let atomic = pb::ImportOptions {
+        atomic: true,
+        ..opts("PWI")
+    };
+    let refused = import(&app, &key, atomic, file.as_bytes(), 1 << 16).await;
+    let e = refused.error.expect("refused");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("atomic"), "{}", e.message());
+}
