@@ -103,3 +103,20 @@ END $$;
 
 CREATE TRIGGER keys_not_while_invited AFTER INSERT ON connection_keys REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION clef_no_key_while_invited();
+
+-- Nor can a user who never completed his invitation (never had a key) be
+-- made active by reactivating him: he completes a new invitation instead.
+CREATE FUNCTION clef_no_reactivation_before_invitation() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
+                WHERE n.status = 'active' AND o.status = 'deactivated'
+                  AND NOT EXISTS (SELECT 1 FROM connection_keys k WHERE k.user_id = n.id)) THEN
+        RAISE EXCEPTION 'a user who never completed his invitation is not reactivated: resend his invitation'
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'users_reactivated_after_invitation';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER users_reactivated_after_invitation AFTER UPDATE ON users
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION clef_no_reactivation_before_invitation();

@@ -77,6 +77,18 @@ impl Tx {
         .map_err(db_error)
     }
 
+    /// Whether `user` ever had a connection key (an advanced user gets his
+    /// first one when he completes his invitation).
+    pub async fn ever_had_key(&mut self, user: Uuid) -> Result<bool, Error> {
+        sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM connection_keys WHERE user_id = $1) AS "any!""#,
+            user
+        )
+        .fetch_one(self.conn())
+        .await
+        .map_err(db_error)
+    }
+
     /// Stops a key of `user` at once.
     pub async fn revoke_key(&mut self, user: Uuid, id: Uuid) -> Result<(), Error> {
         sqlx::query!(

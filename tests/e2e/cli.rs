@@ -1,5 +1,6 @@
 //! The client subcommands through the real binary: import, import-report,
-//! export, grant-across, revoke-everywhere.
+//! export, grant-across, revoke-everywhere, invite resend, user
+//! set-password, outbox.
 
 use clef::pb;
 
@@ -498,4 +499,91 @@ async fn timeout_bounds_a_server_that_never_answers() {
         );
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn invitations_passwords_and_the_outbox_from_the_command_line() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    let mut ops = app.operator().await;
+    let org = create_org(&mut ops.accounts, "Cli creds").await;
+    create_account(&mut ops.accounts, &org, "CR1").await;
+    let invited = ops
+        .users
+        .create_user(pb::CreateUserRequest {
+            user: Some(advanced("Ivo", "Cli", "ivo@example.com")),
+            account_code: "CR1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+
+    // A new invitation, by user key; its token on the last line.
+    let out = run(&app, &["invite", "resend", "--user", &invited.user_key, "--print-token"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("valid until"), "{}", out.stdout);
+    let token = out.stdout.lines().last().unwrap().to_owned();
+    assert!(token.starts_with("clefinv_"), "{}", out.stdout);
+    complete(&mut ops, &token).await.expect("the printed token works");
+
+    // A password from standard input, never from an argument.
+    let (user, _) = create_user(&mut ops, standard("Sol", "Cli"), "CR1", &[], vec![])
+        .await
+        .unwrap();
+    let mut cmd = clef(&["user", "set-password", "--user", &user.login]);
+    cmd.env("CLEF_ENDPOINT", format!("http://{}", app.addr))
+        .env("CLEF_KEY", &app.operator_key)
+        .stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"typed on standard input\n").await.unwrap();
+    drop(stdin);
+    let done = child.wait_with_output().await.unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(String::from_utf8_lossy(&done.stdout).contains("to be changed at next login"));
+    let who = ops
+        .portal
+        .authenticate_password(pb::AuthenticatePasswordRequest {
+            login: user.login.clone(),
+            password: "typed on standard input".into(),
+        })
+        .await
+        .expect("the password works")
+        .into_inner();
+    assert!(who.must_change_password);
+    // Too short: refused, the field named.
+    let mut cmd = clef(&["user", "set-password", "--user", &user.login, "--keep"]);
+    cmd.env("CLEF_ENDPOINT", format!("http://{}", app.addr))
+        .env("CLEF_KEY", &app.operator_key)
+        .stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").await.unwrap();
+    let refused = child.wait_with_output().await.unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("password"));
+
+    // The outbox, from the database: without SMTP, messages are logged.
+    let url = database_url(&app.db_options);
+    let mut logged = String::new();
+    for _ in 0..100 {
+        let out = clef(&["outbox", "list", "--state", "logged", "--database-url", &url])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        logged = String::from_utf8_lossy(&out.stdout).into_owned();
+        if logged.lines().count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let first: serde_json::Value = serde_json::from_str(logged.lines().next().unwrap()).unwrap();
+    assert_eq!(first["state"], "logged");
+    assert_eq!(first["to"], "ivo@example.com");
+    assert!(!logged.contains("clefinv_"), "{logged}");
+    let out = clef(&["outbox", "retry", "--database-url", &url]).output().await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 parked messages back in line"));
 }

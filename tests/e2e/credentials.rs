@@ -375,3 +375,43 @@ async fn an_admin_of_another_tenant_cannot_resend_nor_set_passwords() {
         .await
         .expect("A's admin sets it");
 }
+
+#[tokio::test]
+async fn reactivating_a_user_who_never_completed_invites_him_again() {
+    let smtp = Smtp::start().await;
+    let app = spawn_mailing(&smtp, Clock::system()).await;
+    let mut admin = tenant(&app, "REA1", &[]).await;
+    let created = invite(&mut admin, advanced("Nev", "Er", "never@partner.example"), "REA1", &[]).await;
+    let id = created.user.unwrap().id;
+    admin
+        .users
+        .deactivate_user(pb::DeactivateUserRequest { id: id.clone() })
+        .await
+        .expect("an invited user may be deactivated");
+    expect_code(complete_with(&mut admin, &created.invitation_token, "").await, Code::FailedPrecondition);
+    let back = admin
+        .users
+        .reactivate_user(pb::ReactivateUserRequest { id: id.clone() })
+        .await
+        .expect("reactivate")
+        .into_inner();
+    assert_eq!(back.status, pb::UserStatus::Invited as i32, "not active without his own key");
+    // A new invitation went out (the first one, sent before, and this one).
+    let mails = smtp.wait_for("never@partner.example", 2).await;
+    let token = mails.last().unwrap().token("clefinv_").unwrap();
+    let done = complete_with(&mut admin, &token, "").await.expect("the new invitation works");
+    assert_eq!(done.user.unwrap().status, pb::UserStatus::Active as i32);
+    // Once completed, deactivation and reactivation are plain.
+    admin
+        .users
+        .deactivate_user(pb::DeactivateUserRequest { id: id.clone() })
+        .await
+        .unwrap();
+    let back = admin
+        .users
+        .reactivate_user(pb::ReactivateUserRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.status, pb::UserStatus::Active as i32);
+}

@@ -434,3 +434,133 @@ async fn an_imports_password_column_makes_users_active_with_a_password_to_change
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("atomic"), "{}", e.message());
 }
+
+/// The figures of `bench/logins.sh` (ignored: run in release by it): the
+/// time of a refused login by cause, at the real argon2id cost, and Check
+/// throughput alone and while 50 logins run at once.
+#[tokio::test]
+#[ignore]
+async fn login_figures() {
+    use std::time::Instant;
+    let options = clef::server::ServeOptions {
+        hasher: Some(clef::hasher::Hasher::for_this_machine(Default::default()).unwrap()),
+        ..test_options()
+    };
+    let app = spawn_app_with_options(fresh_database().await, Clock::system(), options).await;
+    let (mut admin, user) = setup(&app, "FIG").await;
+    set(&mut admin, &user, "the right password", true).await;
+    let (gone, _) = create_user(&mut admin, standard("Gone", "User"), "FIG", &[], vec![])
+        .await
+        .unwrap();
+    set(&mut admin, &gone, "the right password", true).await;
+    admin
+        .users
+        .deactivate_user(pb::DeactivateUserRequest { id: gone.id.clone() })
+        .await
+        .unwrap();
+    let (_, subject) = create_user(&mut admin, standard("Sub", "Ject"), "FIG", &[], vec![right("admin.users")])
+        .await
+        .unwrap();
+    let mut ops = app.client(&app.operator_key).await;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (v[v.len() / 2], v[v.len() * 9 / 10])
+    };
+    let mut figures = Vec::new();
+    for (case, who, password) in [
+        ("unknown login", "nobody-at-all", "the right password"),
+        ("wrong password", user.login.as_str(), "a wrong password!"),
+        ("inactive user", gone.login.as_str(), "the right password"),
+        ("right password", user.login.as_str(), "the right password"),
+    ] {
+        let mut times = Vec::new();
+        for i in 0..60 {
+            if case == "wrong password" && i % 4 == 3 {
+                // Keep clear of the lock: a success resets the count.
+                login(&mut ops, &user.login, "the right password").await.unwrap();
+            }
+            let t = Instant::now();
+            let _ = login(&mut ops, who, password).await;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (p50, p90) = median(times);
+        figures.push((case, p50));
+        println!("logins: {case}: p50 {p50:.2} ms, p90 {p90:.2} ms");
+    }
+    println!(
+        "logins: wrong/unknown {:.3}, inactive/unknown {:.3}",
+        figures[1].1 / figures[0].1,
+        figures[2].1 / figures[0].1
+    );
+
+    // Check throughput, alone then while 50 logins run.
+    let checks = |seconds: u64| {
+        let app_addr = app.addr;
+        let key = subject.clone();
+        let svc = app.operator_key.clone();
+        async move {
+            let stop = Instant::now() + Duration::from_secs(seconds);
+            let mut tasks = Vec::new();
+            for _ in 0..32 {
+                let ch = connect(app_addr).await;
+                let mut c = pb::authorization_service_client::AuthorizationServiceClient::with_interceptor(
+                    ch,
+                    Bearer::new(Some(&svc)),
+                );
+                let key = key.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < stop {
+                        let r = check(&mut c, by_key(&key), "FIG", "admin.users", 0).await;
+                        assert!(r.allowed);
+                        n += 1;
+                    }
+                    n
+                }));
+            }
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.unwrap();
+            }
+            total as f64 / seconds as f64
+        }
+    };
+    let alone = checks(5).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loggers = Vec::new();
+    for _ in 0..50 {
+        let mut portal = ops.portal.clone();
+        let (stop, login_name) = (stop.clone(), user.login.clone());
+        loggers.push(tokio::spawn(async move {
+            let (mut done, mut exhausted) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match portal
+                    .authenticate_password(pb::AuthenticatePasswordRequest {
+                        login: login_name.clone(),
+                        password: "the right password".into(),
+                    })
+                    .await
+                {
+                    Err(e) if e.code() == Code::ResourceExhausted => exhausted += 1,
+                    _ => done += 1,
+                }
+            }
+            (done, exhausted)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = checks(5).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut logins, mut exhausted) = (0, 0);
+    for l in loggers {
+        let (d, e) = l.await.unwrap();
+        logins += d;
+        exhausted += e;
+    }
+    println!(
+        "logins: check alone {alone:.0}/s, during 50 concurrent logins {during:.0}/s (ratio {:.3}); {:.1} logins/s, {exhausted} RESOURCE_EXHAUSTED; cores {}",
+        during / alone,
+        logins as f64 / 5.5,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+}
