@@ -177,8 +177,8 @@ impl Hasher {
 fn hash_with(argon: &Argon2<'static>, password: &[u8]) -> Result<String, Error> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| Error::Internal(format!("os rng: {e}")))?;
-    let salt = SaltString::encode_b64(&salt)
-        .map_err(|e| Error::Internal(format!("argon2 salt: {e}")))?;
+    let salt =
+        SaltString::encode_b64(&salt).map_err(|e| Error::Internal(format!("argon2 salt: {e}")))?;
     argon
         .hash_password(password, &salt)
         .map(|h| h.to_string())
@@ -216,15 +216,32 @@ mod tests {
         let hash = old.hash(&pw).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         let same = old.verify(Some(&hash), &pw).await.unwrap();
-        assert_eq!(same, Verified { matches: true, rehashed: None });
+        assert_eq!(
+            same,
+            Verified {
+                matches: true,
+                rehashed: None
+            }
+        );
         let wrong = Password::presented("correct horse batterY").unwrap();
         assert!(!old.verify(Some(&hash), &wrong).await.unwrap().matches);
         assert!(!old.verify(None, &pw).await.unwrap().matches);
 
-        let new = Hasher::new(Cost { memory_kib: 128, ..cheap() }, 1, 4).unwrap();
+        let new = Hasher::new(
+            Cost {
+                memory_kib: 128,
+                ..cheap()
+            },
+            1,
+            4,
+        )
+        .unwrap();
         let v = new.verify(Some(&hash), &pw).await.unwrap();
         assert!(v.matches);
-        assert!(v.rehashed.unwrap().starts_with("$argon2id$v=19$m=128,t=1,p=1$"));
+        assert!(v
+            .rehashed
+            .unwrap()
+            .starts_with("$argon2id$v=19$m=128,t=1,p=1$"));
     }
 
     #[tokio::test]
@@ -232,6 +249,9 @@ mod tests {
         let h = Hasher::new(cheap(), 1, 0).unwrap();
         let _held = h.admitted.clone().try_acquire_owned().unwrap();
         let pw = Password::new("correct horse battery").unwrap();
-        assert!(matches!(h.hash(&pw).await, Err(Error::ResourceExhausted(_))));
+        assert!(matches!(
+            h.hash(&pw).await,
+            Err(Error::ResourceExhausted(_))
+        ));
     }
 }

@@ -11,7 +11,8 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 use crate::{
     api::{
         accounts::AccountApi, auth::Authenticator, authz::AuthzApi, credentials::CredentialApi,
-        export::ExportApi, grants::GrantApi, import::ImportApi, keys::KeyApi, links::LinkApi, users::UserApi, Ctx,
+        export::ExportApi, grants::GrantApi, import::ImportApi, keys::KeyApi, links::LinkApi,
+        users::UserApi, Ctx,
     },
     authz::{Engine, EngineConfig},
     limits::{LimitsLayer, H2_MAX_HEADER_LIST, MAX_MESSAGE_BYTES},

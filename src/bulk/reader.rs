@@ -481,10 +481,11 @@ pub fn parse_line(
                 Field::Password if v.is_empty() => {}
                 Field::Password => {
                     // Never echoed: the problem names the column only.
-                    let password = Password::new(v).map_err(|why| LineProblem::InvalidUserData {
-                        field: header.names[i].clone(),
-                        why,
-                    })?;
+                    let password =
+                        Password::new(v).map_err(|why| LineProblem::InvalidUserData {
+                            field: header.names[i].clone(),
+                            why,
+                        })?;
                     l.password = Some(Secret::Clear(password));
                 }
                 Field::UserKey => l.user_key = some(v),

@@ -139,7 +139,11 @@ pub struct MailArgs {
     #[arg(long, env = "CLEF_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
     /// The sender of every message.
-    #[arg(long, env = "CLEF_SMTP_FROM", default_value = "clef <no-reply@localhost>")]
+    #[arg(
+        long,
+        env = "CLEF_SMTP_FROM",
+        default_value = "clef <no-reply@localhost>"
+    )]
     pub smtp_from: String,
     /// The portal page base URL messages link to (`/invitation?token=`,
     /// `/reset-password?token=`); without it, messages show the token.

@@ -173,7 +173,10 @@ impl Worker {
         let mut values: Vec<(&str, String)> = vec![
             ("greeting", greeting(language, &m.first_name)),
             ("login", m.login.clone()),
-            ("user_key", m.user_key.as_deref().map(group_key).unwrap_or_default()),
+            (
+                "user_key",
+                m.user_key.as_deref().map(group_key).unwrap_or_default(),
+            ),
             ("account", m.account_code.clone().unwrap_or_default()),
         ];
         let text = |k: &str| m.params.get(k).and_then(|v| v.as_str()).map(str::to_owned);

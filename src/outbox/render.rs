@@ -119,7 +119,10 @@ mod tests {
             for language in [Language::Fr, Language::En] {
                 assert!(template(kind, language).starts_with("Subject: "));
                 let r = render(kind, language, &[("login", "zoe".into())]);
-                assert!(!r.subject.is_empty() && !r.body.contains("{{"), "{kind:?} {language:?}");
+                assert!(
+                    !r.subject.is_empty() && !r.body.contains("{{"),
+                    "{kind:?} {language:?}"
+                );
             }
         }
     }
@@ -135,7 +138,9 @@ mod tests {
             ],
         );
         assert_eq!(r.subject, "De nouveaux droits vous ont été attribués");
-        assert!(r.body.contains("De nouveaux droits vous ont été attribués par DSI COLISSIMO"));
+        assert!(r
+            .body
+            .contains("De nouveaux droits vous ont été attribués par DSI COLISSIMO"));
         assert!(r.body.contains("- Outil de suivi colis"));
         assert_eq!(Language::of("de"), Language::Fr);
         assert_eq!(Language::of("en-GB"), Language::En);

@@ -13,9 +13,7 @@ use uuid::Uuid;
 use super::{managed_user, users::UpdateUser};
 use crate::{
     domain::{
-        credential::{
-            locked_until, token_refused, MessageKind, Password, Token, TokenPurpose,
-        },
+        credential::{locked_until, token_refused, MessageKind, Password, Token, TokenPurpose},
         key::NewKey,
         principal::{Actor, PrincipalKind},
         user::{parse_login, User, UserStatus},
@@ -114,7 +112,9 @@ pub async fn complete_invitation(
     let password = new_password(&req.password, "password");
     let login = match req.login.trim() {
         "" => Ok(None),
-        l => parse_login(l).map(Some).map_err(|why| Error::invalid("login", why)),
+        l => parse_login(l)
+            .map(Some)
+            .map_err(|why| Error::invalid("login", why)),
     };
     let (password, login) = match (password, login) {
         (Ok(p), Ok(l)) => (p, l),
@@ -140,8 +140,8 @@ pub async fn complete_invitation(
     let login = login.unwrap_or_else(|| user.login.clone());
     tx.complete_invited_user(user.id, &login).await?;
     let accounts = tx.linked_accounts(user.id, actor.user_id).await?;
-    let user = super::users::rewrite_profile(&mut tx, &user, &accounts, &req.corrections, &login)
-        .await?;
+    let user =
+        super::users::rewrite_profile(&mut tx, &user, &accounts, &req.corrections, &login).await?;
     tx.retire_tokens(user.id, TokenPurpose::Invitation).await?;
     tx.set_password(user.id, &phc, false).await?;
     let key = NewKey::generate().map_err(rng_error)?;
@@ -157,7 +157,10 @@ pub async fn complete_invitation(
     tx.audit(
         "user.complete_invitation",
         &format!("user/{}", user.id),
-        &format!("invited -> active, login {login:?}, key {}…", key.display_prefix()),
+        &format!(
+            "invited -> active, login {login:?}, key {}…",
+            key.display_prefix()
+        ),
     )
     .await?;
     let revision = tx.commit().await?;
@@ -324,8 +327,13 @@ pub async fn request_reset(
             let write = async {
                 let mut tx = store.write(Some(actor)).await?;
                 tx.retire_tokens(user, TokenPurpose::PasswordReset).await?;
-                tx.enqueue(MessageKind::PasswordReset, user, None, serde_json::json!({}))
-                    .await?;
+                tx.enqueue(
+                    MessageKind::PasswordReset,
+                    user,
+                    None,
+                    serde_json::json!({}),
+                )
+                .await?;
                 tx.audit(
                     "user.request_password_reset",
                     &format!("user/{user}"),

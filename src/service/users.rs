@@ -188,8 +188,7 @@ pub(crate) async fn create_in(
     }
     let (key, invitation) = match status {
         UserStatus::Invited => {
-            let invitation =
-                issue_invitation(tx, user.id, account.as_ref().map(|a| a.id)).await?;
+            let invitation = issue_invitation(tx, user.id, account.as_ref().map(|a| a.id)).await?;
             (None, Some(invitation))
         }
         _ => {

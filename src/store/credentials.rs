@@ -295,7 +295,11 @@ impl Tx {
 
     /// The active user (standard or advanced) with an email whose login is
     /// `login`, or whose email is `email` (one of them empty).
-    pub async fn resettable_user(&mut self, login: &str, email: &str) -> Result<Option<Uuid>, Error> {
+    pub async fn resettable_user(
+        &mut self,
+        login: &str,
+        email: &str,
+    ) -> Result<Option<Uuid>, Error> {
         sqlx::query_scalar!(
             "SELECT id FROM users
               WHERE status = 'active' AND kind IN ('standard', 'advanced') AND email IS NOT NULL

@@ -496,7 +496,12 @@ impl Tx {
         .await?;
         let mut passwords = CopyRows::default();
         for (user, hash) in &rows.passwords {
-            passwords.uuid(*user).text(hash).text("t").int(revision).end_row();
+            passwords
+                .uuid(*user)
+                .text(hash)
+                .text("t")
+                .int(revision)
+                .end_row();
         }
         passwords
             .send(

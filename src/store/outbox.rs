@@ -176,7 +176,11 @@ impl Store {
     }
 
     /// Messages in `state` (all when `None`), newest first.
-    pub async fn messages(&self, state: Option<&str>, limit: i64) -> Result<Vec<MessageRow>, Error> {
+    pub async fn messages(
+        &self,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<MessageRow>, Error> {
         let rows = sqlx::query!(
             "SELECT o.id, o.kind, u.email, o.state, o.attempts, o.last_error, o.created_at
                FROM outbox o JOIN users u ON u.id = o.user_id

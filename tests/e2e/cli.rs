@@ -522,12 +522,24 @@ async fn invitations_passwords_and_the_outbox_from_the_command_line() {
         .unwrap();
 
     // A new invitation, by user key; its token on the last line.
-    let out = run(&app, &["invite", "resend", "--user", &invited.user_key, "--print-token"]).await;
+    let out = run(
+        &app,
+        &[
+            "invite",
+            "resend",
+            "--user",
+            &invited.user_key,
+            "--print-token",
+        ],
+    )
+    .await;
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stdout.contains("valid until"), "{}", out.stdout);
     let token = out.stdout.lines().last().unwrap().to_owned();
     assert!(token.starts_with("clefinv_"), "{}", out.stdout);
-    complete(&mut ops, &token).await.expect("the printed token works");
+    complete(&mut ops, &token)
+        .await
+        .expect("the printed token works");
 
     // A password from standard input, never from an argument.
     let (user, _) = create_user(&mut ops, standard("Sol", "Cli"), "CR1", &[], vec![])
@@ -542,7 +554,11 @@ async fn invitations_passwords_and_the_outbox_from_the_command_line() {
     stdin.write_all(b"typed on standard input\n").await.unwrap();
     drop(stdin);
     let done = child.wait_with_output().await.unwrap();
-    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
     assert!(String::from_utf8_lossy(&done.stdout).contains("to be changed at next login"));
     let who = ops
         .portal
@@ -560,7 +576,13 @@ async fn invitations_passwords_and_the_outbox_from_the_command_line() {
         .env("CLEF_KEY", &app.operator_key)
         .stdin(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"short\n").await.unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"short\n")
+        .await
+        .unwrap();
     let refused = child.wait_with_output().await.unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("password"));
@@ -569,11 +591,22 @@ async fn invitations_passwords_and_the_outbox_from_the_command_line() {
     let url = database_url(&app.db_options);
     let mut logged = String::new();
     for _ in 0..100 {
-        let out = clef(&["outbox", "list", "--state", "logged", "--database-url", &url])
-            .output()
-            .await
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = clef(&[
+            "outbox",
+            "list",
+            "--state",
+            "logged",
+            "--database-url",
+            &url,
+        ])
+        .output()
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         logged = String::from_utf8_lossy(&out.stdout).into_owned();
         if logged.lines().count() >= 2 {
             break;
@@ -584,6 +617,9 @@ async fn invitations_passwords_and_the_outbox_from_the_command_line() {
     assert_eq!(first["state"], "logged");
     assert_eq!(first["to"], "ivo@example.com");
     assert!(!logged.contains("clefinv_"), "{logged}");
-    let out = clef(&["outbox", "retry", "--database-url", &url]).output().await.unwrap();
+    let out = clef(&["outbox", "retry", "--database-url", &url])
+        .output()
+        .await
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 parked messages back in line"));
 }

@@ -336,9 +336,8 @@ pub type KeyClient = pb::connection_key_service_client::ConnectionKeyServiceClie
     InterceptedService<Channel, Bearer>,
 >;
 
-pub type CredentialClient = pb::credential_service_client::CredentialServiceClient<
-    InterceptedService<Channel, Bearer>,
->;
+pub type CredentialClient =
+    pb::credential_service_client::CredentialServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// One client per service, all presenting the same key.
 pub struct Clients {
@@ -470,7 +469,9 @@ impl TestApp {
     /// and [`TEST_PASSWORD`].
     pub async fn activate(&self, token: &str) -> pb::CompleteInvitationResponse {
         let mut ops = self.operator().await;
-        complete(&mut ops, token).await.expect("complete invitation")
+        complete(&mut ops, token)
+            .await
+            .expect("complete invitation")
     }
 }
 
@@ -482,12 +483,16 @@ impl TestApp {
         for id in ids {
             let token = ops
                 .credentials
-                .resend_invitation(pb::ResendInvitationRequest { user_id: id.clone() })
+                .resend_invitation(pb::ResendInvitationRequest {
+                    user_id: id.clone(),
+                })
                 .await
                 .expect("resend invitation")
                 .into_inner()
                 .invitation_token;
-            complete(&mut ops, &token).await.expect("complete invitation");
+            complete(&mut ops, &token)
+                .await
+                .expect("complete invitation");
         }
     }
 }
@@ -497,8 +502,7 @@ pub async fn complete(
     c: &mut Clients,
     token: &str,
 ) -> Result<pb::CompleteInvitationResponse, Status> {
-    Ok(c
-        .portal
+    Ok(c.portal
         .complete_invitation(pb::CompleteInvitationRequest {
             token: token.into(),
             password: TEST_PASSWORD.into(),

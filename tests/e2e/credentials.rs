@@ -80,7 +80,10 @@ async fn an_invited_user_completes_his_invitation_from_the_mail() {
     assert!(created.connection_key.is_empty(), "no key while invited");
     assert!(created.invitation_token.starts_with("clefinv_"));
     let until = created.invitation_expire_time.unwrap().seconds - chrono::Utc::now().timestamp();
-    assert!((47 * 3600..=48 * 3600).contains(&until), "valid 48 h: {until}");
+    assert!(
+        (47 * 3600..=48 * 3600).contains(&until),
+        "valid 48 h: {until}"
+    );
 
     // Invited: denied everywhere.
     let mut decider = app.decider().await;
@@ -88,28 +91,61 @@ async fn an_invited_user_completes_his_invitation_from_the_mail() {
     assert!(!r.allowed);
     assert_eq!(r.reason, pb::DenialReason::InactiveUser as i32);
 
-    let mail = smtp.wait_subject("zoe@partner.example", INVITATION_FR).await;
+    let mail = smtp
+        .wait_subject("zoe@partner.example", INVITATION_FR)
+        .await;
     assert!(mail.body.contains("Madame, Monsieur,"), "{}", mail.body);
-    assert!(mail.body.contains("ce lien restera valide 48h"), "{}", mail.body);
-    assert!(mail.body.contains("https://portal.example/clef/invitation?token=clefinv_"));
+    assert!(
+        mail.body.contains("ce lien restera valide 48h"),
+        "{}",
+        mail.body
+    );
+    assert!(mail
+        .body
+        .contains("https://portal.example/clef/invitation?token=clefinv_"));
     assert!(mail.body.contains(&user.user_key), "{}", mail.body);
     let token = mail.token("clefinv_").unwrap();
-    assert_ne!(token, created.invitation_token, "the mail carries a token of its own");
+    assert_ne!(
+        token, created.invitation_token,
+        "the mail carries a token of its own"
+    );
 
-    let done = complete_with(&mut admin, &token, "zoe.b").await.expect("complete");
+    let done = complete_with(&mut admin, &token, "zoe.b")
+        .await
+        .expect("complete");
     let active = done.user.unwrap();
     assert_eq!(active.status, pb::UserStatus::Active as i32);
     assert_eq!(active.login, "zoe.b");
-    let r = check(&mut decider, by_key(&done.connection_key), "850061", "shipping.ws", done.revision).await;
+    let r = check(
+        &mut decider,
+        by_key(&done.connection_key),
+        "850061",
+        "shipping.ws",
+        done.revision,
+    )
+    .await;
     assert!(r.allowed, "{r:?}");
     // The key works for his own calls too.
     let mut zoe = app.client(&done.connection_key).await;
-    zoe.keys.who_am_i(pb::WhoAmIRequest {}).await.expect("his key works");
+    zoe.keys
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .expect("his key works");
 
     let confirmed = smtp.wait_subject("zoe@partner.example", CREATED_FR).await;
     assert!(confirmed.body.contains("zoe.b"), "{}", confirmed.body);
-    assert!(confirmed.body.contains("Web Service Affranchissement (850061)"), "{}", confirmed.body);
-    assert!(confirmed.body.contains("Web Service de suivi (850061)"), "{}", confirmed.body);
+    assert!(
+        confirmed
+            .body
+            .contains("Web Service Affranchissement (850061)"),
+        "{}",
+        confirmed.body
+    );
+    assert!(
+        confirmed.body.contains("Web Service de suivi (850061)"),
+        "{}",
+        confirmed.body
+    );
 
     // Every other invitation token died with the completion.
     let again = complete_with(&mut admin, &created.invitation_token, "").await;
@@ -124,15 +160,23 @@ async fn invitations_speak_the_users_language() {
     let mut user = advanced("Ann", "Smith", "ann@partner.example");
     user.language = "en-GB".into();
     invite(&mut admin, user, "EN1", &["tracking.ws"]).await;
-    let mail = smtp.wait_subject("ann@partner.example", INVITATION_EN).await;
+    let mail = smtp
+        .wait_subject("ann@partner.example", INVITATION_EN)
+        .await;
     assert!(mail.body.starts_with("Hello Ann,"), "{}", mail.body);
     assert!(mail.body.contains("valid for 48 hours"), "{}", mail.body);
     let token = mail.token("clefinv_").unwrap();
-    complete_with(&mut admin, &token, "").await.expect("complete");
+    complete_with(&mut admin, &token, "")
+        .await
+        .expect("complete");
     let confirmed = smtp
         .wait_subject("ann@partner.example", "Your account has been created")
         .await;
-    assert!(confirmed.body.contains("Tracking web service (EN1)"), "{}", confirmed.body);
+    assert!(
+        confirmed.body.contains("Tracking web service (EN1)"),
+        "{}",
+        confirmed.body
+    );
 }
 
 #[tokio::test]
@@ -142,14 +186,35 @@ async fn an_imported_advanced_user_is_invited_by_mail() {
     let (key, mut c) = tenant_key(&app, "IMP1", &["tracking.ws"]).await;
     let csv = "NOM;PRENOM;FONCTION;EMAIL;TELEPHONE;ADRESSE;CODE POSTAL;VILLE;tracking.ws\n\
                Durand;Léa;Logisticienne;lea@partner.example;0102030405;1 rue Haute;88000;Épinal;oui\n";
-    let run = crate::import::import(&app, &key, crate::import::opts("IMP1"), csv.as_bytes(), 1 << 16).await;
-    assert_eq!(run.statuses().iter().map(|s| s.1).collect::<Vec<_>>(), ["created"], "{:?}", run.results);
-    let mail = smtp.wait_subject("lea@partner.example", INVITATION_FR).await;
+    let run = crate::import::import(
+        &app,
+        &key,
+        crate::import::opts("IMP1"),
+        csv.as_bytes(),
+        1 << 16,
+    )
+    .await;
+    assert_eq!(
+        run.statuses().iter().map(|s| s.1).collect::<Vec<_>>(),
+        ["created"],
+        "{:?}",
+        run.results
+    );
+    let mail = smtp
+        .wait_subject("lea@partner.example", INVITATION_FR)
+        .await;
     let token = mail.token("clefinv_").unwrap();
     let done = complete_with(&mut c, &token, "").await.expect("complete");
     assert_eq!(done.user.unwrap().login, "lea@partner.example");
     let mut decider = app.decider().await;
-    let r = check(&mut decider, by_key(&done.connection_key), "IMP1", "tracking.ws", done.revision).await;
+    let r = check(
+        &mut decider,
+        by_key(&done.connection_key),
+        "IMP1",
+        "tracking.ws",
+        done.revision,
+    )
+    .await;
     assert!(r.allowed, "{r:?}");
 }
 
@@ -159,40 +224,60 @@ async fn tokens_expire_are_single_use_and_die_when_resent() {
     let app = spawn_mailing(&smtp, Clock::manual()).await;
     let mut admin = tenant(&app, "TOK1", &[]).await;
     let refused = |r: Result<pb::CompleteInvitationResponse, tonic::Status>| {
-        expect_code(r, Code::FailedPrecondition).message().to_owned()
+        expect_code(r, Code::FailedPrecondition)
+            .message()
+            .to_owned()
     };
 
     // Expired: 48 h and a second later.
-    let first = invite(&mut admin, advanced("Exp", "Ired", "exp@partner.example"), "TOK1", &[]).await;
+    let first = invite(
+        &mut admin,
+        advanced("Exp", "Ired", "exp@partner.example"),
+        "TOK1",
+        &[],
+    )
+    .await;
     app.advance(Duration::from_secs(48 * 3600 + 1));
     let expired = refused(complete_with(&mut admin, &first.invitation_token, "").await);
     let mut decider = app.decider().await;
     let id = first.user.unwrap().id;
     let r = check(&mut decider, by_user(&id), "TOK1", "admin.users", 0).await;
-    assert_eq!(r.reason, pb::DenialReason::InactiveUser as i32, "still invited");
+    assert_eq!(
+        r.reason,
+        pb::DenialReason::InactiveUser as i32,
+        "still invited"
+    );
 
     // Resent: a new token, the old ones dead (the mailed one too).
     let resent = admin
         .credentials
-        .resend_invitation(pb::ResendInvitationRequest { user_id: id.clone() })
+        .resend_invitation(pb::ResendInvitationRequest {
+            user_id: id.clone(),
+        })
         .await
         .expect("resend")
         .into_inner();
     assert_ne!(resent.invitation_token, first.invitation_token);
 
     // Wrong.
-    let wrong = refused(complete_with(&mut admin, "clefinv_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "").await);
+    let wrong =
+        refused(complete_with(&mut admin, "clefinv_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "").await);
     let garbage = refused(complete_with(&mut admin, "not a token", "").await);
 
     // Used once, then dead.
-    complete_with(&mut admin, &resent.invitation_token, "").await.expect("complete");
+    complete_with(&mut admin, &resent.invitation_token, "")
+        .await
+        .expect("complete");
     let reused = refused(complete_with(&mut admin, &resent.invitation_token, "").await);
 
     // One message whatever the reason.
     assert_eq!(expired, wrong);
     assert_eq!(expired, garbage);
     assert_eq!(expired, reused);
-    assert!(expired.contains("unknown, expired or already used"), "{expired}");
+    assert!(
+        expired.contains("unknown, expired or already used"),
+        "{expired}"
+    );
 
     // Resending to an active user is refused.
     let again = admin
@@ -207,7 +292,13 @@ async fn a_resend_kills_the_mailed_token_too() {
     let smtp = Smtp::start().await;
     let app = spawn_mailing(&smtp, Clock::system()).await;
     let mut admin = tenant(&app, "TOK2", &[]).await;
-    let first = invite(&mut admin, advanced("Re", "Sent", "re@partner.example"), "TOK2", &[]).await;
+    let first = invite(
+        &mut admin,
+        advanced("Re", "Sent", "re@partner.example"),
+        "TOK2",
+        &[],
+    )
+    .await;
     let mailed = smtp
         .wait_subject("re@partner.example", INVITATION_FR)
         .await
@@ -220,11 +311,16 @@ async fn a_resend_kills_the_mailed_token_too() {
         })
         .await
         .expect("resend");
-    expect_code(complete_with(&mut admin, &mailed, "").await, Code::FailedPrecondition);
+    expect_code(
+        complete_with(&mut admin, &mailed, "").await,
+        Code::FailedPrecondition,
+    );
     // The resent invitation is mailed with a live token.
     let mails = smtp.wait_for("re@partner.example", 2).await;
     let token = mails[1].token("clefinv_").unwrap();
-    complete_with(&mut admin, &token, "").await.expect("the new mail's token works");
+    complete_with(&mut admin, &token, "")
+        .await
+        .expect("the new mail's token works");
 }
 
 #[tokio::test]
@@ -233,7 +329,13 @@ async fn a_message_waits_for_the_smtp_server_to_come_back() {
     smtp.stop().await;
     let app = spawn_mailing(&smtp, Clock::system()).await;
     let mut admin = tenant(&app, "DOWN1", &[]).await;
-    invite(&mut admin, advanced("Pat", "Ience", "pat@partner.example"), "DOWN1", &[]).await;
+    invite(
+        &mut admin,
+        advanced("Pat", "Ience", "pat@partner.example"),
+        "DOWN1",
+        &[],
+    )
+    .await;
     // Attempts fail and are recorded, the message stays due.
     let mut failed = 0;
     for _ in 0..100 {
@@ -251,9 +353,13 @@ async fn a_message_waits_for_the_smtp_server_to_come_back() {
     }
     assert!(failed >= 2, "retried while the server is down");
     smtp.restart().await;
-    let mail = smtp.wait_subject("pat@partner.example", INVITATION_FR).await;
+    let mail = smtp
+        .wait_subject("pat@partner.example", INVITATION_FR)
+        .await;
     let token = mail.token("clefinv_").unwrap();
-    complete_with(&mut admin, &token, "").await.expect("the retried mail's token works");
+    complete_with(&mut admin, &token, "")
+        .await
+        .expect("the retried mail's token works");
 }
 
 #[tokio::test]
@@ -266,7 +372,11 @@ async fn two_replicas_deliver_each_message_once() {
     for i in 0..N {
         invite(
             &mut admin,
-            advanced("Twin", &format!("Nb{i}"), &format!("twin{i}@partner.example")),
+            advanced(
+                "Twin",
+                &format!("Nb{i}"),
+                &format!("twin{i}@partner.example"),
+            ),
             "TWO1",
             &[],
         )
@@ -290,24 +400,47 @@ async fn two_replicas_deliver_each_message_once() {
 async fn rights_granted_are_told_once_per_user_and_change() {
     let smtp = Smtp::start().await;
     let app = spawn_mailing(&smtp, Clock::system()).await;
-    let mut admin = tenant(&app, "RG1", &["shipping.ws", "tracking.ws", "billing.invoices"]).await;
+    let mut admin = tenant(
+        &app,
+        "RG1",
+        &["shipping.ws", "tracking.ws", "billing.invoices"],
+    )
+    .await;
     let mut user = standard("Rémi", "Droits");
     user.email = "remi@client.example".into();
-    let (user, _) = create_user(&mut admin, user, "RG1", &[], vec![]).await.unwrap();
+    let (user, _) = create_user(&mut admin, user, "RG1", &[], vec![])
+        .await
+        .unwrap();
     admin
         .grants
         .grant_rights(pb::GrantRightsRequest {
             user_id: user.id.clone(),
             account_code: "RG1".into(),
-            rights: vec![right("shipping.ws"), right("tracking.ws"), right("billing.invoices")],
+            rights: vec![
+                right("shipping.ws"),
+                right("tracking.ws"),
+                right("billing.invoices"),
+            ],
         })
         .await
         .expect("grant");
     let mail = smtp
-        .wait_subject("remi@client.example", "De nouveaux droits vous ont été attribués")
+        .wait_subject(
+            "remi@client.example",
+            "De nouveaux droits vous ont été attribués",
+        )
         .await;
-    assert!(mail.body.contains("attribués par RG1 Admin sur le compte RG1"), "{}", mail.body);
-    for label in ["Web Service Affranchissement", "Web Service de suivi", "Consultation de mes factures"] {
+    assert!(
+        mail.body
+            .contains("attribués par RG1 Admin sur le compte RG1"),
+        "{}",
+        mail.body
+    );
+    for label in [
+        "Web Service Affranchissement",
+        "Web Service de suivi",
+        "Consultation de mes factures",
+    ] {
         assert!(mail.body.contains(label), "{label}: {}", mail.body);
     }
     // Granting what he holds tells nothing; one message for the three.
@@ -329,7 +462,13 @@ async fn an_admin_of_another_tenant_cannot_resend_nor_set_passwords() {
     let app = spawn_app().await;
     let mut a = tenant(&app, "TEN-A", &[]).await;
     let mut b = tenant(&app, "TEN-B", &[]).await;
-    let invited = invite(&mut a, advanced("In", "Vited", "in@a.example"), "TEN-A", &[]).await;
+    let invited = invite(
+        &mut a,
+        advanced("In", "Vited", "in@a.example"),
+        "TEN-A",
+        &[],
+    )
+    .await;
     let (active, _) = create_user(&mut a, standard("Act", "Ive"), "TEN-A", &[], vec![])
         .await
         .unwrap();
@@ -352,7 +491,9 @@ async fn an_admin_of_another_tenant_cannot_resend_nor_set_passwords() {
     expect_code(r, Code::NotFound);
     let r = b
         .credentials
-        .clear_password_lock(pb::ClearPasswordLockRequest { user_id: active.id.clone() })
+        .clear_password_lock(pb::ClearPasswordLockRequest {
+            user_id: active.id.clone(),
+        })
         .await;
     expect_code(r, Code::NotFound);
     assert_eq!(snapshot(&app).await, before, "nothing changed");
@@ -381,25 +522,40 @@ async fn reactivating_a_user_who_never_completed_invites_him_again() {
     let smtp = Smtp::start().await;
     let app = spawn_mailing(&smtp, Clock::system()).await;
     let mut admin = tenant(&app, "REA1", &[]).await;
-    let created = invite(&mut admin, advanced("Nev", "Er", "never@partner.example"), "REA1", &[]).await;
+    let created = invite(
+        &mut admin,
+        advanced("Nev", "Er", "never@partner.example"),
+        "REA1",
+        &[],
+    )
+    .await;
     let id = created.user.unwrap().id;
     admin
         .users
         .deactivate_user(pb::DeactivateUserRequest { id: id.clone() })
         .await
         .expect("an invited user may be deactivated");
-    expect_code(complete_with(&mut admin, &created.invitation_token, "").await, Code::FailedPrecondition);
+    expect_code(
+        complete_with(&mut admin, &created.invitation_token, "").await,
+        Code::FailedPrecondition,
+    );
     let back = admin
         .users
         .reactivate_user(pb::ReactivateUserRequest { id: id.clone() })
         .await
         .expect("reactivate")
         .into_inner();
-    assert_eq!(back.status, pb::UserStatus::Invited as i32, "not active without his own key");
+    assert_eq!(
+        back.status,
+        pb::UserStatus::Invited as i32,
+        "not active without his own key"
+    );
     // A new invitation went out (the first one, sent before, and this one).
     let mails = smtp.wait_for("never@partner.example", 2).await;
     let token = mails.last().unwrap().token("clefinv_").unwrap();
-    let done = complete_with(&mut admin, &token, "").await.expect("the new invitation works");
+    let done = complete_with(&mut admin, &token, "")
+        .await
+        .expect("the new invitation works");
     assert_eq!(done.user.unwrap().status, pb::UserStatus::Active as i32);
     // Once completed, deactivation and reactivation are plain.
     admin

@@ -58,8 +58,10 @@ async fn no_secret_is_logged_at_debug_level() {
         .into_inner();
     // Invited: he completes his invitation through a portal (the operator).
     let invitation = created.invitation_token;
-    let mut portal =
-        pb::credential_service_client::CredentialServiceClient::with_interceptor(ch.clone(), b.clone());
+    let mut portal = pb::credential_service_client::CredentialServiceClient::with_interceptor(
+        ch.clone(),
+        b.clone(),
+    );
     let password = "lou's very own password";
     let user_key = portal
         .complete_invitation(pb::CompleteInvitationRequest {

@@ -16,7 +16,9 @@ async fn setup(app: &TestApp, code: &str) -> (Clients, pb::User) {
     let mut admin = app.client(&key).await;
     let mut user = standard("Paul", &format!("Mot{code}"));
     user.email = format!("paul@{code}.example").to_lowercase();
-    let (user, _) = create_user(&mut admin, user, code, &[], vec![]).await.unwrap();
+    let (user, _) = create_user(&mut admin, user, code, &[], vec![])
+        .await
+        .unwrap();
     (admin, user)
 }
 
@@ -51,10 +53,15 @@ async fn every_refused_login_gets_the_same_answer() {
     let (mut admin, user) = setup(&app, "PW1").await;
     set(&mut admin, &user, "chosen by the admin", false).await;
 
-    let ok = login(&mut admin, &user.login, "chosen by the admin").await.expect("login");
+    let ok = login(&mut admin, &user.login, "chosen by the admin")
+        .await
+        .expect("login");
     assert_eq!(ok.user_id, user.id);
     assert_eq!(ok.status, pb::UserStatus::Active as i32);
-    assert!(ok.must_change_password, "an admin's password is changed at next login");
+    assert!(
+        ok.must_change_password,
+        "an admin's password is changed at next login"
+    );
     admin
         .portal
         .change_password(pb::ChangePasswordRequest {
@@ -64,9 +71,14 @@ async fn every_refused_login_gets_the_same_answer() {
         })
         .await
         .expect("change");
-    let ok = login(&mut admin, &user.login, "chosen by Paul himself").await.unwrap();
+    let ok = login(&mut admin, &user.login, "chosen by Paul himself")
+        .await
+        .unwrap();
     assert!(!ok.must_change_password);
-    expect_code(login(&mut admin, &user.login, "chosen by the admin").await, Code::Unauthenticated);
+    expect_code(
+        login(&mut admin, &user.login, "chosen by the admin").await,
+        Code::Unauthenticated,
+    );
 
     // An invited user has no password; a deactivated one is refused with
     // his right password; a service principal has none.
@@ -89,7 +101,9 @@ async fn every_refused_login_gets_the_same_answer() {
     set(&mut admin, &other, "a right password", true).await;
     admin
         .users
-        .deactivate_user(pb::DeactivateUserRequest { id: other.id.clone() })
+        .deactivate_user(pb::DeactivateUserRequest {
+            id: other.id.clone(),
+        })
         .await
         .unwrap();
     let refusals = [
@@ -114,9 +128,14 @@ async fn every_refused_login_gets_the_same_answer() {
             keep_without_change: true,
         })
         .await;
-    assert_eq!(violated_fields(&expect_code(short, Code::InvalidArgument)), ["password"]);
+    assert_eq!(
+        violated_fields(&expect_code(short, Code::InvalidArgument)),
+        ["password"]
+    );
     set(&mut admin, &user, "мой пароль 🔑 très long", true).await;
-    login(&mut admin, &user.login, "мой пароль 🔑 très long").await.expect("unicode");
+    login(&mut admin, &user.login, "мой пароль 🔑 très long")
+        .await
+        .expect("unicode");
 }
 
 #[tokio::test]
@@ -125,7 +144,10 @@ async fn repeated_failures_lock_the_login_until_it_passes_or_an_admin_clears_it(
     let (mut admin, user) = setup(&app, "PW2").await;
     set(&mut admin, &user, "the right password", true).await;
     for _ in 0..5 {
-        expect_code(login(&mut admin, &user.login, "a wrong password").await, Code::Unauthenticated);
+        expect_code(
+            login(&mut admin, &user.login, "a wrong password").await,
+            Code::Unauthenticated,
+        );
     }
     // Locked: the right password gets the same refusal.
     let locked = login(&mut admin, &user.login, "the right password").await;
@@ -147,21 +169,30 @@ async fn repeated_failures_lock_the_login_until_it_passes_or_an_admin_clears_it(
 
     // The lock passes (one second after the fifth failure).
     app.advance(Duration::from_secs(2));
-    login(&mut admin, &user.login, "the right password").await.expect("unlocked by time");
+    login(&mut admin, &user.login, "the right password")
+        .await
+        .expect("unlocked by time");
 
     // Growing: after seven failures, two seconds are not enough.
     for _ in 0..7 {
         let _ = login(&mut admin, &user.login, "a wrong password").await;
     }
     app.advance(Duration::from_secs(2));
-    expect_code(login(&mut admin, &user.login, "the right password").await, Code::Unauthenticated);
+    expect_code(
+        login(&mut admin, &user.login, "the right password").await,
+        Code::Unauthenticated,
+    );
     // An admin clears it.
     admin
         .credentials
-        .clear_password_lock(pb::ClearPasswordLockRequest { user_id: user.id.clone() })
+        .clear_password_lock(pb::ClearPasswordLockRequest {
+            user_id: user.id.clone(),
+        })
         .await
         .expect("clear");
-    login(&mut admin, &user.login, "the right password").await.expect("cleared");
+    login(&mut admin, &user.login, "the right password")
+        .await
+        .expect("cleared");
 }
 
 #[tokio::test]
@@ -185,12 +216,18 @@ async fn a_reset_answers_the_same_for_everyone_and_mails_a_single_use_link() {
         (ask("", "nobody@nowhere.example"), 2),
         (ask(&nomail.login, ""), 2),
     ] {
-        let r = admin.portal.request_password_reset(req).await.expect("same answer");
+        let r = admin
+            .portal
+            .request_password_reset(req)
+            .await
+            .expect("same answer");
         assert_eq!(r.into_inner(), pb::RequestPasswordResetResponse {});
         smtp.wait_for(&user.email, mails).await;
     }
     let mails = smtp.wait_for(&user.email, 2).await;
-    assert!(mails.iter().all(|m| m.subject == "Réinitialisation de votre mot de passe"));
+    assert!(mails
+        .iter()
+        .all(|m| m.subject == "Réinitialisation de votre mot de passe"));
     // The second request killed the first link.
     let first = mails[0].token("clefrst_").unwrap();
     let second = mails[1].token("clefrst_").unwrap();
@@ -198,11 +235,20 @@ async fn a_reset_answers_the_same_for_everyone_and_mails_a_single_use_link() {
         token: token.into(),
         new_password: "after the reset link".into(),
     };
-    expect_code(admin.portal.reset_password(reset(&first)).await, Code::FailedPrecondition);
-    admin.portal.reset_password(reset(&second)).await.expect("reset");
+    expect_code(
+        admin.portal.reset_password(reset(&first)).await,
+        Code::FailedPrecondition,
+    );
+    admin
+        .portal
+        .reset_password(reset(&second))
+        .await
+        .expect("reset");
     let again = admin.portal.reset_password(reset(&second)).await;
     expect_code(again, Code::FailedPrecondition);
-    let ok = login(&mut admin, &user.login, "after the reset link").await.unwrap();
+    let ok = login(&mut admin, &user.login, "after the reset link")
+        .await
+        .unwrap();
     assert!(!ok.must_change_password);
     // Nobody else got anything.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -221,7 +267,11 @@ async fn a_hash_made_at_another_cost_is_rehashed_at_login() {
             .await
             .unwrap()
     };
-    assert!(hash().await.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{}", hash().await);
+    assert!(
+        hash().await.starts_with("$argon2id$v=19$m=256,t=1,p=1$"),
+        "{}",
+        hash().await
+    );
     // Another replica hashes at another cost.
     let options = clef::server::ServeOptions {
         hasher: Some(
@@ -240,11 +290,18 @@ async fn a_hash_made_at_another_cost_is_rehashed_at_login() {
     };
     let b = spawn_app_with_options(app.db_options.clone(), Clock::system(), options).await;
     let mut on_b = b.client(&b.operator_key).await;
-    login(&mut on_b, &user.login, "kept across costs").await.expect("old hash verifies");
+    login(&mut on_b, &user.login, "kept across costs")
+        .await
+        .expect("old hash verifies");
     let new = hash().await;
     assert!(new.starts_with("$argon2id$v=19$m=512,t=2,p=1$"), "{new}");
-    login(&mut on_b, &user.login, "kept across costs").await.expect("new hash verifies");
-    expect_code(login(&mut on_b, &user.login, "not it").await, Code::Unauthenticated);
+    login(&mut on_b, &user.login, "kept across costs")
+        .await
+        .expect("new hash verifies");
+    expect_code(
+        login(&mut on_b, &user.login, "not it").await,
+        Code::Unauthenticated,
+    );
 }
 
 #[tokio::test]
@@ -276,7 +333,9 @@ async fn a_full_hashing_queue_answers_resource_exhausted() {
     }
     assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
     assert!(codes.contains(&Code::Unauthenticated), "{codes:?}");
-    assert!(codes.iter().all(|c| matches!(c, Code::ResourceExhausted | Code::Unauthenticated)));
+    assert!(codes
+        .iter()
+        .all(|c| matches!(c, Code::ResourceExhausted | Code::Unauthenticated)));
 }
 
 #[tokio::test]
@@ -300,7 +359,10 @@ async fn no_password_or_token_is_anywhere_in_clear() {
         .unwrap()
         .into_inner();
     let mailed = smtp
-        .wait_subject("secret@pw5.example", "Finalisez la création de votre compte")
+        .wait_subject(
+            "secret@pw5.example",
+            "Finalisez la création de votre compte",
+        )
         .await
         .token("clefinv_")
         .unwrap();
@@ -319,7 +381,9 @@ async fn no_password_or_token_is_anywhere_in_clear() {
         })
         .await
         .unwrap();
-    let reset = smtp.wait_for(&user.email, 1).await[0].token("clefrst_").unwrap();
+    let reset = smtp.wait_for(&user.email, 1).await[0]
+        .token("clefrst_")
+        .unwrap();
     ops.portal
         .reset_password(pb::ResetPasswordRequest {
             token: reset.clone(),
@@ -344,8 +408,18 @@ async fn no_password_or_token_is_anywhere_in_clear() {
                 .unwrap();
         dump.push_str(&rows.unwrap_or_default());
     }
-    assert!(dump.contains("$argon2id$"), "the dump reads the passwords table");
-    for secret in [SET, CHOSEN, RESET, &mailed, &reset, &created.invitation_token] {
+    assert!(
+        dump.contains("$argon2id$"),
+        "the dump reads the passwords table"
+    );
+    for secret in [
+        SET,
+        CHOSEN,
+        RESET,
+        &mailed,
+        &reset,
+        &created.invitation_token,
+    ] {
         assert!(!dump.contains(secret), "{secret:?} is in the database");
     }
 
@@ -368,7 +442,10 @@ async fn no_password_or_token_is_anywhere_in_clear() {
     }
     let csv = String::from_utf8_lossy(&csv);
     assert!(csv.contains("Secrète"), "{csv}");
-    assert!(!csv.contains("argon2") && !csv.to_lowercase().contains("mot de passe"), "{csv}");
+    assert!(
+        !csv.contains("argon2") && !csv.to_lowercase().contains("mot de passe"),
+        "{csv}"
+    );
 }
 
 #[tokio::test]
@@ -395,7 +472,9 @@ async fn an_imports_password_column_makes_users_active_with_a_password_to_change
 
     // With a password: active at once, to change it at first login.
     let mut c = app.client(&key).await;
-    let anne = login(&mut c, "anne@pwi.example", "imported password 1").await.expect("login");
+    let anne = login(&mut c, "anne@pwi.example", "imported password 1")
+        .await
+        .expect("login");
     assert!(anne.must_change_password);
     assert_eq!(anne.status, pb::UserStatus::Active as i32);
     // Without: invited.
@@ -410,18 +489,20 @@ async fn an_imports_password_column_makes_users_active_with_a_password_to_change
     // Neither the report nor the database holds it in clear; the same
     // file again changes nothing.
     let (_, csv) = report(&app, &key, "PWI").await.unwrap();
-    assert!(!csv.contains("imported password 1") && !csv.contains("tooshort"), "{csv}");
+    assert!(
+        !csv.contains("imported password 1") && !csv.contains("tooshort"),
+        "{csv}"
+    );
     let again = import(&app, &key, opts("PWI"), file.as_bytes(), 1 << 16).await;
     assert_eq!(
         again.statuses(),
         [(2, "unchanged"), (3, "unchanged"), (4, "invalid_user_data")]
     );
-    let clear: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM passwords WHERE hash LIKE '%imported password%'",
-    )
-    .fetch_one(app.store.pool())
-    .await
-    .unwrap();
+    let clear: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM passwords WHERE hash LIKE '%imported password%'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
     assert_eq!(clear, 0);
 
     // Atomic imports take no password column (they stage records as sent).
@@ -455,12 +536,20 @@ async fn login_figures() {
     set(&mut admin, &gone, "the right password", true).await;
     admin
         .users
-        .deactivate_user(pb::DeactivateUserRequest { id: gone.id.clone() })
+        .deactivate_user(pb::DeactivateUserRequest {
+            id: gone.id.clone(),
+        })
         .await
         .unwrap();
-    let (_, subject) = create_user(&mut admin, standard("Sub", "Ject"), "FIG", &[], vec![right("admin.users")])
-        .await
-        .unwrap();
+    let (_, subject) = create_user(
+        &mut admin,
+        standard("Sub", "Ject"),
+        "FIG",
+        &[],
+        vec![right("admin.users")],
+    )
+    .await
+    .unwrap();
     let mut ops = app.client(&app.operator_key).await;
     let median = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -477,7 +566,9 @@ async fn login_figures() {
         for i in 0..60 {
             if case == "wrong password" && i % 4 == 3 {
                 // Keep clear of the lock: a success resets the count.
-                login(&mut ops, &user.login, "the right password").await.unwrap();
+                login(&mut ops, &user.login, "the right password")
+                    .await
+                    .unwrap();
             }
             let t = Instant::now();
             let _ = login(&mut ops, who, password).await;
@@ -503,10 +594,11 @@ async fn login_figures() {
             let mut tasks = Vec::new();
             for _ in 0..32 {
                 let ch = connect(app_addr).await;
-                let mut c = pb::authorization_service_client::AuthorizationServiceClient::with_interceptor(
-                    ch,
-                    Bearer::new(Some(&svc)),
-                );
+                let mut c =
+                    pb::authorization_service_client::AuthorizationServiceClient::with_interceptor(
+                        ch,
+                        Bearer::new(Some(&svc)),
+                    );
                 let key = key.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut n = 0u64;

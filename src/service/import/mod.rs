@@ -49,7 +49,6 @@ use uuid::Uuid;
 
 use crate::{
     bulk::reader::{Column, Field, Header, ImportLine, LineProblem, Secret},
-    hasher::Hasher,
     domain::{
         account::{Account, AccountCode, AccountStatus},
         principal::Actor,
@@ -57,6 +56,7 @@ use crate::{
         user::{ProfileField, UserKind},
         Error,
     },
+    hasher::Hasher,
     store::{ReportOptions, Store},
 };
 
