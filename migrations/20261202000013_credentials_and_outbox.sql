@@ -13,13 +13,15 @@ CREATE TABLE passwords (
     revision    bigint      NOT NULL
 );
 
--- Consecutive failed password logins of a user, and the lock they earned.
--- Not a change of the domain: written without a revision.
+-- Consecutive password logins of a user that did not succeed, counted as
+-- each attempt starts (so that attempts in parallel cannot outrun the lock)
+-- and forgotten when one succeeds; the lock follows from the count and the
+-- last attempt (`domain::credential::locked_until`). Not a change of the
+-- domain: written without a revision.
 CREATE TABLE login_failures (
     user_id         uuid        PRIMARY KEY REFERENCES users (id),
     failures        integer     NOT NULL CHECK (failures > 0),
-    last_failure_at timestamptz NOT NULL,
-    locked_until    timestamptz
+    last_failure_at timestamptz NOT NULL
 );
 
 -- Invitation and password-reset tokens: only their SHA-256. A token is
@@ -51,7 +53,11 @@ CREATE TABLE outbox (
     state           text        NOT NULL DEFAULT 'pending'
                                 CHECK (state IN ('pending', 'sent', 'logged', 'parked', 'cancelled')),
     attempts        integer     NOT NULL DEFAULT 0,
+    -- Due from then; while a worker holds it, the end of its lease.
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    -- The worker that claimed it last: only it may send it or record what
+    -- became of it, and only while its lease lasts.
+    claimed_by      uuid,
     last_error      text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     done_at         timestamptz,
@@ -104,19 +110,25 @@ END $$;
 CREATE TRIGGER keys_not_while_invited AFTER INSERT ON connection_keys REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION clef_no_key_while_invited();
 
--- Nor can a user who never completed his invitation (never had a key) be
--- made active by reactivating him: he completes a new invitation instead.
-CREATE FUNCTION clef_no_reactivation_before_invitation() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Nor is a user who never completed his invitation (who never had a key)
+-- made active by reactivating him, by any path (ReactivateUser, an
+-- import's `actif`): he goes back to invited, his old invitations die, and
+-- a new one is sent.
+CREATE FUNCTION clef_reactivate_or_invite() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
-                WHERE n.status = 'active' AND o.status = 'deactivated'
-                  AND NOT EXISTS (SELECT 1 FROM connection_keys k WHERE k.user_id = n.id)) THEN
-        RAISE EXCEPTION 'a user who never completed his invitation is not reactivated: resend his invitation'
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'users_reactivated_after_invitation';
+    IF NOT EXISTS (SELECT 1 FROM connection_keys k WHERE k.user_id = NEW.id) THEN
+        NEW.status := 'invited';
+        UPDATE credential_tokens SET used_at = now()
+         WHERE user_id = NEW.id AND purpose = 'invitation' AND used_at IS NULL;
+        UPDATE outbox SET state = 'cancelled', done_at = now()
+         WHERE user_id = NEW.id AND kind = 'invitation' AND state = 'pending';
+        INSERT INTO outbox (kind, user_id, account_id)
+        VALUES ('invitation', NEW.id,
+                (SELECT account_id FROM links WHERE user_id = NEW.id ORDER BY created_at LIMIT 1));
     END IF;
-    RETURN NULL;
+    RETURN NEW;
 END $$;
 
-CREATE TRIGGER users_reactivated_after_invitation AFTER UPDATE ON users
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION clef_no_reactivation_before_invitation();
+CREATE TRIGGER users_reactivated_or_invited BEFORE UPDATE OF status ON users FOR EACH ROW
+    WHEN (NEW.status = 'active' AND OLD.status = 'deactivated')
+    EXECUTE FUNCTION clef_reactivate_or_invite();

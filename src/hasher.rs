@@ -155,22 +155,33 @@ impl Hasher {
         self.work(admitted, work).await
     }
 
-    /// Runs `work` once a worker is free, holding `_admitted` meanwhile.
+    /// Runs `work` once a worker is free. The permits go with the work, not
+    /// with the request: a caller who gives up (a cancelled call) frees
+    /// nothing until the hash he started is done, so the pool stays bounded.
     async fn work<T: Send + 'static>(
         &self,
-        _admitted: tokio::sync::OwnedSemaphorePermit,
+        admitted: tokio::sync::OwnedSemaphorePermit,
         work: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let _worker = self
+        let worker = self
             .workers
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| Error::Internal("password pool closed".into()))?;
         let argon = self.argon.clone();
-        tokio::task::spawn_blocking(move || work(&argon))
-            .await
-            .map_err(|e| Error::Internal(format!("password hashing task: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let _permits = (admitted, worker);
+            work(&argon)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password hashing task: {e}")))
+    }
+
+    /// A valid hash of nothing anyone knows: what a dry run writes in place
+    /// of the passwords it does not hash.
+    pub fn placeholder(&self) -> String {
+        (*self.dummy).clone()
     }
 }
 

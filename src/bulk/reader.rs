@@ -478,11 +478,13 @@ pub fn parse_line(
                     }
                 }
                 Field::Login => l.login = some(v),
-                Field::Password if v.is_empty() => {}
+                // As typed: no trimming nor spreadsheet unquoting (the
+                // password handed out is the cell's).
+                Field::Password if raw.is_empty() => {}
                 Field::Password => {
                     // Never echoed: the problem names the column only.
                     let password =
-                        Password::new(v).map_err(|why| LineProblem::InvalidUserData {
+                        Password::new(raw).map_err(|why| LineProblem::InvalidUserData {
                             field: header.names[i].clone(),
                             why,
                         })?;

@@ -52,8 +52,14 @@ pub struct DatasetArgs {
 
 #[derive(Debug, Args)]
 pub struct BodyArgs {
-    /// `check` (needs --key, --account, --right) or `health`.
+    /// `check` (needs --key, --account, --right), `login` (needs --login,
+    /// --password: an AuthenticatePassword request) or `health`.
     pub kind: String,
+    #[arg(long)]
+    pub login: Option<String>,
+    /// The password of a `login` body (a benchmark's throwaway user's).
+    #[arg(long)]
+    pub password: Option<String>,
     #[arg(long)]
     pub key: Option<String>,
     #[arg(long)]
@@ -83,7 +89,12 @@ fn body(args: BodyArgs) -> anyhow::Result<()> {
             min_revision: 0,
         }
         .encode_to_vec(),
-        other => anyhow::bail!("unknown body kind {other:?} (check or health)"),
+        "login" => pb::AuthenticatePasswordRequest {
+            login: args.login.context("--login")?,
+            password: args.password.context("--password")?,
+        }
+        .encode_to_vec(),
+        other => anyhow::bail!("unknown body kind {other:?} (check, login or health)"),
     };
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());

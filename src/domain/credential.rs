@@ -129,6 +129,14 @@ impl Token {
         })
     }
 
+    /// A token whose secret is not shown to this caller (empty).
+    pub fn withheld(purpose: TokenPurpose) -> Self {
+        Self {
+            secret: String::new(),
+            purpose,
+        }
+    }
+
     pub fn expose_secret(&self) -> &str {
         &self.secret
     }
@@ -157,6 +165,17 @@ impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Token({}…)", self.purpose.prefix())
     }
+}
+
+/// A user's lock as an admin sees it: until when, after `failures` in a row
+/// the last of which was at `last`; `None` when not locked at `now`.
+pub fn lock_at(
+    failures: i32,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    last.and_then(|last| locked_until(failures, last))
+        .filter(|until| *until > now)
 }
 
 /// The one answer to a token that cannot be used, whatever the reason

@@ -84,17 +84,6 @@ impl UserStatus {
         }
     }
 
-    /// Where asking `to` takes a user who has or has not completed his
-    /// invitation: reactivating one who never did puts him back to invited
-    /// (he gets a new invitation), never active without his own password
-    /// and key.
-    pub fn target(self, to: UserStatus, completed: bool) -> UserStatus {
-        match (self, to, completed) {
-            (UserStatus::Deactivated, UserStatus::Active, false) => UserStatus::Invited,
-            _ => to,
-        }
-    }
-
     /// Whether a user may move from `self` to `to`. Returns why not.
     pub fn transition(self, to: UserStatus) -> Result<(), String> {
         use UserStatus::*;
@@ -579,14 +568,6 @@ pub struct LinkedAccount {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reactivating_a_user_who_never_completed_his_invitation_invites_him_again() {
-        use UserStatus::*;
-        assert_eq!(Deactivated.target(Active, false), Invited);
-        assert_eq!(Deactivated.target(Active, true), Active);
-        assert_eq!(Invited.target(Deactivated, false), Deactivated);
-        assert_eq!(Active.target(Archived, true), Archived);
-    }
 
     #[test]
     fn user_keys_round_trip_and_ignore_case_and_separators() {

@@ -19,14 +19,21 @@ use lettre::{
 };
 use tokio::sync::watch;
 
+use uuid::Uuid;
+
 use crate::{
-    domain::{credential::MessageKind, user::UserStatus, Error},
+    domain::{
+        credential::{MessageKind, Token},
+        user::UserStatus,
+        Error,
+    },
     store::{Due, Store},
 };
 use render::{greeting, list, render, Language, Rendered};
 
-/// How the worker delivers.
-#[derive(Debug, Clone)]
+/// How the worker delivers. `Debug` hides the SMTP URL (it may carry a
+/// password).
+#[derive(Clone)]
 pub struct Delivery {
     /// `smtp://host:port` (plaintext, or STARTTLS with `?tls=required`),
     /// `smtps://host:port` (TLS); `None`: messages are logged, not sent.
@@ -44,6 +51,18 @@ pub struct Delivery {
     pub max_attempts: i32,
 }
 
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("smtp", &self.smtp_url.as_ref().map(|_| "(set)"))
+            .field("from", &self.from)
+            .field("portal_url", &self.portal_url)
+            .field("retry_base", &self.retry_base)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for Delivery {
     fn default() -> Self {
         Self {
@@ -57,8 +76,10 @@ impl Default for Delivery {
     }
 }
 
-/// How long a claimed message is this worker's.
-const LEASE: Duration = Duration::from_secs(120);
+/// How long a claimed message is this worker's; renewed just before it is
+/// sent, so it must outlast the longest send (a few SMTP commands of at
+/// most 20 s each).
+const LEASE: Duration = Duration::from_secs(300);
 /// Messages claimed at once.
 const BATCH: i64 = 16;
 
@@ -84,13 +105,14 @@ pub async fn run(store: Store, delivery: Delivery, mut stop: watch::Receiver<boo
         }
     };
     let worker = Worker {
+        id: Uuid::new_v4(),
         store,
         delivery,
         transport,
         from,
     };
     loop {
-        let busy = match worker.round().await {
+        let busy = match worker.round(&stop).await {
             Ok(n) => n > 0,
             Err(e) => {
                 tracing::debug!(error = %e, "outbox: cannot claim messages now");
@@ -110,6 +132,8 @@ pub async fn run(store: Store, delivery: Delivery, mut stop: watch::Receiver<boo
 }
 
 struct Worker {
+    /// This worker, as the messages it claims record it.
+    id: Uuid,
     store: Store,
     delivery: Delivery,
     transport: Option<Smtp>,
@@ -117,10 +141,15 @@ struct Worker {
 }
 
 impl Worker {
-    /// Delivers what is due; returns how many messages it claimed.
-    async fn round(&self) -> Result<usize, Error> {
-        let due = self.store.claim_messages(BATCH, LEASE).await?;
+    /// Delivers what is due, checking `stop` between messages; returns how
+    /// many messages it claimed.
+    async fn round(&self, stop: &watch::Receiver<bool>) -> Result<usize, Error> {
+        let due = self.store.claim_messages(self.id, BATCH, LEASE).await?;
         for m in &due {
+            if *stop.borrow() {
+                // Left to their lease: due again for another worker.
+                break;
+            }
             if let Err(e) = self.deliver(m).await {
                 // The database went away mid-round: the lease brings the
                 // message back.
@@ -132,20 +161,31 @@ impl Worker {
 
     async fn deliver(&self, m: &Due) -> Result<(), Error> {
         let Some(email) = m.email.as_deref().filter(|_| still_meant(m)) else {
-            return self.store.message_done(m.id, "cancelled").await;
+            return self.store.message_done(self.id, m.id, "cancelled").await;
         };
         let Some(transport) = &self.transport else {
             tracing::info!(kind = m.kind.as_str(), to = %email, "message not sent (no CLEF_SMTP_URL)");
-            return self.store.message_done(m.id, "logged").await;
+            return self.store.message_done(self.id, m.id, "logged").await;
         };
-        let rendered = self.render(m).await?;
         let to: Mailbox = match email.parse() {
             Ok(to) => to,
             Err(e) => {
                 let why = format!("recipient address: {e}");
-                return self.store.message_failed(m.id, &why, None).await;
+                return self.store.message_failed(self.id, m.id, &why, None).await;
             }
         };
+        // The message stays this worker's for a whole lease from here, and
+        // its token (valid from now) is drawn only if it still is.
+        let now = self.store.clock().now();
+        let token = m.kind.token().map(|purpose| {
+            let expires = now + chrono::Duration::from_std(purpose.validity()).expect("fits");
+            (m.user_id, purpose, expires)
+        });
+        let Some(drawn) = self.store.prepare_send(self.id, m.id, LEASE, token).await? else {
+            return Ok(());
+        };
+        let token = drawn.map(|t| (t, token.map(|(_, _, e)| e).unwrap_or(now)));
+        let rendered = self.render(m, token.as_ref()).await?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -156,19 +196,26 @@ impl Worker {
         match transport.send(message).await {
             Ok(_) => {
                 tracing::info!(kind = m.kind.as_str(), to = %email, "message sent");
-                self.store.message_done(m.id, "sent").await
+                self.store.message_done(self.id, m.id, "sent").await
             }
             Err(e) => {
                 let attempts = m.attempts + 1;
                 let retry = (attempts < self.delivery.max_attempts)
                     .then(|| backoff(self.delivery.retry_base, attempts));
                 tracing::warn!(kind = m.kind.as_str(), to = %email, attempts, parked = retry.is_none(), error = %e, "message not delivered");
-                self.store.message_failed(m.id, &e.to_string(), retry).await
+                self.store
+                    .message_failed(self.id, m.id, &e.to_string(), retry)
+                    .await
             }
         }
     }
 
-    async fn render(&self, m: &Due) -> Result<Rendered, Error> {
+    /// Renders `m`, with the token it carries and its expiry.
+    async fn render(
+        &self,
+        m: &Due,
+        token: Option<&(Token, DateTime<Utc>)>,
+    ) -> Result<Rendered, Error> {
         let language = Language::of(&m.language);
         let mut values: Vec<(&str, String)> = vec![
             ("greeting", greeting(language, &m.first_name)),
@@ -178,6 +225,14 @@ impl Worker {
                 m.user_key.as_deref().map(group_key).unwrap_or_default(),
             ),
             ("account", m.account_code.clone().unwrap_or_default()),
+            (
+                "on_account",
+                match (&m.account_code, language) {
+                    (None, _) => String::new(),
+                    (Some(a), Language::Fr) => format!(" pour le compte {a}"),
+                    (Some(a), Language::En) => format!(" on account {a}"),
+                },
+            ),
         ];
         let text = |k: &str| m.params.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let actor = match text("granted_by").and_then(|id| id.parse().ok()) {
@@ -185,12 +240,9 @@ impl Worker {
             None => text("actor"),
         };
         values.push(("actor", actor.unwrap_or_else(|| "clef".into())));
-        if let Some(purpose) = m.kind.token() {
-            let expires = m.created_at
-                + chrono::Duration::from_std(purpose.validity()).expect("validity fits");
-            let token = self.store.issue_token(m.user_id, purpose, expires).await?;
+        if let Some((token, expires)) = token {
             values.push(("link", self.link(m.kind, token.expose_secret())));
-            values.push(("expires", expiry(expires, language)));
+            values.push(("expires", expiry(*expires, language)));
         }
         if let Some(rights) = m.params.get("rights").and_then(|r| r.as_array()) {
             let labels = self.store.right_labels().await?;

@@ -10,10 +10,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{managed_user, users::UpdateUser};
+use super::{managed_user, require_admin_everywhere, users::UpdateUser};
 use crate::{
     domain::{
-        credential::{locked_until, token_refused, MessageKind, Password, Token, TokenPurpose},
+        credential::{lock_at, token_refused, MessageKind, Password, Token, TokenPurpose},
         key::NewKey,
         principal::{Actor, PrincipalKind},
         user::{parse_login, User, UserStatus},
@@ -81,8 +81,7 @@ fn new_password(raw: &str, field: &str) -> Result<Password, Error> {
     Password::new(raw).map_err(|why| Error::invalid(field, why))
 }
 
-/// `CompleteInvitation`, decoded.
-#[derive(Debug)]
+/// `CompleteInvitation`, decoded. `Debug` shows no secret.
 pub struct CompleteInvitation {
     pub token: String,
     /// Empty: keep the login proposed at the invitation.
@@ -90,6 +89,15 @@ pub struct CompleteInvitation {
     pub password: String,
     /// Profile corrections, as `UpdateUser` takes them (`id` unused).
     pub corrections: UpdateUser,
+}
+
+impl std::fmt::Debug for CompleteInvitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompleteInvitation")
+            .field("login", &self.login)
+            .field("corrections", &self.corrections)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An invitation completed: the user, now active, and his first key.
@@ -171,8 +179,9 @@ pub async fn complete_invitation(
     })
 }
 
-/// `ResendInvitation`: a new token (returned once, and mailed), the old
-/// ones dead.
+/// `ResendInvitation`: a new invitation (mailed), the old ones dead. Its
+/// token is returned to a portal or an operator (a tool that delivers it
+/// itself), never to an admin: he would hold the user's first password.
 pub async fn resend_invitation(
     store: &Store,
     actor: &Actor,
@@ -193,7 +202,10 @@ pub async fn resend_invitation(
         .into_iter()
         .find(|a| a.actor_is_admin)
         .map(|a| a.account_id);
-    let invitation = issue_invitation(&mut tx, user, account).await?;
+    let mut invitation = issue_invitation(&mut tx, user, account).await?;
+    if !is_portal(actor) {
+        invitation.token = Token::withheld(TokenPurpose::Invitation);
+    }
     tx.audit(
         "user.resend_invitation",
         &format!("user/{user}"),
@@ -205,14 +217,18 @@ pub async fn resend_invitation(
 }
 
 /// The user whose credentials the actor acts on: anyone for a portal or
-/// an operator, a user he manages for an admin.
+/// an operator; for an admin, a user whose every account he administers
+/// (a credential is the user's everywhere: the admin of one account of a
+/// shared advanced user must not take him over on the others).
 async fn credential_target(tx: &mut Tx, actor: &Actor, user: Uuid) -> Result<User, Error> {
     if is_portal(actor) {
         tx.user(user)
             .await?
             .ok_or_else(|| Error::NotFound("user".into()))
     } else {
-        Ok(managed_user(tx, actor, user).await?.0)
+        let (user, accounts) = managed_user(tx, actor, user).await?;
+        require_admin_everywhere(actor, &accounts)?;
+        Ok(user)
     }
 }
 
@@ -227,9 +243,10 @@ pub struct Authenticated {
 
 /// Checks a login and password. Unknown login, wrong password, inactive
 /// user, no password, locked: the same `Unauthenticated`, after verifying
-/// a hash (the dummy one when there is nothing to verify). A failure counts
-/// towards the user's lock; a success clears it and rehashes a hash made
-/// at another cost.
+/// a hash (the dummy one when there is nothing to verify). Each attempt at
+/// a known login counts as a failure as it starts, so that attempts in
+/// parallel cannot outrun the lock; a success forgets them, and rehashes a
+/// hash made at another cost (after the answer).
 pub async fn authenticate(
     store: &Store,
     hasher: &Hasher,
@@ -238,6 +255,15 @@ pub async fn authenticate(
     password: &str,
 ) -> Result<Authenticated, Error> {
     require_portal(actor)?;
+    verify_login(store, hasher, login, password).await
+}
+
+async fn verify_login(
+    store: &Store,
+    hasher: &Hasher,
+    login: &str,
+    password: &str,
+) -> Result<Authenticated, Error> {
     if login.trim().is_empty() {
         return Err(Error::invalid("login", "is required"));
     }
@@ -246,34 +272,42 @@ pub async fn authenticate(
     };
     let record = store.login_record(login.trim()).await?;
     let now = store.clock().now();
+    let locked = match &record {
+        Some(r) => {
+            let earlier = store.count_login_attempt(r.user_id, now).await?;
+            lock_at(earlier.failures, earlier.last, now).is_some()
+        }
+        None => false,
+    };
     let usable = record.as_ref().filter(|r| {
         r.status == UserStatus::Active
             && matches!(r.kind, PrincipalKind::Standard | PrincipalKind::Advanced)
-            && r.locked_until.is_none_or(|until| until <= now)
+            && !locked
     });
     let hash = usable.and_then(|r| r.hash.as_deref());
     let verified = hasher.verify(hash, &password).await?;
-    match (record, verified.matches) {
+    match (usable, verified.matches) {
         (Some(r), true) => {
-            store.forget_login_failures(r.user_id).await?;
-            if let (Some(old), Some(new)) = (&r.hash, &verified.rehashed) {
-                store.rehash_password(r.user_id, old, new).await?;
-            }
-            Ok(Authenticated {
+            let (user, old, new) = (r.user_id, r.hash.clone(), verified.rehashed);
+            let who = Authenticated {
                 user_id: r.user_id,
                 kind: r.kind,
                 status: r.status,
                 must_change: r.must_change,
-            })
-        }
-        (Some(r), false) => {
-            let failures = store.count_login_failure(r.user_id, now).await?;
-            if let Some(until) = locked_until(failures, now) {
-                store.lock_logins(r.user_id, until).await?;
+            };
+            store.forget_login_failures(user).await?;
+            if let (Some(old), Some(new)) = (old, new) {
+                // After the answer.
+                let store = store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.rehash_password(user, &old, &new).await {
+                        tracing::warn!(error = %e, "a password could not be rehashed");
+                    }
+                });
             }
-            Err(Error::Unauthenticated)
+            Ok(who)
         }
-        (None, _) => Err(Error::Unauthenticated),
+        _ => Err(Error::Unauthenticated),
     }
 }
 
@@ -289,10 +323,18 @@ pub async fn change_password(
 ) -> Result<i64, Error> {
     require_portal(actor)?;
     let new = new_password(new, "new_password")?;
-    let who = authenticate(store, hasher, actor, login, current).await?;
+    if Password::presented(current).is_some_and(|c| c.expose() == new.expose()) {
+        return Err(Error::invalid(
+            "new_password",
+            "must differ from the current password",
+        ));
+    }
+    let who = verify_login(store, hasher, login, current).await?;
     let phc = hasher.hash(&new).await?;
     let mut tx = store.write(Some(actor.user_id)).await?;
     tx.set_password(who.user_id, &phc, false).await?;
+    tx.retire_tokens(who.user_id, TokenPurpose::PasswordReset)
+        .await?;
     tx.audit(
         "user.change_password",
         &format!("user/{}", who.user_id),
@@ -399,14 +441,14 @@ pub async fn set_password(
         // Who may, before paying for a hash.
         let mut tx = store.read().await?;
         let target = credential_target(&mut tx, actor, user).await?;
-        settable(&target)?;
+        settable(actor, &target)?;
         tx.commit().await?;
     }
     let phc = hasher.hash(&password).await?;
     let mut tx = store.write(Some(actor.user_id)).await?;
     tx.lock_users(&[user]).await?;
     let target = credential_target(&mut tx, actor, user).await?;
-    settable(&target)?;
+    settable(actor, &target)?;
     tx.set_password(user, &phc, must_change).await?;
     tx.audit(
         "user.set_password",
@@ -421,7 +463,15 @@ pub async fn set_password(
     tx.commit().await
 }
 
-fn settable(user: &User) -> Result<(), Error> {
+fn settable(actor: &Actor, user: &User) -> Result<(), Error> {
+    // Seed 003: an admin sets the password of a user without an email; one
+    // with an email chooses his own (RequestPasswordReset).
+    if !is_portal(actor) && user.profile.email.is_some() {
+        return Err(Error::FailedPrecondition(
+            "the user has an email: he chooses his password with a reset link (RequestPasswordReset)"
+                .into(),
+        ));
+    }
     match user.status {
         UserStatus::Active | UserStatus::Deactivated => Ok(()),
         UserStatus::Invited => Err(Error::FailedPrecondition(

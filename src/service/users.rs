@@ -395,17 +395,14 @@ pub async fn set_status(
         user.status
             .transition(to)
             .map_err(|why| Error::FailedPrecondition(format!("user {id}: {why}")))?;
-        let completed = to != UserStatus::Active || tx.ever_had_key(id).await?;
-        let lands = user.status.target(to, completed);
-        tx.set_user_status(id, lands).await?;
-        if lands == UserStatus::Invited {
-            let account = accounts.first().map(|a| a.account_id);
-            issue_invitation(&mut tx, id, account).await?;
-        }
+        // Reactivating a user who never completed his invitation puts him
+        // back to invited, with a new invitation (a trigger, migration
+        // `credentials_and_outbox`, so that an import's `actif` does too).
+        tx.set_user_status(id, to).await?;
         tx.audit(
             &format!("user.{}", verb(to)),
             &format!("user/{id}"),
-            &format!("{} -> {}", user.status.as_str(), lands.as_str()),
+            &format!("{} -> {}", user.status.as_str(), to.as_str()),
         )
         .await?;
         ids_done.push(id);

@@ -6,21 +6,38 @@ use uuid::Uuid;
 
 use super::{db_error, tx::Tx, Store};
 use crate::domain::{
-    credential::{MessageKind, Token, TokenHash, TokenPurpose},
+    credential::{lock_at, MessageKind, Token, TokenHash, TokenPurpose},
     principal::PrincipalKind,
     user::UserStatus,
     Error,
 };
 
 /// What a password login needs to know of the user behind a login.
-#[derive(Debug)]
 pub struct LoginRecord {
     pub user_id: Uuid,
     pub kind: PrincipalKind,
     pub status: UserStatus,
     pub hash: Option<String>,
     pub must_change: bool,
-    pub locked_until: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for LoginRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRecord")
+            .field("user_id", &self.user_id)
+            .field("kind", &self.kind)
+            .field("status", &self.status)
+            .field("has_password", &self.hash.is_some())
+            .finish()
+    }
+}
+
+/// The attempts before this one that did not succeed, and when the last
+/// was.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EarlierAttempts {
+    pub failures: i32,
+    pub last: Option<DateTime<Utc>>,
 }
 
 /// What an admin sees of a user's password.
@@ -29,6 +46,9 @@ pub struct PasswordState {
     pub set: bool,
     pub must_change: bool,
     pub failures: i32,
+    /// When the last of them was.
+    pub last_failure: Option<DateTime<Utc>>,
+    /// Until when they lock his logins, at the transaction's time.
     pub locked_until: Option<DateTime<Utc>>,
 }
 
@@ -38,11 +58,9 @@ impl Store {
     pub async fn login_record(&self, login: &str) -> Result<Option<LoginRecord>, Error> {
         self.fail_fast()?;
         let row = sqlx::query!(
-            r#"SELECT u.id, u.kind, u.status, p.hash AS "hash?", p.must_change AS "must_change?",
-                      f.locked_until AS "locked_until?"
+            r#"SELECT u.id, u.kind, u.status, p.hash AS "hash?", p.must_change AS "must_change?"
                  FROM users u
                  LEFT JOIN passwords p ON p.user_id = u.id
-                 LEFT JOIN login_failures f ON f.user_id = u.id
                 WHERE u.login = $1"#,
             login
         )
@@ -56,37 +74,40 @@ impl Store {
                 status: UserStatus::from_db(&r.status),
                 hash: r.hash,
                 must_change: r.must_change.unwrap_or(false),
-                locked_until: r.locked_until,
             })
         })
         .transpose()
     }
 
-    /// Counts one more failed login of `user`; returns how many in a row.
-    pub async fn count_login_failure(&self, user: Uuid, now: DateTime<Utc>) -> Result<i32, Error> {
-        sqlx::query_scalar!(
-            "INSERT INTO login_failures (user_id, failures, last_failure_at) VALUES ($1, 1, $2)
-             ON CONFLICT (user_id) DO UPDATE SET failures = login_failures.failures + 1, last_failure_at = $2
-             RETURNING failures",
+    /// Counts an attempt of `user` as a failure as it starts (a success
+    /// forgets it): the count and the lock it implies are then the same for
+    /// attempts racing each other. Returns the attempts before this one.
+    pub async fn count_login_attempt(
+        &self,
+        user: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<EarlierAttempts, Error> {
+        let row = sqlx::query!(
+            r#"WITH earlier AS (SELECT failures, last_failure_at FROM login_failures
+                                 WHERE user_id = $1 FOR UPDATE),
+                    counted AS (INSERT INTO login_failures (user_id, failures, last_failure_at)
+                                VALUES ($1, 1, $2)
+                                ON CONFLICT (user_id) DO UPDATE
+                                   SET failures = login_failures.failures + 1, last_failure_at = $2
+                                RETURNING failures)
+               SELECT (SELECT failures FROM earlier) AS failures,
+                      (SELECT last_failure_at FROM earlier) AS last,
+                      (SELECT failures FROM counted) AS "now!""#,
             user,
             now
         )
         .fetch_one(self.pool())
         .await
-        .map_err(db_error)
-    }
-
-    /// Locks `user`'s password logins until `until`.
-    pub async fn lock_logins(&self, user: Uuid, until: DateTime<Utc>) -> Result<(), Error> {
-        sqlx::query!(
-            "UPDATE login_failures SET locked_until = $2 WHERE user_id = $1",
-            user,
-            until
-        )
-        .execute(self.pool())
-        .await
         .map_err(db_error)?;
-        Ok(())
+        Ok(EarlierAttempts {
+            failures: row.failures.unwrap_or(0),
+            last: row.last,
+        })
     }
 
     /// Forgets `user`'s failed logins (he has just logged in).
@@ -152,7 +173,7 @@ impl Tx {
             r#"SELECT EXISTS (SELECT 1 FROM passwords WHERE user_id = $1) AS "set!",
                       COALESCE((SELECT must_change FROM passwords WHERE user_id = $1), false) AS "must_change!",
                       COALESCE((SELECT failures FROM login_failures WHERE user_id = $1), 0) AS "failures!",
-                      (SELECT locked_until FROM login_failures WHERE user_id = $1) AS locked_until"#,
+                      (SELECT last_failure_at FROM login_failures WHERE user_id = $1) AS last_failure"#,
             user
         )
         .fetch_one(self.conn())
@@ -162,7 +183,8 @@ impl Tx {
             set: row.set,
             must_change: row.must_change,
             failures: row.failures,
-            locked_until: row.locked_until,
+            last_failure: row.last_failure,
+            locked_until: lock_at(row.failures, row.last_failure, self.now()),
         })
     }
 

@@ -148,14 +148,16 @@ impl<'a> ImportRows<'a> {
                         tags: &user.tags,
                     });
                     rows.new_grants.extend(grant_rows(user.id, &user.grants));
-                    match &user.key {
-                        Some(key) => rows.keys.push(KeyRow {
+                    if let Some(key) = &user.key {
+                        rows.keys.push(KeyRow {
                             id: Uuid::now_v7(),
                             user_id: user.id,
                             secret_hash: data_encoding::HEXLOWER.encode(&key.hash()),
                             display_prefix: key.display_prefix(),
-                        }),
-                        None => rows.invited.push(user.id),
+                        });
+                    }
+                    if user.status == UserStatus::Invited {
+                        rows.invited.push(user.id);
                     }
                     if let Some(hash) = &user.password {
                         rows.passwords.push((user.id, hash));

@@ -24,7 +24,14 @@ impl Tx {
         )
         .execute(self.conn())
         .await
-        .map_err(db_error)?;
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.constraint() == Some("keys_not_while_invited") => {
+                Error::FailedPrecondition(
+                    "the user is invited: he gets his key when he completes his invitation".into(),
+                )
+            }
+            _ => db_error(e),
+        })?;
         self.key(id)
             .await?
             .ok_or_else(|| Error::Internal("inserted key vanished".into()))
@@ -73,18 +80,6 @@ impl Tx {
             user
         )
         .fetch_all(self.conn())
-        .await
-        .map_err(db_error)
-    }
-
-    /// Whether `user` ever had a connection key (an advanced user gets his
-    /// first one when he completes his invitation).
-    pub async fn ever_had_key(&mut self, user: Uuid) -> Result<bool, Error> {
-        sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM connection_keys WHERE user_id = $1) AS "any!""#,
-            user
-        )
-        .fetch_one(self.conn())
         .await
         .map_err(db_error)
     }

@@ -47,12 +47,18 @@ pub struct MessageRow {
 }
 
 impl Store {
-    /// Claims up to `limit` due messages for `lease`: no other worker sees
-    /// them until the lease ends (then they are due again: at least once).
-    pub async fn claim_messages(&self, limit: i64, lease: Duration) -> Result<Vec<Due>, Error> {
+    /// Claims up to `limit` due messages for `worker`, for `lease`: no
+    /// other worker sees them until the lease ends (then they are due again:
+    /// at least once).
+    pub async fn claim_messages(
+        &self,
+        worker: Uuid,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<Due>, Error> {
         let rows = sqlx::query!(
             r#"WITH claimed AS (
-                   UPDATE outbox o SET next_attempt_at = now() + make_interval(secs => $2)
+                   UPDATE outbox o SET next_attempt_at = now() + make_interval(secs => $2), claimed_by = $3
                     WHERE o.id IN (SELECT id FROM outbox
                                     WHERE state = 'pending' AND next_attempt_at <= now()
                                     ORDER BY next_attempt_at, id
@@ -65,7 +71,8 @@ impl Store {
                  LEFT JOIN accounts a ON a.id = c.account_id
                 ORDER BY c.id"#,
             limit,
-            lease.as_secs_f64()
+            lease.as_secs_f64(),
+            worker
         )
         .fetch_all(self.pool())
         .await
@@ -94,27 +101,53 @@ impl Store {
             .collect())
     }
 
-    /// Draws the token a message carries and stores its hash, valid until
-    /// `expires_at`.
-    pub async fn issue_token(
+    /// Renews `worker`'s lease on message `id` just before it sends it, and
+    /// draws the token it carries (`token`: its purpose and expiry), in one
+    /// transaction that holds the message: `None` when the message is no
+    /// longer this worker's to send (its lease ended and another took it,
+    /// or a newer invitation or reset cancelled it), and then no token is
+    /// drawn.
+    pub async fn prepare_send(
         &self,
-        user: Uuid,
-        purpose: TokenPurpose,
-        expires_at: DateTime<Utc>,
-    ) -> Result<Token, Error> {
-        let token =
-            Token::generate(purpose).map_err(|e| Error::Internal(format!("os rng: {e}")))?;
-        sqlx::query!(
-            "INSERT INTO credential_tokens (hash, user_id, purpose, expires_at) VALUES ($1, $2, $3, $4)",
-            &token.hash()[..],
-            user,
-            purpose.as_str(),
-            expires_at
+        worker: Uuid,
+        id: i64,
+        lease: Duration,
+        token: Option<(Uuid, TokenPurpose, DateTime<Utc>)>,
+    ) -> Result<Option<Option<Token>>, Error> {
+        let mut tx = self.pool().begin().await.map_err(db_error)?;
+        let held = sqlx::query_scalar!(
+            "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $3)
+              WHERE id = $1 AND claimed_by = $2 AND state = 'pending' RETURNING id",
+            id,
+            worker,
+            lease.as_secs_f64()
         )
-        .execute(self.pool())
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(token)
+        if held.is_none() {
+            return Ok(None);
+        }
+        let drawn = match token {
+            None => None,
+            Some((user, purpose, expires_at)) => {
+                let token = Token::generate(purpose)
+                    .map_err(|e| Error::Internal(format!("os rng: {e}")))?;
+                sqlx::query!(
+                    "INSERT INTO credential_tokens (hash, user_id, purpose, expires_at) VALUES ($1, $2, $3, $4)",
+                    &token.hash()[..],
+                    user,
+                    purpose.as_str(),
+                    expires_at
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                Some(token)
+            }
+        };
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(drawn))
     }
 
     /// The display names of principals (who granted rights).
@@ -137,13 +170,15 @@ impl Store {
             .collect())
     }
 
-    /// Records that a message is done: `sent`, `logged` (no SMTP
+    /// Records that `worker`'s message is done: `sent`, `logged` (no SMTP
     /// configured) or `cancelled` (no longer meant for anyone).
-    pub async fn message_done(&self, id: i64, state: &str) -> Result<(), Error> {
+    pub async fn message_done(&self, worker: Uuid, id: i64, state: &str) -> Result<(), Error> {
         sqlx::query!(
-            "UPDATE outbox SET state = $2, done_at = now(), attempts = attempts + 1 WHERE id = $1 AND state = 'pending'",
+            "UPDATE outbox SET state = $2, done_at = now(), attempts = attempts + 1
+              WHERE id = $1 AND state = 'pending' AND claimed_by = $3",
             id,
-            state
+            state,
+            worker
         )
         .execute(self.pool())
         .await
@@ -155,6 +190,7 @@ impl Store {
     /// (`None`) for an operator to look at.
     pub async fn message_failed(
         &self,
+        worker: Uuid,
         id: i64,
         error: &str,
         retry: Option<Duration>,
@@ -164,10 +200,11 @@ impl Store {
                     state = CASE WHEN $3::float8 IS NULL THEN 'parked' ELSE 'pending' END,
                     done_at = CASE WHEN $3::float8 IS NULL THEN now() END,
                     next_attempt_at = now() + make_interval(secs => COALESCE($3::float8, 0))
-              WHERE id = $1 AND state = 'pending'",
+              WHERE id = $1 AND state = 'pending' AND claimed_by = $4",
             id,
             error,
-            retry.map(|d| d.as_secs_f64())
+            retry.map(|d| d.as_secs_f64()),
+            worker
         )
         .execute(self.pool())
         .await

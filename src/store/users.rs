@@ -51,12 +51,6 @@ pub(super) fn user_error(e: sqlx::Error) -> Error {
                     field: Some("login"),
                 }
             }
-            Some("users_reactivated_after_invitation") => {
-                return Error::FailedPrecondition(
-                    "the user never completed his invitation: resend it rather than reactivate him"
-                        .into(),
-                )
-            }
             _ => {}
         }
     }

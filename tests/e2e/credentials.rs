@@ -96,6 +96,11 @@ async fn an_invited_user_completes_his_invitation_from_the_mail() {
         .await;
     assert!(mail.body.contains("Madame, Monsieur,"), "{}", mail.body);
     assert!(
+        mail.body.contains("vient d'être faite par 850061 Admin pour le compte 850061."),
+        "{}",
+        mail.body
+    );
+    assert!(
         mail.body.contains("ce lien restera valide 48h"),
         "{}",
         mail.body
@@ -248,9 +253,10 @@ async fn tokens_expire_are_single_use_and_die_when_resent() {
         "still invited"
     );
 
-    // Resent: a new token, the old ones dead (the mailed one too).
+    // Resent (by a portal, which gets the token): a new token, the old
+    // ones dead (the mailed one too).
     let resent = admin
-        .credentials
+        .portal
         .resend_invitation(pb::ResendInvitationRequest {
             user_id: id.clone(),
         })
@@ -281,7 +287,7 @@ async fn tokens_expire_are_single_use_and_die_when_resent() {
 
     // Resending to an active user is refused.
     let again = admin
-        .credentials
+        .portal
         .resend_invitation(pb::ResendInvitationRequest { user_id: id })
         .await;
     expect_code(again, Code::FailedPrecondition);
@@ -530,6 +536,7 @@ async fn reactivating_a_user_who_never_completed_invites_him_again() {
     )
     .await;
     let id = created.user.unwrap().id;
+    smtp.wait_for("never@partner.example", 1).await;
     admin
         .users
         .deactivate_user(pb::DeactivateUserRequest { id: id.clone() })
@@ -552,6 +559,7 @@ async fn reactivating_a_user_who_never_completed_invites_him_again() {
     );
     // A new invitation went out (the first one, sent before, and this one).
     let mails = smtp.wait_for("never@partner.example", 2).await;
+    assert!(mails.iter().all(|m| m.subject == INVITATION_FR));
     let token = mails.last().unwrap().token("clefinv_").unwrap();
     let done = complete_with(&mut admin, &token, "")
         .await
@@ -570,4 +578,101 @@ async fn reactivating_a_user_who_never_completed_invites_him_again() {
         .unwrap()
         .into_inner();
     assert_eq!(back.status, pb::UserStatus::Active as i32);
+}
+
+#[tokio::test]
+async fn the_admin_of_one_account_of_a_shared_user_cannot_take_him_over() {
+    let app = spawn_app().await;
+    let mut a = tenant(&app, "SHA", &[]).await;
+    let mut b = tenant(&app, "SHB", &[]).await;
+    // Invited by A, linked by B with his user key.
+    let created = invite(&mut a, advanced("Sha", "Red", "shared@partner.example"), "SHA", &[]).await;
+    let user = created.user.unwrap();
+    b.links
+        .link_user(pb::LinkUserRequest {
+            account_code: "SHB".into(),
+            user_key: user.user_key.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("B links him");
+    let before = snapshot(&app).await;
+    let r = b
+        .credentials
+        .resend_invitation(pb::ResendInvitationRequest { user_id: user.id.clone() })
+        .await;
+    let refused = expect_code(r, Code::PermissionDenied);
+    assert!(refused.message().contains("SHA"), "{}", refused.message());
+    assert_eq!(snapshot(&app).await, before, "nothing changed");
+    // Nor may A, who does not administer SHB; the operator may.
+    let resent = a
+        .credentials
+        .resend_invitation(pb::ResendInvitationRequest { user_id: user.id.clone() })
+        .await;
+    expect_code(resent, Code::PermissionDenied);
+    let mut ops = app.operator().await;
+    let token = ops
+        .credentials
+        .resend_invitation(pb::ResendInvitationRequest { user_id: user.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .invitation_token;
+    complete(&mut ops, &token).await.unwrap();
+    // Active now: B cannot set his password, nor can A (he has an email:
+    // he chooses his own with a reset link).
+    for c in [&mut a, &mut b] {
+        let r = c
+            .credentials
+            .set_password(pb::SetPasswordRequest {
+                user_id: user.id.clone(),
+                password: "an admin's choice of password".into(),
+                keep_without_change: true,
+            })
+            .await;
+        let code = r.unwrap_err().code();
+        assert!(matches!(code, Code::PermissionDenied | Code::FailedPrecondition), "{code:?}");
+    }
+    let r = b
+        .credentials
+        .clear_password_lock(pb::ClearPasswordLockRequest { user_id: user.id.clone() })
+        .await;
+    expect_code(r, Code::PermissionDenied);
+    // An admin of every account of an invited user resends (it is mailed),
+    // but never sees the token.
+    let solo = invite(&mut a, advanced("So", "Lo", "solo@partner.example"), "SHA", &[]).await;
+    let resent = a
+        .credentials
+        .resend_invitation(pb::ResendInvitationRequest {
+            user_id: solo.user.unwrap().id,
+        })
+        .await
+        .expect("resend")
+        .into_inner();
+    assert!(resent.invitation_token.is_empty());
+    assert!(resent.invitation_expire_time.is_some());
+}
+
+#[tokio::test]
+async fn an_advanced_user_imported_deactivated_is_invited_when_reactivated() {
+    let app = spawn_app().await;
+    let (key, mut admin) = tenant_key(&app, "DOR1", &[]).await;
+    let csv = "NOM;PRENOM;FONCTION;EMAIL;TELEPHONE;ADRESSE;CODE POSTAL;VILLE;ETAT\n\
+               Dort;Dan;Veilleur;dan@partner.example;0102030405;1 rue Basse;88000;Épinal;désactivé\n";
+    let run = crate::import::import(&app, &key, crate::import::opts("DOR1"), csv.as_bytes(), 1 << 16).await;
+    assert_eq!(run.statuses().iter().map(|s| s.1).collect::<Vec<_>>(), ["created"], "{:?}", run.results);
+    let id = run.results[0].user_id.clone();
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM connection_keys WHERE user_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "no key before his own password");
+    let back = admin
+        .users
+        .reactivate_user(pb::ReactivateUserRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.status, pb::UserStatus::Invited as i32);
 }

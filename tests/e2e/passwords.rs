@@ -22,8 +22,10 @@ async fn setup(app: &TestApp, code: &str) -> (Clients, pb::User) {
     (admin, user)
 }
 
+/// Sets a password as a portal would (an admin may only for users without
+/// an email).
 async fn set(c: &mut Clients, user: &pb::User, password: &str, keep: bool) {
-    c.credentials
+    c.portal
         .set_password(pb::SetPasswordRequest {
             user_id: user.id.clone(),
             password: password.into(),
@@ -458,6 +460,17 @@ async fn an_imports_password_column_makes_users_active_with_a_password_to_change
                 Avec;Anne;Chef;anne@pwi.example;0102030405;1 rue A;88000;Épinal;imported password 1;oui\n\
                 Sans;Sam;Chef;sam@pwi.example;0102030405;1 rue A;88000;Épinal;;oui\n\
                 Court;Carl;Chef;carl@pwi.example;0102030405;1 rue A;88000;Épinal;tooshort;oui\n";
+    // A dry run reports the same and writes nothing.
+    let dry = pb::ImportOptions {
+        dry_run: true,
+        ..opts("PWI")
+    };
+    let rehearsed = import(&app, &key, dry, file.as_bytes(), 1 << 16).await;
+    assert!(rehearsed.error.is_none(), "{:?}", rehearsed.error);
+    assert_eq!(
+        rehearsed.statuses(),
+        [(2, "created"), (3, "created"), (4, "invalid_user_data")]
+    );
     let run = import(&app, &key, opts("PWI"), file.as_bytes(), 1 << 16).await;
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(

@@ -17,7 +17,7 @@ use crate::{
     domain::{
         import::{ImportWrite, LineStatus, NewUser},
         key::NewKey,
-        user::{UserKey, UserKind, UserStatus},
+        user::{UserKey, UserKind},
         Error,
     },
     store::{Store, Tx},
@@ -143,8 +143,12 @@ impl Import {
                         user_key,
                         tags: plan.tags,
                         grants: plan.grants,
-                        key: match plan.status {
-                            UserStatus::Invited => None,
+                        // An advanced user's first key comes with his own
+                        // password (the invitation's or the file's): one
+                        // created deactivated gets none, and is invited if
+                        // he is reactivated.
+                        key: match (plan.kind, &plan.password) {
+                            (UserKind::Advanced, None) => None,
                             _ => Some(NewKey::generate().map_err(rng)?),
                         },
                         password: plan.password,

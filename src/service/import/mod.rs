@@ -158,7 +158,8 @@ impl Import {
 
     /// Hashes the password cells of a batch, one at a time (a batch never
     /// takes more than one of the pool's workers: logins keep the others).
-    /// A dry run hashes nothing: it writes nothing.
+    /// A dry run hashes nothing (its rehearsal writes a placeholder, rolled
+    /// back).
     pub async fn hash_passwords(
         &self,
         batch: &mut [(u64, Result<ImportLine, LineProblem>)],
@@ -167,7 +168,7 @@ impl Import {
             let Ok(line) = parsed else { continue };
             if let Some(Secret::Clear(password)) = &line.password {
                 let hash = if self.options.dry_run {
-                    String::new()
+                    self.hasher.placeholder()
                 } else {
                     self.hasher.hash_patiently(password).await?
                 };
