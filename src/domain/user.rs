@@ -568,7 +568,6 @@ pub struct LinkedAccount {
 mod tests {
     use super::*;
 
-
     #[test]
     fn user_keys_round_trip_and_ignore_case_and_separators() {
         let k = UserKey::generate().unwrap();

@@ -96,7 +96,8 @@ async fn an_invited_user_completes_his_invitation_from_the_mail() {
         .await;
     assert!(mail.body.contains("Madame, Monsieur,"), "{}", mail.body);
     assert!(
-        mail.body.contains("vient d'être faite par 850061 Admin pour le compte 850061."),
+        mail.body
+            .contains("vient d'être faite par 850061 Admin pour le compte 850061."),
         "{}",
         mail.body
     );
@@ -586,7 +587,13 @@ async fn the_admin_of_one_account_of_a_shared_user_cannot_take_him_over() {
     let mut a = tenant(&app, "SHA", &[]).await;
     let mut b = tenant(&app, "SHB", &[]).await;
     // Invited by A, linked by B with his user key.
-    let created = invite(&mut a, advanced("Sha", "Red", "shared@partner.example"), "SHA", &[]).await;
+    let created = invite(
+        &mut a,
+        advanced("Sha", "Red", "shared@partner.example"),
+        "SHA",
+        &[],
+    )
+    .await;
     let user = created.user.unwrap();
     b.links
         .link_user(pb::LinkUserRequest {
@@ -599,7 +606,9 @@ async fn the_admin_of_one_account_of_a_shared_user_cannot_take_him_over() {
     let before = snapshot(&app).await;
     let r = b
         .credentials
-        .resend_invitation(pb::ResendInvitationRequest { user_id: user.id.clone() })
+        .resend_invitation(pb::ResendInvitationRequest {
+            user_id: user.id.clone(),
+        })
         .await;
     let refused = expect_code(r, Code::PermissionDenied);
     assert!(refused.message().contains("SHA"), "{}", refused.message());
@@ -607,13 +616,17 @@ async fn the_admin_of_one_account_of_a_shared_user_cannot_take_him_over() {
     // Nor may A, who does not administer SHB; the operator may.
     let resent = a
         .credentials
-        .resend_invitation(pb::ResendInvitationRequest { user_id: user.id.clone() })
+        .resend_invitation(pb::ResendInvitationRequest {
+            user_id: user.id.clone(),
+        })
         .await;
     expect_code(resent, Code::PermissionDenied);
     let mut ops = app.operator().await;
     let token = ops
         .credentials
-        .resend_invitation(pb::ResendInvitationRequest { user_id: user.id.clone() })
+        .resend_invitation(pb::ResendInvitationRequest {
+            user_id: user.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -631,16 +644,27 @@ async fn the_admin_of_one_account_of_a_shared_user_cannot_take_him_over() {
             })
             .await;
         let code = r.unwrap_err().code();
-        assert!(matches!(code, Code::PermissionDenied | Code::FailedPrecondition), "{code:?}");
+        assert!(
+            matches!(code, Code::PermissionDenied | Code::FailedPrecondition),
+            "{code:?}"
+        );
     }
     let r = b
         .credentials
-        .clear_password_lock(pb::ClearPasswordLockRequest { user_id: user.id.clone() })
+        .clear_password_lock(pb::ClearPasswordLockRequest {
+            user_id: user.id.clone(),
+        })
         .await;
     expect_code(r, Code::PermissionDenied);
     // An admin of every account of an invited user resends (it is mailed),
     // but never sees the token.
-    let solo = invite(&mut a, advanced("So", "Lo", "solo@partner.example"), "SHA", &[]).await;
+    let solo = invite(
+        &mut a,
+        advanced("So", "Lo", "solo@partner.example"),
+        "SHA",
+        &[],
+    )
+    .await;
     let resent = a
         .credentials
         .resend_invitation(pb::ResendInvitationRequest {
@@ -659,14 +683,27 @@ async fn an_advanced_user_imported_deactivated_is_invited_when_reactivated() {
     let (key, mut admin) = tenant_key(&app, "DOR1", &[]).await;
     let csv = "NOM;PRENOM;FONCTION;EMAIL;TELEPHONE;ADRESSE;CODE POSTAL;VILLE;ETAT\n\
                Dort;Dan;Veilleur;dan@partner.example;0102030405;1 rue Basse;88000;Épinal;désactivé\n";
-    let run = crate::import::import(&app, &key, crate::import::opts("DOR1"), csv.as_bytes(), 1 << 16).await;
-    assert_eq!(run.statuses().iter().map(|s| s.1).collect::<Vec<_>>(), ["created"], "{:?}", run.results);
+    let run = crate::import::import(
+        &app,
+        &key,
+        crate::import::opts("DOR1"),
+        csv.as_bytes(),
+        1 << 16,
+    )
+    .await;
+    assert_eq!(
+        run.statuses().iter().map(|s| s.1).collect::<Vec<_>>(),
+        ["created"],
+        "{:?}",
+        run.results
+    );
     let id = run.results[0].user_id.clone();
-    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM connection_keys WHERE user_id = $1::uuid")
-        .bind(&id)
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap();
+    let keys: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM connection_keys WHERE user_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
     assert_eq!(keys, 0, "no key before his own password");
     let back = admin
         .users
