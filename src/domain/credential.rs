@@ -191,6 +191,10 @@ pub fn token_refused(purpose: TokenPurpose) -> super::Error {
     })
 }
 
+/// The shortest time between two reset links of one user: more requests in
+/// between answer the same and send nothing (no mail bombing).
+pub const RESET_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Failed logins allowed before a lock.
 pub const FREE_FAILURES: i32 = 5;
 /// The longest lock.

@@ -13,7 +13,9 @@ use uuid::Uuid;
 use super::{managed_user, require_admin_everywhere, users::UpdateUser};
 use crate::{
     domain::{
-        credential::{lock_at, token_refused, MessageKind, Password, Token, TokenPurpose},
+        credential::{
+            lock_at, token_refused, MessageKind, Password, Token, TokenPurpose, RESET_INTERVAL,
+        },
         key::NewKey,
         principal::{Actor, PrincipalKind},
         user::{parse_login, User, UserStatus},
@@ -345,9 +347,10 @@ pub async fn change_password(
 }
 
 /// `RequestPasswordReset`: whatever the login or email names, the same
-/// answer. When it names an active user with an email, a reset message
-/// (its token drawn as it is sent) goes out; the write happens after the
-/// answer, so that its time tells nothing either.
+/// answer. When it names an active user with an email, and he was sent no
+/// reset link in the last minute, a reset message (its token drawn as it
+/// is sent) goes out; the write happens after the answer, so that its time
+/// tells nothing either.
 pub async fn request_reset(
     store: &Store,
     actor: &Actor,
@@ -360,7 +363,8 @@ pub async fn request_reset(
         return Err(Error::invalid("login", "give either a login or an email"));
     }
     let mut tx = store.read().await?;
-    let user = tx.resettable_user(login, email).await?;
+    let since = tx.now() - chrono::Duration::from_std(RESET_INTERVAL).expect("fits");
+    let user = tx.resettable_user(login, email, since).await?;
     tx.commit().await?;
     if let Some(user) = user {
         let store = store.clone();

@@ -316,19 +316,24 @@ impl Tx {
     }
 
     /// The active user (standard or advanced) with an email whose login is
-    /// `login`, or whose email is `email` (one of them empty).
+    /// `login`, or whose email is `email` (one of them empty), unless a
+    /// reset link was queued for him after `since`.
     pub async fn resettable_user(
         &mut self,
         login: &str,
         email: &str,
+        since: DateTime<Utc>,
     ) -> Result<Option<Uuid>, Error> {
         sqlx::query_scalar!(
-            "SELECT id FROM users
+            "SELECT id FROM users u
               WHERE status = 'active' AND kind IN ('standard', 'advanced') AND email IS NOT NULL
                 AND (($1 <> '' AND login = $1) OR ($2 <> '' AND lower(email) = lower($2)))
+                AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.user_id = u.id
+                                   AND o.kind = 'password_reset' AND o.created_at > $3)
               LIMIT 1",
             login,
-            email
+            email,
+            since
         )
         .fetch_optional(self.conn())
         .await
