@@ -1,15 +1,17 @@
-//! Password hashing (argon2id, OWASP parameters) on a bounded pool: at most
-//! `workers` hashes run at once, on the blocking threads, so that logins
-//! never take the cores decisions run on; at most `queue` more wait, and
-//! beyond that a login is answered `RESOURCE_EXHAUSTED` at once.
+//! Password hashing (argon2id, OWASP parameters) on a bounded pool of its
+//! own: `workers` threads at the lowest scheduling priority (nice 19), so
+//! that a core busy with decisions is never taken by a hash (logins slow
+//! down instead, and use idle cores at full speed); at most `queue` more
+//! hashes wait, and beyond that a login is answered `RESOURCE_EXHAUSTED` at
+//! once.
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use argon2::{
     password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString},
     Algorithm, Argon2, Params, Version,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::{credential::Password, Error};
 
@@ -40,14 +42,16 @@ pub struct Verified {
     pub rehashed: Option<String>,
 }
 
-/// The pool. Cheap to clone.
+/// A hash to compute on the pool's threads.
+type Job = Box<dyn FnOnce(&Argon2<'static>) + Send>;
+
+/// The pool. Cheap to clone; its threads end when the last clone is dropped.
 #[derive(Clone)]
 pub struct Hasher {
-    argon: Arc<Argon2<'static>>,
     cost: Cost,
-    /// One permit per hash running.
-    workers: Arc<Semaphore>,
-    /// One permit per hash running or waiting.
+    /// To the pool's threads; room for every admitted job.
+    jobs: mpsc::SyncSender<Job>,
+    /// One permit per hash running or waiting, held by the job itself.
     admitted: Arc<Semaphore>,
     /// A hash of nothing anyone knows, verified when there is no user or no
     /// password, so that every refusal costs the same.
@@ -70,10 +74,31 @@ impl Hasher {
         getrandom::fill(&mut unknown).map_err(|e| Error::Internal(format!("os rng: {e}")))?;
         let dummy = hash_with(&argon, &unknown)?;
         let workers = workers.max(1);
+        let (jobs, pending) = mpsc::sync_channel::<Job>(workers + queue);
+        let pending = Arc::new(Mutex::new(pending));
+        let argon = Arc::new(argon);
+        for n in 0..workers {
+            let (pending, argon) = (pending.clone(), argon.clone());
+            std::thread::Builder::new()
+                .name(format!("clef-hasher-{n}"))
+                .spawn(move || {
+                    lowest_priority();
+                    loop {
+                        let job = match pending.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&argon),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| Error::Internal(format!("password pool thread: {e}")))?;
+        }
         Ok(Self {
-            argon: Arc::new(argon),
             cost,
-            workers: Arc::new(Semaphore::new(workers)),
+            jobs,
             admitted: Arc::new(Semaphore::new(workers + queue)),
             dummy: Arc::new(dummy),
         })
@@ -155,33 +180,45 @@ impl Hasher {
         self.work(admitted, work).await
     }
 
-    /// Runs `work` once a worker is free. The permits go with the work, not
-    /// with the request: a caller who gives up (a cancelled call) frees
-    /// nothing until the hash he started is done, so the pool stays bounded.
+    /// Runs `work` on the pool. The permit goes with the work, not with the
+    /// request: a caller who gives up (a cancelled call) frees nothing until
+    /// the hash he started is done, so the pool stays bounded.
     async fn work<T: Send + 'static>(
         &self,
-        admitted: tokio::sync::OwnedSemaphorePermit,
+        admitted: OwnedSemaphorePermit,
         work: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let worker = self
-            .workers
-            .clone()
-            .acquire_owned()
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |argon| {
+            let _admitted = admitted;
+            let _ = done.send(work(argon));
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => Error::ResourceExhausted(
+                "too many password checks are waiting; retry in a moment".into(),
+            ),
+            mpsc::TrySendError::Disconnected(_) => Error::Internal("password pool stopped".into()),
+        })?;
+        result
             .await
-            .map_err(|_| Error::Internal("password pool closed".into()))?;
-        let argon = self.argon.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permits = (admitted, worker);
-            work(&argon)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("password hashing task: {e}")))
+            .map_err(|_| Error::Internal("password hashing failed".into()))
     }
 
     /// A valid hash of nothing anyone knows: what a dry run writes in place
     /// of the passwords it does not hash.
     pub fn placeholder(&self) -> String {
         (*self.dummy).clone()
+    }
+}
+
+/// Puts the calling thread at the lowest priority (nice 19): it runs only on
+/// time other threads leave.
+fn lowest_priority() {
+    // SAFETY: setpriority on the calling thread's own id has no memory
+    // effects; failure leaves the priority as it was.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
     }
 }
 

@@ -179,12 +179,16 @@ impl Worker {
         let now = self.store.clock().now();
         let token = m.kind.token().map(|purpose| {
             let expires = now + chrono::Duration::from_std(purpose.validity()).expect("fits");
-            (m.user_id, purpose, expires)
+            (purpose, expires)
         });
-        let Some(drawn) = self.store.prepare_send(self.id, m.id, LEASE, token).await? else {
+        let Some(drawn) = self
+            .store
+            .prepare_send(self.id, m.id, m.user_id, LEASE, token)
+            .await?
+        else {
             return Ok(());
         };
-        let token = drawn.map(|t| (t, token.map(|(_, _, e)| e).unwrap_or(now)));
+        let token = drawn.map(|t| (t, token.map(|(_, e)| e).unwrap_or(now)));
         let rendered = self.render(m, token.as_ref()).await?;
         let message = Message::builder()
             .from(self.from.clone())

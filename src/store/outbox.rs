@@ -111,10 +111,18 @@ impl Store {
         &self,
         worker: Uuid,
         id: i64,
+        user: Uuid,
         lease: Duration,
-        token: Option<(Uuid, TokenPurpose, DateTime<Utc>)>,
+        token: Option<(TokenPurpose, DateTime<Utc>)>,
     ) -> Result<Option<Option<Token>>, Error> {
         let mut tx = self.pool().begin().await.map_err(db_error)?;
+        // The user first, then his message: the order in which the writes
+        // that cancel a message (a resend, a completed invitation) lock
+        // them, so that neither waits on the other.
+        sqlx::query!("SELECT id FROM users WHERE id = $1 FOR KEY SHARE", user)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
         let held = sqlx::query_scalar!(
             "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $3)
               WHERE id = $1 AND claimed_by = $2 AND state = 'pending' RETURNING id",
@@ -130,7 +138,7 @@ impl Store {
         }
         let drawn = match token {
             None => None,
-            Some((user, purpose, expires_at)) => {
+            Some((purpose, expires_at)) => {
                 let token = Token::generate(purpose)
                     .map_err(|e| Error::Internal(format!("os rng: {e}")))?;
                 sqlx::query!(
