@@ -13,16 +13,20 @@ CREATE TABLE passwords (
     revision    bigint      NOT NULL
 );
 
--- Consecutive password logins of a user that did not succeed, counted as
--- each attempt starts (so that attempts in parallel cannot outrun the lock)
--- and forgotten when one succeeds; the lock follows from the count and the
--- last attempt (`domain::credential::locked_until`). Not a change of the
--- domain: written without a revision.
+-- Consecutive password logins that did not succeed, per login as typed
+-- (known or not: an unknown login is counted and locked like any other, so
+-- that neither the time of an answer nor a lock tells whether it exists),
+-- counted as each attempt starts (attempts in parallel cannot outrun the
+-- lock) and forgotten when one succeeds; the lock follows from the count
+-- and the last attempt (`domain::credential::locked_until`). Not a change
+-- of the domain: written without a revision; rows idle for a day are
+-- pruned.
 CREATE TABLE login_failures (
-    user_id         uuid        PRIMARY KEY REFERENCES users (id),
+    login           text        PRIMARY KEY,
     failures        integer     NOT NULL CHECK (failures > 0),
     last_failure_at timestamptz NOT NULL
 );
+CREATE INDEX login_failures_idle ON login_failures (last_failure_at);
 
 -- Invitation and password-reset tokens: only their SHA-256. A token is
 -- used once (`used_at`), or dies when a newer one of its kind is issued.

@@ -80,6 +80,8 @@ impl Default for Delivery {
 /// sent, so it must outlast the longest send (a few SMTP commands of at
 /// most 20 s each).
 const LEASE: Duration = Duration::from_secs(300);
+/// How often a worker prunes old messages, tokens and login attempts.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Messages claimed at once.
 const BATCH: i64 = 16;
 
@@ -111,7 +113,18 @@ pub async fn run(store: Store, delivery: Delivery, mut stop: watch::Receiver<boo
         transport,
         from,
     };
+    let mut pruned: Option<tokio::time::Instant> = None;
     loop {
+        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned = Some(tokio::time::Instant::now());
+            match worker.store.prune_credentials().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(rows = n, "outbox: pruned old messages, tokens and attempts")
+                }
+                Err(e) => tracing::debug!(error = %e, "outbox: cannot prune now"),
+            }
+        }
         let busy = match worker.round(&stop).await {
             Ok(n) => n > 0,
             Err(e) => {

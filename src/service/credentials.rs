@@ -246,9 +246,10 @@ pub struct Authenticated {
 /// Checks a login and password. Unknown login, wrong password, inactive
 /// user, no password, locked: the same `Unauthenticated`, after verifying
 /// a hash (the dummy one when there is nothing to verify). Each attempt at
-/// a known login counts as a failure as it starts, so that attempts in
-/// parallel cannot outrun the lock; a success forgets them, and rehashes a
-/// hash made at another cost (after the answer).
+/// a login, known or not, counts as a failure as it starts, so that
+/// attempts in parallel cannot outrun the lock and an unknown login costs
+/// what a known one does; a success forgets them, and rehashes a hash made
+/// at another cost (after the answer).
 pub async fn authenticate(
     store: &Store,
     hasher: &Hasher,
@@ -272,15 +273,12 @@ async fn verify_login(
     let Some(password) = Password::presented(password) else {
         return Err(Error::invalid("password", "is longer than any password"));
     };
-    let record = store.login_record(login.trim()).await?;
+    let login = login.trim();
     let now = store.clock().now();
-    let locked = match &record {
-        Some(r) => {
-            let earlier = store.count_login_attempt(r.user_id, now).await?;
-            lock_at(earlier.failures, earlier.last, now).is_some()
-        }
-        None => false,
-    };
+    // Every login, known or not, is counted and locked alike.
+    let earlier = store.count_login_attempt(login, now).await?;
+    let locked = lock_at(earlier.failures, earlier.last, now).is_some();
+    let record = store.login_record(login).await?;
     let usable = record.as_ref().filter(|r| {
         r.status == UserStatus::Active
             && matches!(r.kind, PrincipalKind::Standard | PrincipalKind::Advanced)
@@ -297,7 +295,7 @@ async fn verify_login(
                 status: r.status,
                 must_change: r.must_change,
             };
-            store.forget_login_failures(user).await?;
+            store.forget_login_failures(login).await?;
             if let (Some(old), Some(new)) = (old, new) {
                 // After the answer.
                 let store = store.clone();

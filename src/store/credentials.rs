@@ -79,26 +79,28 @@ impl Store {
         .transpose()
     }
 
-    /// Counts an attempt of `user` as a failure as it starts (a success
-    /// forgets it): the count and the lock it implies are then the same for
-    /// attempts racing each other. Returns the attempts before this one.
+    /// Counts an attempt at `login` (known or not) as a failure as it
+    /// starts (a success forgets it): the count and the lock it implies are
+    /// then the same for attempts racing each other. Returns the attempts
+    /// before this one.
     pub async fn count_login_attempt(
         &self,
-        user: Uuid,
+        login: &str,
         now: DateTime<Utc>,
     ) -> Result<EarlierAttempts, Error> {
+        self.fail_fast()?;
         let row = sqlx::query!(
             r#"WITH earlier AS (SELECT failures, last_failure_at FROM login_failures
-                                 WHERE user_id = $1 FOR UPDATE),
-                    counted AS (INSERT INTO login_failures (user_id, failures, last_failure_at)
+                                 WHERE login = $1 FOR UPDATE),
+                    counted AS (INSERT INTO login_failures (login, failures, last_failure_at)
                                 VALUES ($1, 1, $2)
-                                ON CONFLICT (user_id) DO UPDATE
+                                ON CONFLICT (login) DO UPDATE
                                    SET failures = login_failures.failures + 1, last_failure_at = $2
                                 RETURNING failures)
                SELECT (SELECT failures FROM earlier) AS failures,
                       (SELECT last_failure_at FROM earlier) AS last,
                       (SELECT failures FROM counted) AS "now!""#,
-            user,
+            login,
             now
         )
         .fetch_one(self.pool())
@@ -110,9 +112,9 @@ impl Store {
         })
     }
 
-    /// Forgets `user`'s failed logins (he has just logged in).
-    pub async fn forget_login_failures(&self, user: Uuid) -> Result<(), Error> {
-        sqlx::query!("DELETE FROM login_failures WHERE user_id = $1", user)
+    /// Forgets the failed attempts at `login` (it has just succeeded).
+    pub async fn forget_login_failures(&self, login: &str) -> Result<(), Error> {
+        sqlx::query!("DELETE FROM login_failures WHERE login = $1", login)
             .execute(self.pool())
             .await
             .map_err(db_error)?;
@@ -158,12 +160,15 @@ impl Tx {
         self.clear_login_lock(user).await
     }
 
-    /// Forgets `user`'s failed logins and lock.
+    /// Forgets the failed logins and lock of `user`'s login.
     pub async fn clear_login_lock(&mut self, user: Uuid) -> Result<(), Error> {
-        sqlx::query!("DELETE FROM login_failures WHERE user_id = $1", user)
-            .execute(self.conn())
-            .await
-            .map_err(db_error)?;
+        sqlx::query!(
+            "DELETE FROM login_failures WHERE login = (SELECT login FROM users WHERE id = $1)",
+            user
+        )
+        .execute(self.conn())
+        .await
+        .map_err(db_error)?;
         Ok(())
     }
 
@@ -172,8 +177,10 @@ impl Tx {
         let row = sqlx::query!(
             r#"SELECT EXISTS (SELECT 1 FROM passwords WHERE user_id = $1) AS "set!",
                       COALESCE((SELECT must_change FROM passwords WHERE user_id = $1), false) AS "must_change!",
-                      COALESCE((SELECT failures FROM login_failures WHERE user_id = $1), 0) AS "failures!",
-                      (SELECT last_failure_at FROM login_failures WHERE user_id = $1) AS last_failure"#,
+                      COALESCE((SELECT f.failures FROM login_failures f JOIN users u ON u.login = f.login
+                                 WHERE u.id = $1), 0) AS "failures!",
+                      (SELECT f.last_failure_at FROM login_failures f JOIN users u ON u.login = f.login
+                        WHERE u.id = $1) AS last_failure"#,
             user
         )
         .fetch_one(self.conn())

@@ -251,6 +251,26 @@ impl Store {
             .collect())
     }
 
+    /// Housekeeping: forgets login attempts idle for a day, tokens a week
+    /// past their expiry or use, and delivered or cancelled messages after
+    /// thirty days (parked ones stay for an operator). Returns the rows
+    /// removed.
+    pub async fn prune_credentials(&self) -> Result<u64, Error> {
+        let mut removed = 0;
+        for q in [
+            "DELETE FROM login_failures WHERE last_failure_at < now() - interval '1 day'",
+            "DELETE FROM credential_tokens WHERE COALESCE(used_at, expires_at) < now() - interval '7 days'",
+            "DELETE FROM outbox WHERE state IN ('sent', 'logged', 'cancelled') AND done_at < now() - interval '30 days'",
+        ] {
+            removed += sqlx::query(q)
+                .execute(self.pool())
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
+
     /// Puts parked messages (`ids`, or all when empty) back in line.
     pub async fn retry_parked(&self, ids: &[i64]) -> Result<u64, Error> {
         let done = sqlx::query!(
