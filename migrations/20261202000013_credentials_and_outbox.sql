@@ -136,3 +136,18 @@ END $$;
 CREATE TRIGGER users_reactivated_or_invited BEFORE UPDATE OF status ON users FOR EACH ROW
     WHEN (NEW.status = 'active' AND OLD.status = 'deactivated')
     EXECUTE FUNCTION clef_reactivate_or_invite();
+
+-- A user deactivated or archived, by any path, loses his live tokens
+-- (invitation, reset) and their pending messages: reactivated, he asks
+-- for new ones.
+CREATE FUNCTION clef_tokens_die_with_access() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE credential_tokens SET used_at = now() WHERE user_id = NEW.id AND used_at IS NULL;
+    UPDATE outbox SET state = 'cancelled', done_at = now()
+     WHERE user_id = NEW.id AND kind IN ('invitation', 'password_reset') AND state = 'pending';
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER users_tokens_die_with_access AFTER UPDATE OF status ON users FOR EACH ROW
+    WHEN (NEW.status IN ('deactivated', 'archived') AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION clef_tokens_die_with_access();

@@ -575,7 +575,7 @@ pub enum InviteCommand {
         #[arg(long)]
         user: String,
         /// Also print the new token (to deliver it yourself), alone on the
-        /// last line.
+        /// last line: for portals and operators (an admin's call gets none).
         #[arg(long)]
         print_token: bool,
     },
@@ -643,6 +643,10 @@ pub async fn invite(command: InviteCommand) -> anyhow::Result<()> {
         r.revision
     );
     if print_token {
+        anyhow::ensure!(
+            !r.invitation_token.is_empty(),
+            "the new token is shown to portals and operators only (it was mailed to the user)"
+        );
         println!("{}", r.invitation_token);
     }
     Ok(())

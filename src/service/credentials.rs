@@ -148,6 +148,21 @@ pub async fn complete_invitation(
         return Err(refused());
     }
     let login = login.unwrap_or_else(|| user.login.clone());
+    // A login that reads as an email is his own email, never someone
+    // else's (nobody may log in as "zoe@example.com" but Zoé).
+    if login.contains('@')
+        && login != user.login
+        && !user
+            .profile
+            .email
+            .as_ref()
+            .is_some_and(|e| e.eq_ignore_ascii_case(&login))
+    {
+        return Err(Error::invalid(
+            "login",
+            "a login with an @ must be your own email; choose another",
+        ));
+    }
     tx.complete_invited_user(user.id, &login).await?;
     let accounts = tx.linked_accounts(user.id, actor.user_id).await?;
     let user =
@@ -267,13 +282,13 @@ async fn verify_login(
     login: &str,
     password: &str,
 ) -> Result<Authenticated, Error> {
-    if login.trim().is_empty() {
-        return Err(Error::invalid("login", "is required"));
-    }
+    // What cannot be anyone's login is refused as such (it says nothing of
+    // who exists) and never counted.
+    let login = parse_login(login).map_err(|why| Error::invalid("login", why))?;
+    let login = login.as_str();
     let Some(password) = Password::presented(password) else {
         return Err(Error::invalid("password", "is longer than any password"));
     };
-    let login = login.trim();
     let now = store.clock().now();
     // Every login, known or not, is counted and locked alike.
     let earlier = store.count_login_attempt(login, now).await?;
@@ -359,6 +374,12 @@ pub async fn request_reset(
     let (login, email) = (login.trim(), email.trim());
     if login.is_empty() == email.is_empty() {
         return Err(Error::invalid("login", "give either a login or an email"));
+    }
+    if !login.is_empty() {
+        parse_login(login).map_err(|why| Error::invalid("login", why))?;
+    }
+    if email.chars().count() > 254 || email.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid("email", "is not an email address"));
     }
     let mut tx = store.read().await?;
     let since = tx.now() - chrono::Duration::from_std(RESET_INTERVAL).expect("fits");

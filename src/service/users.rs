@@ -14,8 +14,8 @@ use crate::{
         request::RequestKey,
         rights::{validate_grants, RawGrant},
         user::{
-            default_login, parse_tags, Profile, ProfileField, RawProfile, User, UserKey, UserKind,
-            UserStatus,
+            default_login, parse_login, parse_tags, Profile, ProfileField, RawProfile, User,
+            UserKey, UserKind, UserStatus,
         },
         Error, Violations,
     },
@@ -244,6 +244,8 @@ pub async fn get(
     let id = match &by {
         UserLookup::Id(id) => Some(*id),
         UserLookup::Key(key) => tx.user_id_by_key(key).await?,
+        // What cannot be a login names nobody.
+        UserLookup::Login(login) if parse_login(login).is_err() => None,
         UserLookup::Login(login) => {
             tx.user_id_by_login(login, actor.user_id, actor.is_operator())
                 .await?

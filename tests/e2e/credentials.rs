@@ -116,6 +116,12 @@ async fn an_invited_user_completes_his_invitation_from_the_mail() {
         "the mail carries a token of its own"
     );
 
+    // Someone else's email as a login: refused, the token still good.
+    let r = complete_with(&mut admin, &token, "someone@else.example").await;
+    assert_eq!(
+        violated_fields(&expect_code(r, Code::InvalidArgument)),
+        ["login"]
+    );
     let done = complete_with(&mut admin, &token, "zoe.b")
         .await
         .expect("complete");

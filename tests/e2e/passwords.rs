@@ -680,3 +680,100 @@ async fn login_figures() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 }
+
+#[tokio::test]
+async fn malformed_logins_and_emails_are_invalid_never_internal() {
+    let app = spawn_app().await;
+    let (mut admin, user) = setup(&app, "PW6").await;
+    set(&mut admin, &user, "the right password", true).await;
+    let long = "l".repeat(3000);
+    for bad in ["zoe\u{0}", long.as_str(), "two words", ""] {
+        let r = login(&mut admin, bad, "the right password").await;
+        let s = expect_code(r, Code::InvalidArgument);
+        assert_eq!(violated_fields(&s), ["login"], "{bad:?}");
+        let r = admin
+            .portal
+            .change_password(pb::ChangePasswordRequest {
+                login: bad.into(),
+                current_password: "the right password".into(),
+                new_password: "a brand new password".into(),
+            })
+            .await;
+        expect_code(r, Code::InvalidArgument);
+    }
+    for (login_cell, email) in [
+        ("zoe\u{0}", ""),
+        ("", "paul@pw6.example\u{0}"),
+        ("", long.as_str()),
+    ] {
+        let r = admin
+            .portal
+            .request_password_reset(pb::RequestPasswordResetRequest {
+                login: login_cell.into(),
+                email: email.into(),
+            })
+            .await;
+        expect_code(r, Code::InvalidArgument);
+    }
+    let r = admin
+        .users
+        .get_user(pb::GetUserRequest {
+            by: Some(pb::get_user_request::By::Login("zoe\u{0}".into())),
+        })
+        .await;
+    expect_code(r, Code::NotFound);
+    // Nothing was counted for them.
+    let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(counted, 0);
+    // Surrounding spaces are the same login (and count against it).
+    login(
+        &mut admin,
+        &format!(" {}\t", user.login),
+        "the right password",
+    )
+    .await
+    .expect("trimmed");
+}
+
+#[tokio::test]
+async fn a_reset_link_dies_when_its_user_is_deactivated() {
+    let smtp = Smtp::start().await;
+    let app = spawn_mailing(&smtp, Clock::system()).await;
+    let (mut admin, user) = setup(&app, "PW7").await;
+    admin
+        .portal
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            login: user.login.clone(),
+            email: String::new(),
+        })
+        .await
+        .unwrap();
+    let token = smtp.wait_for(&user.email, 1).await[0]
+        .token("clefrst_")
+        .unwrap();
+    admin
+        .users
+        .deactivate_user(pb::DeactivateUserRequest {
+            id: user.id.clone(),
+        })
+        .await
+        .unwrap();
+    admin
+        .users
+        .reactivate_user(pb::ReactivateUserRequest {
+            id: user.id.clone(),
+        })
+        .await
+        .unwrap();
+    let r = admin
+        .portal
+        .reset_password(pb::ResetPasswordRequest {
+            token,
+            new_password: "after reactivation".into(),
+        })
+        .await;
+    expect_code(r, Code::FailedPrecondition);
+}
