@@ -107,6 +107,13 @@ impl Store {
         let now = self.clock().now();
         let mut inner = self.pool().begin().await.map_err(db_error)?;
         let revision = super::next_revision(&mut inner).await?;
+        // Who writes, for the rules Postgres checks at commit (the last
+        // admin: migration `last_admin`); empty for the command line.
+        sqlx::query("SELECT set_config('clef.actor', $1, true)")
+            .bind(actor.map(|a| a.to_string()).unwrap_or_default())
+            .execute(&mut *inner)
+            .await
+            .map_err(db_error)?;
         Ok(Tx::writing(inner, revision, actor, self.observer(), now))
     }
 
@@ -184,7 +191,7 @@ impl Tx {
             return Err(Error::Internal("a rehearsal cannot commit".into()));
         }
         let Some(revision) = self.revision else {
-            self.inner.commit().await.map_err(db_error)?;
+            self.inner.commit().await.map_err(commit_error)?;
             return Ok(0);
         };
         let touched: Vec<Uuid> = match &self.observer {
@@ -194,7 +201,7 @@ impl Tx {
                 .map_err(db_error)?,
             None => Vec::new(),
         };
-        self.inner.commit().await.map_err(db_error)?;
+        self.inner.commit().await.map_err(commit_error)?;
         if let Some(observer) = &self.observer {
             let everything = touched.contains(&Uuid::nil());
             observer.committed(&Changes {
@@ -205,6 +212,17 @@ impl Tx {
             });
         }
         Ok(revision)
+    }
+}
+
+/// A commit refused by a rule Postgres checks as it commits: the last
+/// admin of an account (its message names the account).
+fn commit_error(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(d) if d.constraint() == Some("last_admin") => {
+            Error::FailedPrecondition(d.message().to_owned())
+        }
+        _ => db_error(e),
     }
 }
 

@@ -24,6 +24,7 @@ mod import_files;
 mod import_interrupted;
 mod import_sync;
 mod keys;
+mod last_admin;
 mod logs;
 mod mail;
 mod passwords;
