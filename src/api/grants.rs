@@ -262,6 +262,35 @@ impl GrantService for GrantApi {
         }))
     }
 
+    async fn copy_rights(
+        &self,
+        request: Request<pb::CopyRightsRequest>,
+    ) -> Result<Response<pb::CopyRightsResponse>, Status> {
+        let actor = self.0.auth.actor(&request).await?;
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let account = code("account_code", &r.account_code, &mut v);
+        let from = id("from_user_id", &r.from_user_id, &mut v);
+        let to = id("to_user_id", &r.to_user_id, &mut v);
+        let until = r.expire_time.as_ref().and_then(datetime);
+        if r.expire_time.is_some() && until.is_none() {
+            v.add("expire_time", "is not a valid time");
+        }
+        if until.is_some_and(|u| u <= self.0.store.clock().now()) {
+            v.add("expire_time", "must be in the future");
+        }
+        v.finish()?;
+        let (Some(account), Some(from), Some(to)) = (account, from, to) else {
+            return Err(Error::Internal("validated fields missing".into()).into());
+        };
+        let (after, revision) =
+            grants::copy(&self.0.store, &actor, &account, from, to, until).await?;
+        Ok(Response::new(pb::CopyRightsResponse {
+            grants: after.into_iter().map(grant_to_pb).collect(),
+            revision,
+        }))
+    }
+
     async fn revoke_everywhere(
         &self,
         request: Request<pb::RevokeEverywhereRequest>,

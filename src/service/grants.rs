@@ -403,3 +403,53 @@ pub async fn revoke_everywhere(
     let revision = tx.commit().await?;
     Ok((revoked, revision))
 }
+
+/// `CopyRights`: the rights `from` holds on `account` (unexpired), given to
+/// `to` as `GrantRights` would give them (the delegation rule for each, all
+/// or nothing), until `until` when given but never beyond the grant copied.
+pub async fn copy(
+    store: &Store,
+    actor: &Actor,
+    account: &AccountCode,
+    from: Uuid,
+    to: Uuid,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(Vec<Grant>, i64), Error> {
+    if from == to {
+        return Err(Error::invalid(
+            "to_user_id",
+            "must differ from from_user_id",
+        ));
+    }
+    let mut tx = store.read().await?;
+    let found = tx.account(account.as_str()).await?;
+    tx.authority(actor, found.id)
+        .await?
+        .require_admin(&found.code)?;
+    let not_found = || Error::NotFound(format!("user {from} on account {}", found.code));
+    tx.link(from, found.id).await?.ok_or_else(not_found)?;
+    let now = tx.now();
+    let held = tx
+        .grants(Some(from), Some(found.id), None, None, 1000)
+        .await?;
+    tx.commit().await?;
+    let asked: Vec<RawGrant> = held
+        .into_iter()
+        .filter(|g| g.expires_at.is_none_or(|e| e > now))
+        .map(|g| RawGrant {
+            right: g.right,
+            scope: g.scope,
+            expires_at: match (g.expires_at, until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        })
+        .collect();
+    if asked.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "user {from} holds no right on account {} to copy",
+            found.code
+        )));
+    }
+    grant(store, actor, account, to, &asked, Mode::Grant).await
+}

@@ -122,3 +122,110 @@ async fn an_advanced_last_admin_is_not_unlinked() {
         .await;
     done.expect("an operator may");
 }
+
+fn copy(
+    account: &str,
+    from: &str,
+    to: &str,
+    until: Option<prost_types::Timestamp>,
+) -> pb::CopyRightsRequest {
+    pb::CopyRightsRequest {
+        account_code: account.into(),
+        from_user_id: from.into(),
+        to_user_id: to.into(),
+        expire_time: until,
+    }
+}
+
+#[tokio::test]
+async fn an_admin_copies_his_rights_to_a_colleague_for_his_absence() {
+    let app = spawn_app_with_manual_clock().await;
+    org_with_account(&app, "Org CP", "CP1").await;
+    let (alice, key) = make_admin(
+        &app,
+        "CP1",
+        "Alice",
+        vec![
+            right("shipping.ws"),
+            scoped("tracking.tool", pb::Scope::UserTag),
+        ],
+    )
+    .await;
+    let mut a = app.client(&key).await;
+    let (colleague, colleague_key) =
+        create_user(&mut a, standard("Col", "Legue"), "CP1", &[], vec![])
+            .await
+            .unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::days(14);
+    let done = a
+        .grants
+        .copy_rights(copy(
+            "CP1",
+            &alice.id,
+            &colleague.id,
+            Some(prost_types::Timestamp {
+                seconds: until.timestamp(),
+                nanos: 0,
+            }),
+        ))
+        .await
+        .expect("copy")
+        .into_inner();
+    let mut got: Vec<(String, i32)> = done
+        .grants
+        .iter()
+        .map(|g| (g.right.clone(), g.scope))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("admin.users".to_owned(), 0),
+            ("shipping.ws".to_owned(), 0),
+            ("tracking.tool".to_owned(), pb::Scope::UserTag as i32)
+        ]
+    );
+    assert!(done
+        .grants
+        .iter()
+        .all(|g| g.expire_time.as_ref().map(|t| t.seconds) == Some(until.timestamp())));
+    let mut d = app.decider().await;
+    let r = check(
+        &mut d,
+        by_key(&colleague_key),
+        "CP1",
+        "shipping.ws",
+        done.revision,
+    )
+    .await;
+    assert!(r.allowed, "{r:?}");
+    // Back from holiday: the copies end by themselves, nothing written.
+    app.advance(std::time::Duration::from_secs(15 * 24 * 3600));
+    let r = check(&mut d, by_key(&colleague_key), "CP1", "shipping.ws", 0).await;
+    assert!(!r.allowed);
+
+    // Only what the actor may delegate: Bob (admin, shipping.ws only)
+    // cannot copy Alice's tracking.tool; nothing is granted.
+    let (_, bob_key) = make_admin(&app, "CP1", "Bob", vec![right("shipping.ws")]).await;
+    let mut b = app.client(&bob_key).await;
+    let (other, _) = create_user(&mut b, standard("Oth", "Er"), "CP1", &[], vec![])
+        .await
+        .unwrap();
+    let before = snapshot(&app).await;
+    let refused = b
+        .grants
+        .copy_rights(copy("CP1", &alice.id, &other.id, None))
+        .await;
+    let s = expect_code(refused, Code::PermissionDenied);
+    assert!(s.message().contains("tracking.tool"), "{}", s.message());
+    assert_eq!(snapshot(&app).await, before);
+    // Another tenant's admin sees neither user.
+    org_with_account(&app, "Org CQ", "CQ1").await;
+    let (_, q_key) = make_admin(&app, "CQ1", "Quinn", vec![]).await;
+    let mut q = app.client(&q_key).await;
+    let r = q
+        .grants
+        .copy_rights(copy("CP1", &alice.id, &other.id, None))
+        .await;
+    expect_code(r, Code::PermissionDenied);
+}
