@@ -7,7 +7,8 @@
 -- admin.users grant of an active user deleted, an admin made inactive); a
 -- deferred constraint trigger checks each at commit, once the transaction's
 -- writes are all done (SetRights deletes and re-inserts), against the
--- transaction's actor (`clef.actor`, set by every write).
+-- transaction's actor and time (`clef.actor`, `clef.now`, set by every
+-- write).
 
 CREATE UNLOGGED TABLE last_admin_checks (
     txid       bigint NOT NULL,
@@ -46,6 +47,8 @@ CREATE TRIGGER users_admin_may_be_gone AFTER UPDATE ON users
 CREATE FUNCTION clef_check_last_admin() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     actor text := current_setting('clef.actor', true);
+    -- The store's clock, as every access rule's (`Store::write` sets it).
+    at    timestamptz := COALESCE(NULLIF(current_setting('clef.now', true), '')::timestamptz, now());
     code  text;
 BEGIN
     DELETE FROM last_admin_checks WHERE txid = NEW.txid AND account_id = NEW.account_id;
@@ -56,7 +59,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM grants g JOIN users u ON u.id = g.user_id
                     WHERE g.account_id = NEW.account_id AND g.right_code = 'admin.users'
                       AND u.status = 'active'
-                      AND (g.expires_at IS NULL OR g.expires_at > now())) THEN
+                      AND (g.expires_at IS NULL OR g.expires_at > at)) THEN
         SELECT a.code INTO code FROM accounts a WHERE a.id = NEW.account_id;
         RAISE EXCEPTION 'account %: its last active admin cannot lose admin.users; give it to someone else first, or ask an operator', code
             USING ERRCODE = 'check_violation', CONSTRAINT = 'last_admin';

@@ -112,10 +112,6 @@ impl Hasher {
         Self::new(cost, workers, workers * 64)
     }
 
-    pub fn cost(&self) -> Cost {
-        self.cost
-    }
-
     /// Hashes a new password (a PHC string).
     pub async fn hash(&self, password: &Password) -> Result<String, Error> {
         let password = password.clone();

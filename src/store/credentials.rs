@@ -268,17 +268,7 @@ impl Tx {
         account: Option<Uuid>,
         params: serde_json::Value,
     ) -> Result<(), Error> {
-        sqlx::query!(
-            "INSERT INTO outbox (kind, user_id, account_id, params) VALUES ($1, $2, $3, $4)",
-            kind.as_str(),
-            user,
-            account,
-            params
-        )
-        .execute(self.conn())
-        .await
-        .map_err(db_error)?;
-        Ok(())
+        self.enqueue_many(kind, &[user], account, params).await
     }
 
     /// The same message to many users (an import's batch).

@@ -107,10 +107,11 @@ impl Store {
         let now = self.clock().now();
         let mut inner = self.pool().begin().await.map_err(db_error)?;
         let revision = super::next_revision(&mut inner).await?;
-        // Who writes, for the rules Postgres checks at commit (the last
-        // admin: migration `last_admin`); empty for the command line.
-        sqlx::query("SELECT set_config('clef.actor', $1, true)")
+        // Who writes and when, for the rules Postgres checks at commit (the
+        // last admin: migration `last_admin`); no actor: the command line.
+        sqlx::query("SELECT set_config('clef.actor', $1, true), set_config('clef.now', $2, true)")
             .bind(actor.map(|a| a.to_string()).unwrap_or_default())
+            .bind(now.to_rfc3339())
             .execute(&mut *inner)
             .await
             .map_err(db_error)?;

@@ -229,3 +229,38 @@ async fn an_admin_copies_his_rights_to_a_colleague_for_his_absence() {
         .await;
     expect_code(r, Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn an_admin_whose_grant_expired_on_the_stores_clock_does_not_count() {
+    let app = spawn_app_with_manual_clock().await;
+    org_with_account(&app, "Org LE", "LE1").await;
+    let (alice, key) = make_admin(&app, "LE1", "Alice", vec![]).await;
+    let soon = chrono::Utc::now() + chrono::Duration::hours(1);
+    let mut ops = app.operator().await;
+    create_user(
+        &mut ops,
+        standard("Bob", "Temp"),
+        "LE1",
+        &[],
+        vec![pb::RightGrant {
+            right: "admin.users".into(),
+            scope: 0,
+            expire_time: Some(prost_types::Timestamp {
+                seconds: soon.timestamp(),
+                nanos: 0,
+            }),
+        }],
+    )
+    .await
+    .unwrap();
+    // Bob's admin.users has expired by the server's clock, not by the wall's.
+    app.advance(std::time::Duration::from_secs(2 * 3600));
+    let mut a = app.client(&key).await;
+    let s = a
+        .grants
+        .revoke_rights(revoke("LE1", &alice.id))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    assert!(s.message().contains("LE1"), "{}", s.message());
+}
