@@ -30,5 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(fds)?;
 
     println!("cargo:rerun-if-changed=proto");
+    // `sqlx::migrate!` embeds the migrations: a changed one must rebuild.
+    println!("cargo:rerun-if-changed=migrations");
     Ok(())
 }

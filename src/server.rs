@@ -10,14 +10,15 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     api::{
-        accounts::AccountApi, auth::Authenticator, authz::AuthzApi, credentials::CredentialApi,
-        export::ExportApi, grants::GrantApi, import::ImportApi, keys::KeyApi, links::LinkApi,
-        users::UserApi, Ctx,
+        accounts::AccountApi, audit::AuditApi, auth::Authenticator, authz::AuthzApi,
+        credentials::CredentialApi, export::ExportApi, grants::GrantApi, import::ImportApi,
+        keys::KeyApi, links::LinkApi, users::UserApi, Ctx,
     },
     authz::{Engine, EngineConfig},
     limits::{LimitsLayer, H2_MAX_HEADER_LIST, MAX_MESSAGE_BYTES},
     pb::{
         self, account_service_server::AccountServiceServer,
+        audit_service_server::AuditServiceServer,
         authorization_service_server::AuthorizationServiceServer,
         connection_key_service_server::ConnectionKeyServiceServer,
         credential_service_server::CredentialServiceServer,
@@ -41,6 +42,7 @@ pub const SERVICES: &[&str] = &[
     "clef.v1.ImportService",
     "clef.v1.ExportService",
     "clef.v1.CredentialService",
+    "clef.v1.AuditService",
 ];
 
 /// Health of this name is `SERVING` while decisions are answered from
@@ -75,6 +77,65 @@ pub struct ServeOptions {
     pub hasher: Option<crate::hasher::Hasher>,
     /// How the outbox worker delivers messages.
     pub delivery: crate::outbox::Delivery,
+    /// How long audit events are kept.
+    pub audit: AuditOptions,
+}
+
+/// The audit trail's retention.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// Events older than this are pruned (`None`: kept forever).
+    pub retention: Option<Duration>,
+    /// How often the pruner looks.
+    pub prune_every: Duration,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            retention: None,
+            prune_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Events pruned per transaction: small batches, so that pruning never
+/// holds a lock or a snapshot for long.
+const PRUNE_BATCH: i64 = 1000;
+
+/// Deletes the events older than the retention, in small batches, every
+/// `prune_every`, on the store's clock.
+async fn prune_audit(store: Store, options: AuditOptions) {
+    let Some(retention) = options.retention else {
+        return;
+    };
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let mut failing = false;
+    loop {
+        let cutoff = store.clock().now() - retention;
+        let mut pruned = 0;
+        loop {
+            match store.prune_audit(cutoff, PRUNE_BATCH).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    pruned += n;
+                    failing = false;
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "audit events could not be pruned; will retry");
+                    }
+                    failing = true;
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, %cutoff, "audit events pruned");
+        }
+        tokio::time::sleep(options.prune_every).await;
+    }
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains in-flight RPCs.
@@ -132,6 +193,7 @@ pub async fn serve_with(
         options.delivery,
         outbox_stopped,
     ));
+    let pruner = tokio::spawn(prune_audit(store.clone(), options.audit));
     let auth = Authenticator::new(store.clone());
     let ctx = Ctx {
         store: store.clone(),
@@ -172,6 +234,10 @@ pub async fn serve_with(
         .add_service(limited!(CredentialServiceServer::new(CredentialApi(
             ctx.clone()
         ))))
+        .add_service(limited!(AuditServiceServer::new(AuditApi {
+            ctx: ctx.clone(),
+            revisions: engine.revisions(),
+        })))
         .add_service(limited!(ConnectionKeyServiceServer::new(KeyApi(ctx))))
         .add_service(limited!(AuthorizationServiceServer::new(AuthzApi::new(
             engine
@@ -180,6 +246,7 @@ pub async fn serve_with(
         .await;
     monitor.abort();
     change_listener.abort();
+    pruner.abort();
     let _ = stop_outbox.send(true);
     let _ = outbox.await;
     result?;

@@ -4,6 +4,7 @@
 //! and no business rules live here.
 
 pub mod accounts;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 mod convert;

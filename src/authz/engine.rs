@@ -126,6 +126,10 @@ pub struct Engine {
     /// The rights catalog's codes (`None`: not loaded; dropped with
     /// everything, which a catalog change sends).
     rights: std::sync::RwLock<Option<Arc<std::collections::HashSet<String>>>>,
+    /// The highest revision this replica has heard of (its own commits and
+    /// the change feed's), for those who wait for the next one (watchers
+    /// of the audit trail).
+    heard: tokio::sync::watch::Sender<i64>,
 }
 
 impl std::fmt::Debug for ByWeight {
@@ -155,6 +159,7 @@ impl Engine {
             ping_channel: format!("clef_ping_{}", Uuid::new_v4().simple()),
             serving_memory: AtomicBool::new(false),
             rights: std::sync::RwLock::new(None),
+            heard: tokio::sync::watch::Sender::new(0),
         });
         store.observe_commits(engine.clone());
         engine
@@ -351,6 +356,19 @@ impl Engine {
         if from_listener && !changes.continued {
             self.seen.fetch_max(changes.revision, Ordering::SeqCst);
         }
+        if !changes.continued {
+            self.heard.send_if_modified(|r| {
+                let newer = changes.revision > *r;
+                *r = (*r).max(changes.revision);
+                newer
+            });
+        }
+    }
+
+    /// Follows the highest revision this replica has heard of: it has
+    /// committed it, or the change feed brought its notice.
+    pub fn revisions(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.heard.subscribe()
     }
 
     /// The highest revision reflected in memory.

@@ -65,6 +65,9 @@ pub enum Command {
         #[command(subcommand)]
         command: client::UserCommand,
     },
+    /// Prints the audit trail, one JSON object per line (`--follow`: and
+    /// the events to come).
+    Audit(client::AuditArgs),
     /// Tools of the benchmark script (dataset generator, request bodies).
     Bench {
         #[command(subcommand)]
@@ -125,6 +128,10 @@ pub struct ServeArgs {
     /// Logins that may wait for a hashing worker; beyond, RESOURCE_EXHAUSTED.
     #[arg(long, env = "CLEF_PASSWORD_QUEUE", default_value_t = 64)]
     pub password_queue: usize,
+    /// How long audit events are kept (`90d`, `12h`...); default: forever.
+    /// Older ones are pruned in the background, in small batches.
+    #[arg(long, env = "CLEF_AUDIT_RETENTION", value_parser = humantime::parse_duration)]
+    pub audit_retention: Option<Duration>,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -235,6 +242,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => client::import(args).await,
         Command::ImportReport(args) => client::import_report(args).await,
         Command::Export(args) => client::export(args).await,
+        Command::Audit(args) => client::audit(args).await,
         Command::GrantAcross(args) => client::grant_across(args).await,
         Command::RevokeEverywhere(args) => client::revoke_everywhere(args).await,
         Command::Migrate(db) => {
@@ -286,6 +294,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 None => None,
             },
             delivery: args.mail.delivery(),
+            audit: server::AuditOptions {
+                retention: args.audit_retention,
+                ..Default::default()
+            },
         };
         server::serve_with(store, listener, options, server::shutdown_signal()).await
     }

@@ -2,6 +2,7 @@
 //! can be unit-tested in isolation, and every other module may depend on it.
 
 pub mod account;
+pub mod audit;
 pub mod clock;
 pub mod credential;
 pub mod decision;

@@ -34,12 +34,6 @@ pub async fn create_organization(
     if let Some(key) = request {
         tx.record_request(key, org.id).await?;
     }
-    tx.audit(
-        "organization.create",
-        &format!("organization/{}", org.id),
-        &format!("created organization {:?}", org.display_name),
-    )
-    .await?;
     tx.commit().await?;
     Ok(org)
 }
@@ -61,15 +55,6 @@ pub async fn create_account(
         }
     }
     let account = tx.insert_account(new).await?;
-    tx.audit(
-        "account.create",
-        &format!("account/{}", account.code),
-        &format!(
-            "created account {:?} in organization {}",
-            account.code, account.organization_id
-        ),
-    )
-    .await?;
     if let Some(key) = &new.request {
         tx.record_request(key, account.id).await?;
     }
@@ -114,12 +99,6 @@ pub async fn update(
     if let Some(status) = changes.status {
         summary.push(format!("status={}", status.as_str()));
     }
-    tx.audit(
-        "account.update",
-        &format!("account/{code}"),
-        &summary.join(", "),
-    )
-    .await?;
     tx.commit().await?;
     Ok(account)
 }

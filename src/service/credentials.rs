@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{managed_user, require_admin_everywhere, users::UpdateUser};
 use crate::{
     domain::{
+        audit::Action,
         credential::{
             lock_at, token_refused, MessageKind, Password, Token, TokenPurpose, RESET_INTERVAL,
         },
@@ -179,15 +180,6 @@ pub async fn complete_invitation(
         serde_json::json!({ "rights": rights }),
     )
     .await?;
-    tx.audit(
-        "user.complete_invitation",
-        &format!("user/{}", user.id),
-        &format!(
-            "invited -> active, login {login:?}, key {}…",
-            key.display_prefix()
-        ),
-    )
-    .await?;
     let revision = tx.commit().await?;
     Ok(Completed {
         user: User { revision, ..user },
@@ -223,12 +215,6 @@ pub async fn resend_invitation(
     if !is_portal(actor) {
         invitation.token = Token::withheld(TokenPurpose::Invitation);
     }
-    tx.audit(
-        "user.resend_invitation",
-        &format!("user/{user}"),
-        "a new invitation; the earlier ones are dead",
-    )
-    .await?;
     let revision = tx.commit().await?;
     Ok((invitation, revision))
 }
@@ -350,12 +336,6 @@ pub async fn change_password(
     tx.set_password(who.user_id, &phc, false).await?;
     tx.retire_tokens(who.user_id, TokenPurpose::PasswordReset)
         .await?;
-    tx.audit(
-        "user.change_password",
-        &format!("user/{}", who.user_id),
-        "changed his password",
-    )
-    .await?;
     tx.commit().await
 }
 
@@ -399,12 +379,6 @@ pub async fn request_reset(
                     serde_json::json!({}),
                 )
                 .await?;
-                tx.audit(
-                    "user.request_password_reset",
-                    &format!("user/{user}"),
-                    "a reset link is sent",
-                )
-                .await?;
                 tx.commit().await
             };
             if let Err(e) = write.await {
@@ -439,12 +413,6 @@ pub async fn reset_password(
     }
     tx.retire_tokens(user, TokenPurpose::PasswordReset).await?;
     tx.set_password(user, &phc, false).await?;
-    tx.audit(
-        "user.reset_password",
-        &format!("user/{user}"),
-        "chose a new password with a reset link",
-    )
-    .await?;
     tx.commit().await
 }
 
@@ -473,16 +441,6 @@ pub async fn set_password(
     let target = credential_target(&mut tx, actor, user).await?;
     settable(actor, &target)?;
     tx.set_password(user, &phc, must_change).await?;
-    tx.audit(
-        "user.set_password",
-        &format!("user/{user}"),
-        if must_change {
-            "a password was set; to be changed at next login"
-        } else {
-            "a password was set"
-        },
-    )
-    .await?;
     tx.commit().await
 }
 
@@ -509,11 +467,8 @@ pub async fn unlock(store: &Store, actor: &Actor, user: Uuid) -> Result<i64, Err
     let mut tx = store.write(Some(actor.user_id)).await?;
     credential_target(&mut tx, actor, user).await?;
     tx.clear_login_lock(user).await?;
-    tx.audit(
-        "user.unlock_password",
-        &format!("user/{user}"),
-        "failed logins forgotten",
-    )
-    .await?;
+    // The failed logins leave no row to audit: the event is written here.
+    tx.audit_user_event(Action::PasswordLockCleared, user)
+        .await?;
     tx.commit().await
 }

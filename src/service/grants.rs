@@ -12,7 +12,7 @@ use crate::{
         key::NewKey,
         principal::Actor,
         rights::Grant,
-        rights::{validate_grants, GrantSpec, RawGrant, RightDef},
+        rights::{validate_grants, RawGrant, RightDef},
         user::{UserKey, UserKind, UserStatus},
         AccountRefusal, Error, RefusalReason, Violations,
     },
@@ -34,12 +34,6 @@ pub async fn define_right(
     actor.require_operator()?;
     let mut tx = store.write(Some(actor.user_id)).await?;
     tx.insert_right(&def).await?;
-    tx.audit(
-        "right.define",
-        &format!("right/{}", def.code),
-        &format!("defined right {} ({})", def.code, def.label_en),
-    )
-    .await?;
     let revision = tx.commit().await?;
     Ok((def, revision))
 }
@@ -117,37 +111,11 @@ pub async fn grant(
     if !removed.is_empty() {
         tx.delete_grants(user, account.id, &removed).await?;
     }
-    tx.audit(
-        if mode == Mode::Set {
-            "grant.set"
-        } else {
-            "grant.add"
-        },
-        &format!("user/{user}"),
-        &format!(
-            "on account {}: granted [{}] revoked [{}]",
-            account.code,
-            describe(&changed),
-            removed.join(", ")
-        ),
-    )
-    .await?;
     let after = tx
         .grants(Some(user), Some(account.id), None, None, 1000)
         .await?;
     let revision = tx.commit().await?;
     Ok((after, revision))
-}
-
-fn describe(grants: &[GrantSpec]) -> String {
-    grants
-        .iter()
-        .map(|g| match g.scope {
-            Some(s) => format!("{}:{}", g.right, s.as_str()),
-            None => g.right.clone(),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// `RevokeRights`: returns how many grants were removed, and the revision.
@@ -184,16 +152,6 @@ pub async fn revoke(
         authority.may_delegate(&account.code, &c.right, c.scope)?;
     }
     let revoked = tx.delete_grants(user, account.id, rights).await?;
-    tx.audit(
-        "grant.revoke",
-        &format!("user/{user}"),
-        &format!(
-            "on account {}: revoked [{}]",
-            account.code,
-            rights.join(", ")
-        ),
-    )
-    .await?;
     let revision = tx.commit().await?;
     Ok((revoked, revision))
 }
@@ -354,13 +312,6 @@ pub async fn grant_across(
     if !refusals.is_empty() {
         return Err(Error::PerAccount(refusals));
     }
-    let codes: Vec<&str> = targets.iter().map(|(c, _)| c.as_str()).collect();
-    tx.audit(
-        "grant.across",
-        &format!("user/{user_id}"),
-        &format!("granted [{}] on {}", describe(&grants), codes.join(", ")),
-    )
-    .await?;
     let revision = tx.commit().await?;
     Ok(Across {
         user_id,
@@ -394,12 +345,6 @@ pub async fn revoke_everywhere(
     if user.status.transition(UserStatus::Deactivated).is_ok() {
         tx.set_user_status(id, UserStatus::Deactivated).await?;
     }
-    tx.audit(
-        "grant.revoke_everywhere",
-        &format!("user/{id}"),
-        &format!("revoked {revoked} grants on every account; user deactivated"),
-    )
-    .await?;
     let revision = tx.commit().await?;
     Ok((revoked, revision))
 }

@@ -62,15 +62,6 @@ pub async fn regenerate(
     let key = NewKey::generate().map_err(|e| Error::Internal(format!("os rng: {e}")))?;
     let meta = tx.insert_key(user, &key, expires_at).await?;
     tx.retire_keys(user, meta.id, overlap_seconds).await?;
-    tx.audit(
-        "key.regenerate",
-        &format!("user/{user}"),
-        &format!(
-            "new key {}…; previous keys stop in {overlap_seconds}s",
-            meta.display_prefix
-        ),
-    )
-    .await?;
     let revision = tx.commit().await?;
     Ok((key, meta, revision))
 }
@@ -97,12 +88,6 @@ pub async fn revoke(store: &Store, actor: &Actor, key: Uuid) -> Result<i64, Erro
             other => other,
         })?;
     tx.revoke_key(meta.user_id, key).await?;
-    tx.audit(
-        "key.revoke",
-        &format!("user/{}", meta.user_id),
-        &format!("revoked key {}…", meta.display_prefix),
-    )
-    .await?;
     tx.commit().await
 }
 

@@ -93,18 +93,6 @@ pub async fn link(
     for g in &grants {
         tx.upsert_grant(id, account.id, g).await?;
     }
-    let rights: Vec<&str> = grants.iter().map(|g| g.right.as_str()).collect();
-    tx.audit(
-        "link.create",
-        &format!("user/{id}"),
-        &format!(
-            "linked to account {} with tags {:?} and rights [{}]",
-            account.code,
-            tags,
-            rights.join(", ")
-        ),
-    )
-    .await?;
     let link = tx
         .link(id, account.id)
         .await?
@@ -154,15 +142,6 @@ pub async fn update_tags(
     let mut tx = store.write(Some(actor.user_id)).await?;
     let link = administered_link(&mut tx, actor, account, user).await?;
     tx.set_link_tags(user, link.account_id, &tags).await?;
-    tx.audit(
-        "link.tags",
-        &format!("user/{user}"),
-        &format!(
-            "tags on account {}: {:?} -> {:?}",
-            link.account_code, link.tags, tags
-        ),
-    )
-    .await?;
     let link = tx
         .link(user, link.account_id)
         .await?
@@ -192,15 +171,6 @@ pub async fn unlink(
         }
     }
     let revoked = tx.delete_link(user, link.account_id).await?;
-    tx.audit(
-        "link.delete",
-        &format!("user/{user}"),
-        &format!(
-            "unlinked from account {} ({revoked} grants removed)",
-            link.account_code
-        ),
-    )
-    .await?;
     let revision = tx.commit().await?;
     Ok((revoked, revision))
 }

@@ -6,6 +6,7 @@
 //! module docs. Nothing here sees a protobuf type or builds SQL rows.
 
 pub mod accounts;
+pub mod audit;
 pub mod bulk;
 pub mod credentials;
 pub mod export;

@@ -197,28 +197,6 @@ pub(crate) async fn create_in(
             (Some(key), None)
         }
     };
-    let rights: Vec<&str> = grants.iter().map(|g| g.right.as_str()).collect();
-    tx.audit(
-        "user.create",
-        &format!("user/{}", user.id),
-        &format!(
-            "created {} {} user {:?} (login {:?}){}{}",
-            status.as_str(),
-            kind.as_str(),
-            profile.display_name(),
-            user.login,
-            account
-                .as_ref()
-                .map(|a| format!(" on account {}", a.code))
-                .unwrap_or_default(),
-            if rights.is_empty() {
-                String::new()
-            } else {
-                format!(" with {}", rights.join(", "))
-            }
-        ),
-    )
-    .await?;
     Ok(Created {
         user,
         key,
@@ -322,12 +300,6 @@ pub async fn update(store: &Store, actor: &Actor, req: UpdateUser) -> Result<Use
         return Err(Error::FailedPrecondition("the user is archived".into()));
     }
     let updated = rewrite_profile(&mut tx, &user, &accounts, &req, &user.login).await?;
-    tx.audit(
-        "user.update",
-        &format!("user/{}", user.id),
-        &format!("updated {}", req.fields.names.join(", ")),
-    )
-    .await?;
     tx.commit().await?;
     Ok(updated)
 }
@@ -401,26 +373,11 @@ pub async fn set_status(
         // back to invited, with a new invitation (a trigger, migration
         // `credentials_and_outbox`, so that an import's `actif` does too).
         tx.set_user_status(id, to).await?;
-        tx.audit(
-            &format!("user.{}", verb(to)),
-            &format!("user/{id}"),
-            &format!("{} -> {}", user.status.as_str(), to.as_str()),
-        )
-        .await?;
         ids_done.push(id);
     }
     let users = tx.users_by_ids(&ids_done).await?;
     let revision = tx.commit().await?;
     Ok((users, revision))
-}
-
-fn verb(to: UserStatus) -> &'static str {
-    match to {
-        UserStatus::Active => "reactivate",
-        UserStatus::Deactivated => "deactivate",
-        UserStatus::Archived => "archive",
-        UserStatus::Invited => "invite",
-    }
 }
 
 /// What creating a principal answers: the new one, or a replay.

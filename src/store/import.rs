@@ -89,13 +89,6 @@ struct StatusRow {
     status: &'static str,
 }
 
-#[derive(Debug)]
-struct AuditRow {
-    action: &'static str,
-    target: String,
-    summary: String,
-}
-
 /// The rows some import writes put into one account's tables.
 #[derive(Debug, Default)]
 struct ImportRows<'a> {
@@ -114,7 +107,6 @@ struct ImportRows<'a> {
     passwords: Vec<(Uuid, &'a str)>,
     profiles: Vec<ProfileRow<'a>>,
     statuses: Vec<StatusRow>,
-    audits: Vec<AuditRow>,
 }
 
 impl<'a> ImportRows<'a> {
@@ -130,7 +122,7 @@ impl<'a> ImportRows<'a> {
         };
         for write in writes {
             match write {
-                ImportWrite::Create { line, user } => {
+                ImportWrite::Create { user, .. } => {
                     rows.users.push(UserRow {
                         id: user.id,
                         kind: user.kind.as_str(),
@@ -162,13 +154,8 @@ impl<'a> ImportRows<'a> {
                     if let Some(hash) = &user.password {
                         rows.passwords.push((user.id, hash));
                     }
-                    rows.audits.push(AuditRow {
-                        action: "import.create",
-                        target: format!("user/{}", user.id),
-                        summary: format!("line {line}: created on account {}", account.code),
-                    });
                 }
-                ImportWrite::Update { line, change } => {
+                ImportWrite::Update { change, .. } => {
                     let id = change.id;
                     if let Some((profile, login)) = &change.profile {
                         rows.profiles.push(ProfileRow {
@@ -199,25 +186,11 @@ impl<'a> ImportRows<'a> {
                             status: status.as_str(),
                         });
                     }
-                    rows.audits.push(AuditRow {
-                        action: "import.update",
-                        target: format!("user/{id}"),
-                        summary: format!(
-                            "line {line} on account {}: {}",
-                            account.code,
-                            change.aspects().join(", ")
-                        ),
-                    });
                 }
                 ImportWrite::Deactivate { id } => {
                     rows.statuses.push(StatusRow {
                         id: *id,
                         status: UserStatus::Deactivated.as_str(),
-                    });
-                    rows.audits.push(AuditRow {
-                        action: "import.deactivate",
-                        target: format!("user/{id}"),
-                        summary: format!("absent from the sync of account {}", account.code),
                     });
                 }
             }
@@ -521,24 +494,6 @@ impl Tx {
             serde_json::json!({ "granted_by": actor }),
         )
         .await?;
-        let mut audits = CopyRows::default();
-        for a in &rows.audits {
-            audits
-                .int(revision)
-                .opt_uuid(actor)
-                .text(a.action)
-                .text(&a.target)
-                .text(&a.summary)
-                .end_row();
-        }
-        audits
-            .send(
-                self.conn(),
-                "audit_events",
-                "revision, actor_id, action, target, summary",
-                db_error,
-            )
-            .await?;
         Ok(())
     }
 

@@ -3,9 +3,10 @@
 //! nowhere else.
 //!
 //! Every write runs in one transaction that takes the next revision
-//! ([`next_revision`]), writes its audit event ([`audit`]) and commits.
+//! ([`next_revision`]) and commits; Postgres appends its audit events.
 
 mod accounts;
+mod audit;
 mod authz;
 mod bulk;
 mod copy;
@@ -33,10 +34,10 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     PgPool, Postgres, Transaction,
 };
-use uuid::Uuid;
 
 use crate::domain::{clock::Clock, Error};
 
+pub use audit::AuditPage;
 pub use authz::{Loaded, Notifier, SubjectRef};
 pub use credentials::{LoginRecord, PasswordState};
 pub use import::Known;
@@ -142,29 +143,6 @@ pub(crate) async fn next_revision(tx: &mut Transaction<'_, Postgres>) -> Result<
         .fetch_one(&mut **tx)
         .await
         .map_err(db_error)
-}
-
-/// Appends the audit event of the write in `tx`.
-pub(crate) async fn audit(
-    tx: &mut Transaction<'_, Postgres>,
-    revision: i64,
-    actor: Option<Uuid>,
-    action: &str,
-    target: &str,
-    summary: &str,
-) -> Result<(), Error> {
-    sqlx::query!(
-        "INSERT INTO audit_events (revision, actor_id, action, target, summary) VALUES ($1, $2, $3, $4, $5)",
-        revision,
-        actor,
-        action,
-        target,
-        summary
-    )
-    .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
-    Ok(())
 }
 
 /// Maps a database error onto the domain. Connection-level failures become

