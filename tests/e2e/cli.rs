@@ -623,3 +623,88 @@ async fn invitations_passwords_and_the_outbox_from_the_command_line() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 parked messages back in line"));
 }
+
+#[tokio::test]
+async fn the_audit_trail_as_json_lines_and_followed() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let app = spawn_app().await;
+    org_with_account(&app, "Aud", "AU1").await;
+    let mut ops = app.operator().await;
+    let (u, _) = create_user(
+        &mut ops,
+        standard("Ana", "Log"),
+        "AU1",
+        &[],
+        vec![right("shipping.ws")],
+    )
+    .await
+    .unwrap();
+    let out = run(
+        &app,
+        &["audit", "--account", "AU1", "--action", "grants_changed"],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", out.stdout);
+    let e = &lines[0];
+    assert_eq!(e["action"], "grants_changed");
+    assert_eq!(e["account"], "AU1");
+    assert_eq!(e["target"]["id"], u.id.as_str());
+    assert_eq!(e["target"]["type"], "user");
+    assert_eq!(e["actor"]["kind"], "operator");
+    assert_eq!(e["changes"]["rights"]["after"][0]["right"], "shipping.ws");
+    assert_eq!(e["changes"]["rights"]["before"], serde_json::json!([]));
+
+    let bad = run(&app, &["audit", "--action", "nope"]).await;
+    assert!(
+        !bad.ok && bad.stderr.contains("unknown --action"),
+        "{}",
+        bad.stderr
+    );
+    let bad = run(&app, &["audit", "--since", "yesterday-ish"]).await;
+    assert!(!bad.ok && bad.stderr.contains("--since"), "{}", bad.stderr);
+    let recent = run(&app, &["audit", "--since", "1h", "--user", &u.id]).await;
+    assert!(
+        recent.ok && recent.stdout.lines().count() >= 3,
+        "{}",
+        recent.stdout
+    );
+
+    // --follow: the history, then what happens next, as it happens.
+    let mut follow = clef(&["audit", "--follow", "--user", &u.id]);
+    follow
+        .env("CLEF_ENDPOINT", format!("http://{}", app.addr))
+        .env("CLEF_KEY", &app.operator_key);
+    let mut child = follow.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let history = run(&app, &["audit", "--user", &u.id])
+        .await
+        .stdout
+        .lines()
+        .count();
+    for _ in 0..history {
+        lines.next_line().await.unwrap().expect("a line of history");
+    }
+    ops.grants
+        .revoke_rights(pb::RevokeRightsRequest {
+            account_code: "AU1".into(),
+            user_id: u.id.clone(),
+            rights: vec!["shipping.ws".into()],
+        })
+        .await
+        .unwrap();
+    let live = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the revoke was printed")
+        .unwrap()
+        .unwrap();
+    let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+    assert_eq!(live["action"], "grants_changed");
+    assert_eq!(live["changes"]["rights"]["after"], serde_json::json!([]));
+    child.kill().await.unwrap();
+}

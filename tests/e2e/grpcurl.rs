@@ -107,4 +107,38 @@ async fn grpcurl_lists_describes_and_calls() {
     .await;
     assert!(!ok);
     assert!(refused.contains("Unauthenticated"), "{refused}");
+
+    // The audit trail of what this session did, structured changes
+    // included (google.protobuf.Value through reflection); a watch from the
+    // start sends the history then a heartbeat (bounded by -max-time).
+    let (ok, events) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &auth,
+        "-d",
+        r#"{"filter":{"account":"0099"}}"#,
+        &addr,
+        "clef.v1.AuditService/ListEvents",
+    ])
+    .await;
+    assert!(ok, "{events}");
+    assert!(events.contains("AUDIT_ACTION_ACCOUNT_CREATED"), "{events}");
+    assert!(events.contains(r#""field": "code""#), "{events}");
+    let (_, watched) = grpcurl(&[
+        "-plaintext",
+        "-max-time",
+        "3",
+        "-H",
+        &auth,
+        "-d",
+        r#"{"from_revision":0,"heartbeat_seconds":1}"#,
+        &addr,
+        "clef.v1.AuditService/WatchEvents",
+    ])
+    .await;
+    assert!(
+        watched.contains("AUDIT_ACTION_ORGANIZATION_CREATED"),
+        "{watched}"
+    );
+    assert!(watched.contains(r#""heartbeat""#), "{watched}");
 }

@@ -271,7 +271,8 @@ async fn a_sync_keeps_absent_users_of_accounts_the_admin_does_not_administer() {
     // Imported advanced users are invited until they complete it.
     assert_eq!(statuses, ["deactivated", "invited"]);
     let audited: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_events WHERE action = 'import.deactivate' AND target = 'user/' || $1",
+        "SELECT count(*) FROM audit_events WHERE action = 'user_status_changed' AND target_id = $1
+            AND changes -> 'status' ->> 'after' = 'deactivated' AND cause LIKE 'import %'",
     )
     .bind(&ids[0])
     .fetch_one(app.store.pool())
