@@ -13,9 +13,10 @@ ROWS=${1:-200000}
 bench_setup watch_bench
 KEY=$($CLEF operator create watch-bench --database-url "$URL" 2>/dev/null | tail -n1)
 awk -v n="$ROWS" 'BEGIN {
-  print "NOM;PRENOM;FONCTION;EMAIL;shipping.ws;tracking.tool";
+  print "NOM;PRENOM;FONCTION;EMAIL;TELEPHONE;ADRESSE;CODE POSTAL;VILLE;shipping.ws;tracking.tool";
   for (i = 1; i <= n; i++)
-    printf "Martin%d;Zoé;Logisticienne;user%d@watch.example;oui;%s\n", i, i, (i % 3 == 0) ? "tag" : "non"
+    printf "Martin%d;Zoé;Logisticienne;user%d@watch.example;+33 1 02 03 %02d %02d;%d rue de la Gare;88000;Épinal;oui;%s\n",
+      i, i, i % 100, (i / 100) % 100, i % 200 + 1, (i % 3 == 0) ? "tag" : "non"
 }' >"$WORK/users.csv"
 bench_serve
 export CLEF_KEY=$KEY CLEF_ENDPOINT="http://$ADDR"
@@ -29,7 +30,7 @@ R0=$(psql -At "$URL" -c "SELECT value FROM revision_counter")
 $CLEF audit --follow --from-revision "$R0" >"$WORK/events.jsonl" 2>"$WORK/watch.err" &
 WATCHER=$!
 t0=$(now)
-$CLEF import "$WORK/users.csv" --account W1 -o "$WORK/results.csv" 2>"$WORK/import.err"
+$CLEF import "$WORK/users.csv" --account W1 -o "$WORK/results.csv" 2>"$WORK/import.err" || { tail -n 3 "$WORK/import.err"; head -n 3 "$WORK/results.csv"; exit 1; }
 t1=$(now)
 EVENTS=$(psql -At "$URL" -c "SELECT count(*) FROM audit_events WHERE revision > $R0")
 while [ "$(wc -l <"$WORK/events.jsonl")" -lt "$EVENTS" ]; do sleep 0.05; done

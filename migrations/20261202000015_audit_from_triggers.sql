@@ -108,6 +108,16 @@ CREATE FUNCTION clef_audit_cause() RETURNS text LANGUAGE sql STABLE AS $$
     SELECT NULLIF(current_setting('clef.cause', true), '')
 $$;
 
+-- What every event of a statement shares, read once per statement (the
+-- revision is NULL outside a write: `clef_audit_revision` then refuses, as
+-- soon as an event is to be written).
+CREATE TYPE clef_audit_context AS (revision bigint, at timestamptz, actor uuid, cause text);
+
+CREATE FUNCTION clef_audit_context() RETURNS clef_audit_context LANGUAGE sql STABLE AS $$
+    SELECT NULLIF(current_setting('clef.revision', true), '')::bigint,
+           clef_audit_now(), clef_audit_actor(), clef_audit_cause()
+$$;
+
 -- `{field: {"before": b, "after": a}}` for the `fields` whose values differ
 -- between `b` and `a` (JSON null and absence alike).
 CREATE FUNCTION clef_audit_diff(b jsonb, a jsonb, fields text[]) RETURNS jsonb
@@ -119,13 +129,15 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Timestamps in events: UTC, RFC 3339, whatever the session's time zone.
-CREATE FUNCTION clef_audit_time(t timestamptz) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+-- Declared STABLE as `to_char` is, so that Postgres inlines it (and
+-- `clef_audit_grant`) instead of running a function per row.
+CREATE FUNCTION clef_audit_time(t timestamptz) RETURNS text LANGUAGE sql STABLE AS $$
     SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 
 -- One right held, as events show it.
 CREATE FUNCTION clef_audit_grant(code text, scope text, expires_at timestamptz) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT jsonb_strip_nulls(jsonb_build_object('right', code, 'scope', scope,
                                                 'expires', clef_audit_time(expires_at)))
 $$;
@@ -133,17 +145,19 @@ $$;
 -- Organizations ------------------------------------------------------------
 
 CREATE FUNCTION clef_audit_organizations() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ctx clef_audit_context := clef_audit_context();
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'organization_created',
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'organization_created',
                'organization', n.id::text, NULL,
-               clef_audit_diff('{}', to_jsonb(n), ARRAY['display_name']), clef_audit_cause()
+               clef_audit_diff('{}', to_jsonb(n), ARRAY['display_name']), ctx.cause
           FROM new_rows n;
     ELSE
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'organization_updated',
-               'organization', d.id::text, NULL, d.changes, clef_audit_cause()
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'organization_updated',
+               'organization', d.id::text, NULL, d.changes, ctx.cause
           FROM (SELECT n.id, clef_audit_diff(to_jsonb(o), to_jsonb(n), ARRAY['display_name']) AS changes
                   FROM new_rows n JOIN old_rows o ON o.id = n.id) d
          WHERE d.changes <> '{}';
@@ -161,17 +175,18 @@ CREATE TRIGGER organizations_audit_update AFTER UPDATE ON organizations
 
 CREATE FUNCTION clef_audit_accounts() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
+    ctx clef_audit_context := clef_audit_context();
     fields text[] := ARRAY['code', 'display_name', 'status', 'organization_id'];
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'account_created',
-               'account', n.id::text, n.id, clef_audit_diff('{}', to_jsonb(n), fields), clef_audit_cause()
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'account_created',
+               'account', n.id::text, n.id, clef_audit_diff('{}', to_jsonb(n), fields), ctx.cause
           FROM new_rows n;
     ELSE
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'account_updated',
-               'account', d.id::text, d.id, d.changes, clef_audit_cause()
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'account_updated',
+               'account', d.id::text, d.id, d.changes, ctx.cause
           FROM (SELECT n.id, clef_audit_diff(to_jsonb(o), to_jsonb(n), fields) AS changes
                   FROM new_rows n JOIN old_rows o ON o.id = n.id) d
          WHERE d.changes <> '{}';
@@ -189,17 +204,18 @@ CREATE TRIGGER accounts_audit_update AFTER UPDATE ON accounts
 
 CREATE FUNCTION clef_audit_rights() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
+    ctx clef_audit_context := clef_audit_context();
     fields text[] := ARRAY['code', 'category', 'label_fr', 'label_en', 'kinds', 'scoped'];
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'right_defined',
-               'right', n.code, NULL, clef_audit_diff('{}', to_jsonb(n), fields), clef_audit_cause()
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'right_defined',
+               'right', n.code, NULL, clef_audit_diff('{}', to_jsonb(n), fields), ctx.cause
           FROM new_rows n;
     ELSE
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'right_updated',
-               'right', d.code, NULL, d.changes, clef_audit_cause()
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'right_updated',
+               'right', d.code, NULL, d.changes, ctx.cause
           FROM (SELECT n.code, clef_audit_diff(to_jsonb(o), to_jsonb(n), fields) AS changes
                   FROM new_rows n JOIN old_rows o ON o.code = n.code) d
          WHERE d.changes <> '{}';
@@ -224,32 +240,54 @@ CREATE FUNCTION clef_audit_user_fields() RETURNS text[] LANGUAGE sql IMMUTABLE A
 $$;
 
 CREATE FUNCTION clef_audit_users() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ctx clef_audit_context := clef_audit_context();
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'user_created',
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'user_created',
                'user', n.id::text, n.home_account_id,
-               clef_audit_diff('{}', to_jsonb(n), ARRAY['status'] || clef_audit_user_fields()), clef_audit_cause()
+               -- Built directly (the diff of each field is the statement's
+               -- main cost in an import); absent fields come out empty.
+               jsonb_strip_nulls(jsonb_build_object(
+                   'status', jsonb_build_object('after', n.status),
+                   'kind', jsonb_build_object('after', n.kind),
+                   'login', jsonb_build_object('after', n.login),
+                   'display_name', jsonb_build_object('after', n.display_name),
+                   'civility', jsonb_build_object('after', n.civility),
+                   'first_name', jsonb_build_object('after', n.first_name),
+                   'last_name', jsonb_build_object('after', n.last_name),
+                   'job_title', jsonb_build_object('after', n.job_title),
+                   'email', jsonb_build_object('after', n.email),
+                   'phone', jsonb_build_object('after', n.phone),
+                   'address_lines', jsonb_build_object('after', n.address_lines),
+                   'postal_code', jsonb_build_object('after', n.postal_code),
+                   'city', jsonb_build_object('after', n.city),
+                   'country', jsonb_build_object('after', n.country),
+                   'language', jsonb_build_object('after', n.language),
+                   'user_key', jsonb_build_object('after', n.user_key),
+                   'home_account_id', jsonb_build_object('after', n.home_account_id),
+                   'default_account_id', jsonb_build_object('after', n.default_account_id))), ctx.cause
           FROM new_rows n;
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'user_status_changed',
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'user_status_changed',
                'user', n.id::text, n.home_account_id,
-               clef_audit_diff(to_jsonb(o), to_jsonb(n), ARRAY['status']), clef_audit_cause()
+               clef_audit_diff(to_jsonb(o), to_jsonb(n), ARRAY['status']), ctx.cause
           FROM new_rows n JOIN old_rows o ON o.id = n.id
          WHERE o.status IS DISTINCT FROM n.status;
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'user_updated',
-               'user', d.id::text, d.home_account_id, d.changes, clef_audit_cause()
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'user_updated',
+               'user', d.id::text, d.home_account_id, d.changes, ctx.cause
           FROM (SELECT n.id, n.home_account_id,
                        clef_audit_diff(to_jsonb(o), to_jsonb(n), clef_audit_user_fields()) AS changes
                   FROM new_rows n JOIN old_rows o ON o.id = n.id) d
          WHERE d.changes <> '{}';
     ELSE
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'user_deleted',
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'user_deleted',
                'user', o.id::text, o.home_account_id,
-               clef_audit_diff(to_jsonb(o), '{}', ARRAY['status', 'login']), clef_audit_cause()
+               clef_audit_diff(to_jsonb(o), '{}', ARRAY['status', 'login']), ctx.cause
           FROM old_rows o;
     END IF;
     RETURN NULL;
@@ -266,27 +304,29 @@ CREATE TRIGGER users_audit_delete AFTER DELETE ON users REFERENCING OLD TABLE AS
 -- Links and their tags -----------------------------------------------------
 
 CREATE FUNCTION clef_audit_links() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ctx clef_audit_context := clef_audit_context();
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'link_created',
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'link_created',
                'user', n.user_id::text, n.account_id,
                jsonb_build_object('tags', jsonb_build_object('before', NULL, 'after', to_jsonb(n.tags))),
-               clef_audit_cause()
+               ctx.cause
           FROM new_rows n;
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'link_updated',
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'link_updated',
                'user', n.user_id::text, n.account_id,
-               clef_audit_diff(to_jsonb(o), to_jsonb(n), ARRAY['tags']), clef_audit_cause()
+               clef_audit_diff(to_jsonb(o), to_jsonb(n), ARRAY['tags']), ctx.cause
           FROM new_rows n JOIN old_rows o ON (o.user_id, o.account_id) = (n.user_id, n.account_id)
          WHERE o.tags IS DISTINCT FROM n.tags;
     ELSE
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'link_deleted',
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'link_deleted',
                'user', o.user_id::text, o.account_id,
                jsonb_build_object('tags', jsonb_build_object('before', to_jsonb(o.tags), 'after', NULL)),
-               clef_audit_cause()
+               ctx.cause
           FROM old_rows o;
     END IF;
     RETURN NULL;
@@ -312,6 +352,9 @@ CREATE UNLOGGED TABLE audit_grants_pending (
     PRIMARY KEY (txid, user_id, account_id)
 );
 
+-- Each touched (user, account) is looked up by its primary key, in a
+-- subquery of its own (never a join the planner could turn into a scan of
+-- every grant).
 CREATE FUNCTION clef_audit_grants() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM clef_audit_revision();
@@ -319,49 +362,42 @@ BEGIN
     -- the rows it removed or rewrote.
     IF TG_OP = 'INSERT' THEN
         INSERT INTO audit_grants_pending (txid, user_id, account_id, before)
-        SELECT txid_current(), t.user_id, t.account_id,
-               COALESCE(jsonb_agg(clef_audit_grant(b.right_code, b.scope, b.expires_at) ORDER BY b.right_code)
-                        FILTER (WHERE b.right_code IS NOT NULL), '[]')
-          FROM (SELECT DISTINCT user_id, account_id FROM new_rows) t
-          LEFT JOIN (SELECT g.user_id, g.account_id, g.right_code, g.scope, g.expires_at
-                       FROM grants g
-                      WHERE (g.user_id, g.account_id) IN (SELECT user_id, account_id FROM new_rows)
-                        AND NOT EXISTS (SELECT 1 FROM new_rows n
-                                         WHERE (n.user_id, n.account_id, n.right_code)
-                                             = (g.user_id, g.account_id, g.right_code))) b
-                 ON (b.user_id, b.account_id) = (t.user_id, t.account_id)
-         GROUP BY t.user_id, t.account_id
+        SELECT txid_current(), n.user_id, n.account_id,
+               (SELECT COALESCE(jsonb_agg(x), '[]')
+                  FROM (SELECT clef_audit_grant(g.right_code, g.scope, g.expires_at) AS x
+                          FROM grants g
+                         WHERE g.user_id = n.user_id AND g.account_id = n.account_id
+                   AND g.right_code <> ALL (n.codes)
+                         ORDER BY g.right_code) s)
+          FROM (SELECT user_id, account_id, array_agg(right_code) AS codes
+                  FROM new_rows GROUP BY user_id, account_id) n
         ON CONFLICT DO NOTHING;
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO audit_grants_pending (txid, user_id, account_id, before)
-        SELECT txid_current(), t.user_id, t.account_id,
-               COALESCE(jsonb_agg(clef_audit_grant(b.right_code, b.scope, b.expires_at) ORDER BY b.right_code)
-                        FILTER (WHERE b.right_code IS NOT NULL), '[]')
-          FROM (SELECT user_id, account_id FROM new_rows UNION SELECT user_id, account_id FROM old_rows) t
-          LEFT JOIN (SELECT g.user_id, g.account_id, g.right_code, g.scope, g.expires_at
-                       FROM grants g
-                      WHERE (g.user_id, g.account_id) IN (SELECT user_id, account_id FROM new_rows)
-                        AND NOT EXISTS (SELECT 1 FROM new_rows n
-                                         WHERE (n.user_id, n.account_id, n.right_code)
-                                             = (g.user_id, g.account_id, g.right_code))
-                     UNION ALL
-                     SELECT o.user_id, o.account_id, o.right_code, o.scope, o.expires_at FROM old_rows o) b
-                 ON (b.user_id, b.account_id) = (t.user_id, t.account_id)
-         GROUP BY t.user_id, t.account_id
+        SELECT txid_current(), user_id, account_id,
+               (SELECT COALESCE(jsonb_agg(x ORDER BY x ->> 'right'), '[]')
+                  FROM (SELECT clef_audit_grant(g.right_code, g.scope, g.expires_at) AS x
+                          FROM grants g
+                         WHERE g.user_id = user_id AND g.account_id = account_id
+                   AND g.right_code <> ALL (COALESCE(n.codes, '{}'))
+                UNION ALL SELECT jsonb_array_elements(COALESCE(o.rows, '[]'))) s)
+          FROM (SELECT user_id, account_id, array_agg(right_code) AS codes
+                  FROM new_rows GROUP BY user_id, account_id) n
+          FULL JOIN (SELECT user_id, account_id,
+                            jsonb_agg(clef_audit_grant(right_code, scope, expires_at)) AS rows
+                       FROM old_rows GROUP BY user_id, account_id) o USING (user_id, account_id)
         ON CONFLICT DO NOTHING;
     ELSE
         INSERT INTO audit_grants_pending (txid, user_id, account_id, before)
-        SELECT txid_current(), t.user_id, t.account_id,
-               COALESCE(jsonb_agg(clef_audit_grant(b.right_code, b.scope, b.expires_at) ORDER BY b.right_code)
-                        FILTER (WHERE b.right_code IS NOT NULL), '[]')
-          FROM (SELECT DISTINCT user_id, account_id FROM old_rows) t
-          LEFT JOIN (SELECT g.user_id, g.account_id, g.right_code, g.scope, g.expires_at
-                       FROM grants g
-                      WHERE (g.user_id, g.account_id) IN (SELECT user_id, account_id FROM old_rows)
-                     UNION ALL
-                     SELECT o.user_id, o.account_id, o.right_code, o.scope, o.expires_at FROM old_rows o) b
-                 ON (b.user_id, b.account_id) = (t.user_id, t.account_id)
-         GROUP BY t.user_id, t.account_id
+        SELECT txid_current(), o.user_id, o.account_id,
+               (SELECT COALESCE(jsonb_agg(x ORDER BY x ->> 'right'), '[]')
+                  FROM (SELECT clef_audit_grant(g.right_code, g.scope, g.expires_at) AS x
+                          FROM grants g
+                         WHERE g.user_id = o.user_id AND g.account_id = o.account_id
+                UNION ALL SELECT jsonb_array_elements(o.rows)) s)
+          FROM (SELECT user_id, account_id,
+                       jsonb_agg(clef_audit_grant(right_code, scope, expires_at)) AS rows
+                  FROM old_rows GROUP BY user_id, account_id) o
         ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;
@@ -378,22 +414,25 @@ CREATE TRIGGER grants_audit_delete AFTER DELETE ON grants REFERENCING OLD TABLE 
 -- At commit (called by `clef_send_changes`, which runs once per write):
 -- the grants events of the transaction, where the rights did change.
 CREATE FUNCTION clef_audit_flush() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    ctx clef_audit_context := clef_audit_context();
 BEGIN
     WITH pending AS (
         DELETE FROM audit_grants_pending WHERE txid = txid_current()
         RETURNING user_id, account_id, before),
-    now_held AS (
+    now_held AS MATERIALIZED (
         SELECT p.user_id, p.account_id, p.before,
-               COALESCE(jsonb_agg(clef_audit_grant(g.right_code, g.scope, g.expires_at) ORDER BY g.right_code)
-                        FILTER (WHERE g.right_code IS NOT NULL), '[]') AS after
-          FROM pending p
-          LEFT JOIN grants g ON (g.user_id, g.account_id) = (p.user_id, p.account_id)
-         GROUP BY p.user_id, p.account_id, p.before)
+               (SELECT COALESCE(jsonb_agg(x), '[]')
+                  FROM (SELECT clef_audit_grant(g.right_code, g.scope, g.expires_at) AS x
+                          FROM grants g
+                         WHERE g.user_id = p.user_id AND g.account_id = p.account_id
+                         ORDER BY g.right_code) s) AS after
+          FROM pending p)
     INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-    SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'grants_changed',
+    SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'grants_changed',
            'user', h.user_id::text, h.account_id,
            jsonb_build_object('rights', jsonb_build_object('before', h.before, 'after', h.after)),
-           clef_audit_cause()
+           ctx.cause
       FROM now_held h
      WHERE h.before <> h.after
      ORDER BY h.account_id, h.user_id;
@@ -434,19 +473,21 @@ END $$;
 -- a key was last used is not a change.
 
 CREATE FUNCTION clef_audit_keys() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ctx clef_audit_context := clef_audit_context();
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'key_issued',
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'key_issued',
                'user', n.user_id::text, NULL,
-               clef_audit_diff('{}', jsonb_build_object('key', n.display_prefix,
-                                                        'expires', clef_audit_time(n.expires_at)),
-                               ARRAY['key', 'expires']),
-               clef_audit_cause()
+               jsonb_strip_nulls(jsonb_build_object(
+                   'key', jsonb_build_object('after', n.display_prefix),
+                   'expires', jsonb_build_object('after', clef_audit_time(n.expires_at)))),
+               ctx.cause
           FROM new_rows n;
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(),
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor,
                CASE WHEN o.revoked_at IS NULL AND n.revoked_at IS NOT NULL THEN 'key_revoked'
                     ELSE 'key_expiry_changed' END,
                'user', n.user_id::text, NULL,
@@ -456,15 +497,15 @@ BEGIN
                                   jsonb_build_object('revoked', clef_audit_time(n.revoked_at),
                                                      'expires', clef_audit_time(n.expires_at)),
                                   ARRAY['revoked', 'expires']),
-               clef_audit_cause()
+               ctx.cause
           FROM new_rows n JOIN old_rows o ON o.id = n.id
          WHERE (o.revoked_at, o.expires_at) IS DISTINCT FROM (n.revoked_at, n.expires_at);
     ELSE
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'key_deleted',
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'key_deleted',
                'user', o.user_id::text, NULL,
                jsonb_build_object('key', jsonb_build_object('before', o.display_prefix, 'after', NULL)),
-               clef_audit_cause()
+               ctx.cause
           FROM old_rows o;
     END IF;
     RETURN NULL;
@@ -482,26 +523,28 @@ CREATE TRIGGER keys_audit_delete AFTER DELETE ON connection_keys REFERENCING OLD
 -- the same password at today's cost is not a change.
 
 CREATE FUNCTION clef_audit_passwords() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ctx clef_audit_context := clef_audit_context();
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'password_set',
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'password_set',
                'user', n.user_id::text, NULL,
                jsonb_build_object('must_change', jsonb_build_object('before', NULL, 'after', n.must_change)),
-               clef_audit_cause()
+               ctx.cause
           FROM new_rows n;
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'password_set',
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'password_set',
                'user', n.user_id::text, NULL,
                jsonb_build_object('must_change', jsonb_build_object('before', o.must_change, 'after', n.must_change)),
-               clef_audit_cause()
+               ctx.cause
           FROM new_rows n JOIN old_rows o ON o.user_id = n.user_id
          WHERE o.revision IS DISTINCT FROM n.revision;
     ELSE
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-        SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(), 'password_removed',
-               'user', o.user_id::text, NULL, '{}', clef_audit_cause()
+        SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor, 'password_removed',
+               'user', o.user_id::text, NULL, '{}', ctx.cause
           FROM old_rows o;
     END IF;
     RETURN NULL;
@@ -522,17 +565,19 @@ CREATE TRIGGER passwords_audit_delete AFTER DELETE ON passwords REFERENCING OLD 
 
 CREATE FUNCTION clef_audit_credential(users uuid[], accounts uuid[], purposes text[]) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    ctx clef_audit_context := clef_audit_context();
 BEGIN
     INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
-    SELECT clef_audit_revision(), clef_audit_now(), clef_audit_actor(),
+    SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor,
            CASE c.purpose WHEN 'invitation' THEN 'invitation_issued' ELSE 'password_reset_requested' END,
-           'user', c.user_id::text, c.account_id, '{}', clef_audit_cause()
+           'user', c.user_id::text, c.account_id, '{}', ctx.cause
       FROM (SELECT DISTINCT ON (u, p) u AS user_id, a AS account_id, p AS purpose
               FROM unnest(users, accounts, purposes) AS x(u, a, p)) c
      WHERE NOT EXISTS (
          SELECT 1 FROM audit_events e
           WHERE e.target_id = c.user_id::text
-            AND e.revision = clef_audit_revision()
+            AND e.revision = COALESCE(ctx.revision, clef_audit_revision())
             AND e.action = CASE c.purpose WHEN 'invitation' THEN 'invitation_issued'
                                           ELSE 'password_reset_requested' END);
 END $$;

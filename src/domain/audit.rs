@@ -173,6 +173,7 @@ impl Event {
             return Vec::new();
         };
         let side = |v: &serde_json::Value, k: &str| v.get(k).filter(|v| !v.is_null()).cloned();
+        // A field absent on both sides (a creation's empty ones) is no change.
         let mut changes: Vec<FieldChange> = map
             .iter()
             .map(|(field, v)| FieldChange {
@@ -180,6 +181,7 @@ impl Event {
                 before: side(v, "before"),
                 after: side(v, "after"),
             })
+            .filter(|c| c.before.is_some() || c.after.is_some())
             .collect();
         changes.sort_by(|a, b| a.field.cmp(&b.field));
         changes
@@ -337,6 +339,7 @@ mod tests {
         let changes = Event::changes_from_json(&serde_json::json!({
             "status": {"before": "active", "after": "deactivated"},
             "tags": {"before": null, "after": ["a"]},
+            "email": {},
         }));
         let e = Event {
             id: 1,
