@@ -352,40 +352,28 @@ CREATE UNLOGGED TABLE audit_grants_pending (
     PRIMARY KEY (txid, user_id, account_id)
 );
 
--- Each touched (user, account) is looked up by its primary key, in a
--- subquery of its own (never a join the planner could turn into a scan of
--- every grant).
+-- Each touched (user, account) is looked up by its key, in a subquery of
+-- its own (never a join the planner could turn into a scan of every grant).
+-- Before the transaction, a (user, account)'s rights are its rows that the
+-- transaction has not written (every grant write stamps the transaction's
+-- revision), plus the rows the statement removed or rewrote (`old_rows`:
+-- at a first touch, they are as the transaction found them). One rule for
+-- inserts, updates, deletes, and an upsert that does both (whose UPDATE
+-- trigger fires before its INSERT one).
 CREATE FUNCTION clef_audit_grants() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    rev bigint := clef_audit_revision();
 BEGIN
-    PERFORM clef_audit_revision();
-    -- Before the statement: the rows now there that it did not write, and
-    -- the rows it removed or rewrote.
     IF TG_OP = 'INSERT' THEN
         INSERT INTO audit_grants_pending (txid, user_id, account_id, before)
-        SELECT txid_current(), n.user_id, n.account_id,
+        SELECT txid_current(), t.user_id, t.account_id,
                (SELECT COALESCE(jsonb_agg(x), '[]')
                   FROM (SELECT clef_audit_grant(g.right_code, g.scope, g.expires_at) AS x
                           FROM grants g
-                         WHERE g.user_id = n.user_id AND g.account_id = n.account_id
-                   AND g.right_code <> ALL (n.codes)
+                         WHERE g.user_id = t.user_id AND g.account_id = t.account_id
+                           AND g.revision <> rev
                          ORDER BY g.right_code) s)
-          FROM (SELECT user_id, account_id, array_agg(right_code) AS codes
-                  FROM new_rows GROUP BY user_id, account_id) n
-        ON CONFLICT DO NOTHING;
-    ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO audit_grants_pending (txid, user_id, account_id, before)
-        SELECT txid_current(), user_id, account_id,
-               (SELECT COALESCE(jsonb_agg(x ORDER BY x ->> 'right'), '[]')
-                  FROM (SELECT clef_audit_grant(g.right_code, g.scope, g.expires_at) AS x
-                          FROM grants g
-                         WHERE g.user_id = user_id AND g.account_id = account_id
-                   AND g.right_code <> ALL (COALESCE(n.codes, '{}'))
-                UNION ALL SELECT jsonb_array_elements(COALESCE(o.rows, '[]'))) s)
-          FROM (SELECT user_id, account_id, array_agg(right_code) AS codes
-                  FROM new_rows GROUP BY user_id, account_id) n
-          FULL JOIN (SELECT user_id, account_id,
-                            jsonb_agg(clef_audit_grant(right_code, scope, expires_at)) AS rows
-                       FROM old_rows GROUP BY user_id, account_id) o USING (user_id, account_id)
+          FROM (SELECT DISTINCT user_id, account_id FROM new_rows) t
         ON CONFLICT DO NOTHING;
     ELSE
         INSERT INTO audit_grants_pending (txid, user_id, account_id, before)
@@ -394,7 +382,8 @@ BEGIN
                   FROM (SELECT clef_audit_grant(g.right_code, g.scope, g.expires_at) AS x
                           FROM grants g
                          WHERE g.user_id = o.user_id AND g.account_id = o.account_id
-                UNION ALL SELECT jsonb_array_elements(o.rows)) s)
+                           AND g.revision <> rev
+                        UNION ALL SELECT jsonb_array_elements(o.rows)) s)
           FROM (SELECT user_id, account_id,
                        jsonb_agg(clef_audit_grant(right_code, scope, expires_at)) AS rows
                   FROM old_rows GROUP BY user_id, account_id) o
@@ -488,7 +477,9 @@ BEGIN
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO audit_events (revision, occurred_at, actor_id, action, target_type, target_id, account_id, changes, cause)
         SELECT COALESCE(ctx.revision, clef_audit_revision()), ctx.at, ctx.actor,
-               CASE WHEN o.revoked_at IS NULL AND n.revoked_at IS NOT NULL THEN 'key_revoked'
+               -- Revoked: it stops now. Its end moved: it stops later (the
+               -- overlap of a regeneration's previous keys).
+               CASE WHEN n.revoked_at IS NOT NULL AND n.revoked_at <= ctx.at THEN 'key_revoked'
                     ELSE 'key_expiry_changed' END,
                'user', n.user_id::text, NULL,
                jsonb_build_object('key', jsonb_build_object('before', o.display_prefix, 'after', n.display_prefix))

@@ -194,6 +194,13 @@ pub async fn serve_with(
         outbox_stopped,
     ));
     let pruner = tokio::spawn(prune_audit(store.clone(), options.audit));
+    // Streams that never end by themselves (audit watches) are told when
+    // shutdown begins, so that the drain of in-flight RPCs can finish.
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
     let auth = Authenticator::new(store.clone());
     let ctx = Ctx {
         store: store.clone(),
@@ -237,6 +244,7 @@ pub async fn serve_with(
         .add_service(limited!(AuditServiceServer::new(AuditApi {
             ctx: ctx.clone(),
             revisions: engine.revisions(),
+            stopping: stopping_rx,
         })))
         .add_service(limited!(ConnectionKeyServiceServer::new(KeyApi(ctx))))
         .add_service(limited!(AuthorizationServiceServer::new(AuthzApi::new(

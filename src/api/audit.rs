@@ -27,6 +27,8 @@ pub struct AuditApi {
     pub ctx: Ctx,
     /// The revisions this replica hears of (see `Engine::revisions`).
     pub revisions: watch::Receiver<i64>,
+    /// Turns true when the server starts shutting down.
+    pub stopping: watch::Receiver<bool>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
@@ -96,6 +98,7 @@ impl AuditService for AuditApi {
                 heartbeat,
             },
             self.revisions.clone(),
+            self.stopping.clone(),
         )
         .await?;
         let stream = ReceiverStream::new(items).map(|item| {

@@ -782,7 +782,9 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
                 from_revision: args.from_revision,
                 after_event: 0,
                 filter: Some(filter),
-                heartbeat_seconds: 0,
+                // Heartbeats well within --timeout, so that an idle stream
+                // is not taken for a silent server.
+                heartbeat_seconds: (args.endpoint.timeout / 2).clamp(1, 5) as i32,
             })
             .await
             .map_err(status)?

@@ -73,13 +73,17 @@ async fn filter_account(
         return Ok(None);
     };
     let mut tx = store.read().await?;
-    let account = tx.account(code).await?;
+    let account = tx.account(code).await;
     tx.commit().await?;
-    match scope {
-        EventScope::Administered { accounts, .. } if !accounts.contains(&account.id) => Err(
-            Error::PermissionDenied(format!("admin.users on account {code} is required")),
-        ),
-        _ => Ok(Some(account.id)),
+    // An admin is told the same of an account that is not his and of one
+    // that does not exist.
+    let refused = || Error::PermissionDenied(format!("admin.users on account {code} is required"));
+    match (scope, account) {
+        (EventScope::Administered { accounts, .. }, Ok(a)) if !accounts.contains(&a.id) => {
+            Err(refused())
+        }
+        (EventScope::Administered { .. }, Err(Error::NotFound(_))) => Err(refused()),
+        (_, account) => Ok(Some(account?.id)),
     }
 }
 
@@ -116,6 +120,16 @@ pub async fn list(
     })
 }
 
+/// Whether events after `cursor` were pruned: every revision after it must
+/// be kept, and its own revision too when the cursor stands inside it.
+fn lost(cursor: &Cursor, pruned_through: i64) -> bool {
+    pruned_through > cursor.revision
+        || (pruned_through == cursor.revision && cursor.event.is_some())
+}
+
+/// How often a watch checks its caller's key again, even while it catches up.
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// What a watch sends.
 #[derive(Debug)]
 pub enum WatchItem {
@@ -143,13 +157,14 @@ pub async fn watch(
     actor: &Actor,
     request: Watch,
     revisions: watch::Receiver<i64>,
+    stopping: watch::Receiver<bool>,
 ) -> Result<mpsc::Receiver<Result<WatchItem, Error>>, Error> {
     let scope = scope(store, actor).await?;
     let account = filter_account(store, &scope, &request.filter).await?;
     let first = store
         .audit_page(&scope, &request.filter, account, request.from, WATCH_PAGE)
         .await?;
-    if first.pruned_through > request.from.revision {
+    if lost(&request.from, first.pruned_through) {
         return Err(pruned(
             request.from.revision,
             first.pruned_through,
@@ -167,6 +182,7 @@ pub async fn watch(
             account,
             request,
             revisions,
+            stopping,
             out,
         };
         if let Err(e) = watcher.run(first).await {
@@ -183,6 +199,9 @@ struct Watcher {
     account: Option<Uuid>,
     request: Watch,
     revisions: watch::Receiver<i64>,
+    /// The server is shutting down: the stream ends (`UNAVAILABLE`) so
+    /// that the client resumes elsewhere and the server may stop.
+    stopping: watch::Receiver<bool>,
     out: mpsc::Sender<Result<WatchItem, Error>>,
 }
 
@@ -192,10 +211,24 @@ impl Watcher {
         let mut cursor = self.request.from;
         let mut page = first;
         let mut revisions = self.revisions.clone();
+        let mut stopping = self.stopping.clone();
+        // The last revision heard of that was waited for: the next wait is
+        // for a later one (heard revisions may run ahead of the table's).
+        let mut heard = *revisions.borrow_and_update();
         let mut told: Option<i64> = None;
         let mut last_sent = tokio::time::Instant::now();
+        let mut checked = tokio::time::Instant::now();
         loop {
-            if page.pruned_through > cursor.revision {
+            if *stopping.borrow() {
+                return Err(Error::Unavailable(
+                    "the server is shutting down: resume from the last event received".into(),
+                ));
+            }
+            if checked.elapsed() >= RECHECK {
+                self.still_allowed().await?;
+                checked = tokio::time::Instant::now();
+            }
+            if lost(&cursor, page.pruned_through) {
                 return Err(pruned(
                     cursor.revision,
                     page.pruned_through,
@@ -221,7 +254,7 @@ impl Watcher {
                 let due = last_sent.elapsed() >= self.request.heartbeat;
                 if told.is_none() || due {
                     let beat = WatchItem::Heartbeat {
-                        revision: page.revision,
+                        revision: page.revision.max(cursor.revision),
                         time: Utc::now(),
                     };
                     if self.send(beat).await.is_err() {
@@ -231,18 +264,20 @@ impl Watcher {
                     last_sent = tokio::time::Instant::now();
                 }
                 let beat_in = self.request.heartbeat.saturating_sub(last_sent.elapsed());
-                let seen = page.revision;
-                let heard = async {
-                    if revisions.wait_for(|r| *r > seen).await.is_err() {
-                        std::future::pending::<()>().await
+                let after = page.revision.max(heard);
+                let next = async {
+                    let got = revisions.wait_for(|r| *r > after).await.map(|r| *r);
+                    match got {
+                        Ok(r) => r,
+                        Err(_) => std::future::pending::<i64>().await,
                     }
                 };
                 tokio::select! {
-                    _ = heard => {}
+                    r = next => heard = r,
                     _ = tokio::time::sleep(POLL.min(beat_in)) => {}
+                    _ = stopping.changed() => {}
                     _ = self.out.closed() => return Ok(()),
                 }
-                self.still_allowed().await?;
             }
             let scope = self.current_scope().await?;
             page = self

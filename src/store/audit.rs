@@ -59,7 +59,9 @@ impl Tx {
 
 impl Store {
     /// Up to `limit` events after `after` that `scope` and `filter` let
-    /// through, in revision order, on one snapshot.
+    /// through, in revision order, on one snapshot. Events older than the
+    /// structured ones (a text summary, which may name any account) are for
+    /// operators and service principals only.
     pub async fn audit_page(
         &self,
         scope: &EventScope,
@@ -105,11 +107,12 @@ impl Store {
                   AND (cardinality($7::text[]) = 0 OR e.action = ANY($7))
                   AND ($8::timestamptz IS NULL OR e.occurred_at >= $8)
                   AND ($9::timestamptz IS NULL OR e.occurred_at < $9)
-                  AND ($10 OR e.account_id = ANY($11)
-                       OR (e.account_id IS NULL
-                           AND CASE WHEN e.target_type = 'user'
-                                    THEN clef_manages($12, e.target_id::uuid, $13)
-                                    ELSE false END))
+                  AND ($10 OR (e.summary IS NULL
+                               AND (e.account_id = ANY($11)
+                                    OR (e.account_id IS NULL
+                                        AND CASE WHEN e.target_type = 'user'
+                                                 THEN clef_manages($12, e.target_id::uuid, $13)
+                                                 ELSE false END))))
                 ORDER BY e.revision, e.id
                 LIMIT $14"#,
             after.revision,

@@ -111,6 +111,14 @@ fn pb_to_json(v: &prost_types::Value) -> Json {
     }
 }
 
+fn before(e: &pb::AuditEvent, field: &str) -> Option<Json> {
+    e.changes
+        .iter()
+        .find(|c| c.field == field)
+        .and_then(|c| c.before.as_ref())
+        .map(pb_to_json)
+}
+
 fn after(e: &pb::AuditEvent, field: &str) -> Option<Json> {
     e.changes
         .iter()
@@ -172,6 +180,10 @@ impl Mirror {
                 A::GrantsChanged => {
                     let rights = after(e, "rights").unwrap();
                     let key = (target, e.account_id.clone());
+                    // Each event starts where the previous one left off.
+                    let before = before(e, "rights").unwrap_or(Json::Array(vec![]));
+                    let held = m.grants.get(&key).cloned().unwrap_or(Json::Array(vec![]));
+                    assert_eq!(before, held, "rights before, in {e:?}");
                     if rights.as_array().unwrap().is_empty() {
                         m.grants.remove(&key);
                     } else {
@@ -901,6 +913,32 @@ async fn who_gave_zoe_consolidated_tracking_and_when() {
     // Never a secret in the trail.
     let trail = format!("{:?}", all.events);
     assert!(!trail.contains(&key) && !trail.contains("argon2"));
+}
+
+#[tokio::test]
+async fn a_shutdown_ends_the_watches_so_that_the_server_can_stop() {
+    let app = spawn_app().await;
+    org_with_account(&app, "Stop", "ST1").await;
+    let mut c = audit_at(app.addr, &app.operator_key).await;
+    let mut s = c
+        .watch_events(watch_request(0, 0, None))
+        .await
+        .unwrap()
+        .into_inner();
+    read_until(&mut s, current_revision(&app).await).await;
+    drop(app); // starts the graceful shutdown
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status.code()),
+            }
+        }
+    })
+    .await
+    .expect("the watch outlived the shutdown");
+    assert_eq!(ended, Some(Code::Unavailable));
 }
 
 #[tokio::test]
