@@ -777,24 +777,57 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         Ok(())
     };
     if args.follow {
-        let mut stream = client
-            .watch_events(pb::WatchEventsRequest {
-                from_revision: args.from_revision,
-                after_event: 0,
-                filter: Some(filter),
-                // Heartbeats well within --timeout, so that an idle stream
-                // is not taken for a silent server.
-                heartbeat_seconds: (args.endpoint.timeout / 2).clamp(1, 5) as i32,
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
-        while let Some(msg) = args.endpoint.next(&mut stream).await? {
-            if let Some(pb::watch_events_response::Message::Event(e)) = msg.message {
-                print(&e)?;
-            }
+        // Where to resume: after the last event printed. A server going
+        // away (a restart, a rolling deploy: UNAVAILABLE) is waited for and
+        // the watch resumed there, without a gap or a repeat.
+        let (mut revision, mut after_event) = (args.from_revision, 0);
+        let mut wait = std::time::Duration::from_millis(500);
+        loop {
+            let opened = client
+                .watch_events(pb::WatchEventsRequest {
+                    from_revision: revision,
+                    after_event,
+                    filter: Some(filter.clone()),
+                    // Heartbeats well within --timeout, so that an idle
+                    // stream is not taken for a silent server.
+                    heartbeat_seconds: (args.endpoint.timeout / 2).clamp(1, 5) as i32,
+                })
+                .await;
+            let why = match opened {
+                Err(e) if e.code() == tonic::Code::Unavailable => e.message().to_owned(),
+                Err(e) => return Err(status(e)),
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    loop {
+                        match tokio::time::timeout(args.endpoint.deadline(), stream.message()).await
+                        {
+                            Err(_) => {
+                                bail!("the server sent nothing for {} s", args.endpoint.timeout)
+                            }
+                            Ok(Ok(Some(msg))) => {
+                                if let Some(pb::watch_events_response::Message::Event(e)) =
+                                    msg.message
+                                {
+                                    print(&e)?;
+                                    (revision, after_event) = (e.revision, e.id);
+                                    wait = std::time::Duration::from_millis(500);
+                                }
+                            }
+                            Ok(Ok(None)) => break "the server ended the stream".to_owned(),
+                            Ok(Err(e)) if e.code() == tonic::Code::Unavailable => {
+                                break e.message().to_owned()
+                            }
+                            Ok(Err(e)) => return Err(status(e)),
+                        }
+                    }
+                }
+            };
+            eprintln!(
+                "watch interrupted ({why}); resuming after revision {revision} event {after_event}"
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(10));
         }
-        bail!("the server ended the stream")
     }
     let mut token = String::new();
     loop {

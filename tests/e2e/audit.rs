@@ -367,11 +367,16 @@ pub struct Replica {
 }
 
 pub async fn serve_process(app: &TestApp) -> Replica {
+    serve_process_on(app, "127.0.0.1:0").await
+}
+
+/// [`serve_process`] listening on `listen`.
+pub async fn serve_process_on(app: &TestApp, listen: &str) -> Replica {
     let url = database_url(&app.db_options);
     let mut child = clef(&[
         "serve",
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--database-url",
         &url,
         "--password-workers",
@@ -999,4 +1004,57 @@ async fn pruned_events_are_named_and_the_rest_is_still_followed() {
         .unwrap()
         .into_inner();
     assert_eq!(page.pruned_through_revision, pruned);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clef_audit_follow_resumes_across_a_server_restart() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let app = spawn_app().await;
+    org_with_account(&app, "Follow", "FO1").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = serve_process_on(&app, &listen).await;
+    let mut follow = clef(&["audit", "--follow"]);
+    follow
+        .env("CLEF_ENDPOINT", format!("http://{listen}"))
+        .env("CLEF_KEY", &app.operator_key);
+    let mut cli = follow.spawn().unwrap();
+    let mut lines = BufReader::new(cli.stdout.take().unwrap()).lines();
+    let mut ids = Vec::new();
+    async fn read_to(
+        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+        ids: &mut Vec<i64>,
+        n: usize,
+    ) {
+        while ids.len() < n {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("clef audit --follow went silent")
+                .unwrap()
+                .expect("clef audit --follow ended");
+            let e: Json = serde_json::from_str(&line).unwrap();
+            ids.push(e["id"].as_i64().unwrap());
+        }
+    }
+    read_to(&mut lines, &mut ids, table_ids(&app).await.len()).await;
+    // The server stops (SIGTERM: its watches end, UNAVAILABLE); changes go
+    // on through the other replica; a server comes back on the address.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), server.child.wait()).await;
+    assert!(stopped.is_ok(), "the server did not stop with a watch open");
+    write_some(app.addr, app.operator_key.clone(), "FO1", "R", 3).await;
+    let _again = serve_process_on(&app, &listen).await;
+    write_some(app.addr, app.operator_key.clone(), "FO1", "S", 2).await;
+    let all = table_ids(&app).await;
+    read_to(&mut lines, &mut ids, all.len()).await;
+    assert_eq!(ids, all, "every event once, in order, across the restart");
+    cli.kill().await.unwrap();
 }
