@@ -82,6 +82,22 @@ pub async fn read_until(
     }
 }
 
+/// How `stream` ends within 10 s (`None`: it ended cleanly), whatever it
+/// sends first; `why` names what should have ended it.
+async fn end_of(stream: &mut Streaming<pb::WatchEventsResponse>, why: &str) -> Option<Code> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status.code()),
+            }
+        }
+    })
+    .await
+    .expect(why)
+}
+
 /// Every event, as the operator watching from revision 0 receives them.
 async fn whole_trail(app: &TestApp) -> Vec<pb::AuditEvent> {
     let upto = current_revision(app).await;
@@ -749,17 +765,7 @@ async fn an_admin_sees_his_tenant_only() {
             .await
             .unwrap();
     }
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match s.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => return None,
-                Err(status) => return Some(status.code()),
-            }
-        }
-    })
-    .await
-    .expect("the stream of a revoked key went on");
+    let ended = end_of(&mut s, "the stream of a revoked key went on").await;
     assert_eq!(ended, Some(Code::Unauthenticated));
 }
 
@@ -932,17 +938,7 @@ async fn a_shutdown_ends_the_watches_so_that_the_server_can_stop() {
         .into_inner();
     read_until(&mut s, current_revision(&app).await).await;
     drop(app); // starts the graceful shutdown
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match s.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => return None,
-                Err(status) => return Some(status.code()),
-            }
-        }
-    })
-    .await
-    .expect("the watch outlived the shutdown");
+    let ended = end_of(&mut s, "the watch outlived the shutdown").await;
     assert_eq!(ended, Some(Code::Unavailable));
 }
 
@@ -1057,4 +1053,59 @@ async fn clef_audit_follow_resumes_across_a_server_restart() {
     read_to(&mut lines, &mut ids, all.len()).await;
     assert_eq!(ids, all, "every event once, in order, across the restart");
     cli.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_unavailable_when_postgres_goes_and_resumes_when_it_is_back() {
+    use clef::embedded;
+    let dir = crate::embedded::temp_dir("audit-pg-down");
+    let embedded::DataDir::Started(pg) = embedded::open(&dir, false).await.unwrap() else {
+        panic!("fresh dir")
+    };
+    let app = spawn_app_on(pg.connect_options()).await;
+    org_with_account(&app, "Down", "DN1").await;
+    let mut c = audit_at(app.addr, &app.operator_key).await;
+    let mut s = c
+        .watch_events(watch_request(0, 0, None))
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = read_until(&mut s, current_revision(&app).await).await;
+    let last = seen.last().unwrap().clone();
+    pg.stop().await.unwrap();
+    // The next look at the table fails: the stream says so, it does not
+    // pretend to be current.
+    let ended = end_of(&mut s, "the watch went on without its database").await;
+    assert_eq!(ended, Some(Code::Unavailable));
+    let embedded::DataDir::Started(pg) = embedded::open(&dir, false).await.unwrap() else {
+        panic!("restarted")
+    };
+    // Back: a write, then the watch resumes after its last event.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let org = loop {
+        let mut accounts = app.operator_accounts().await;
+        match accounts
+            .create_organization(pb::CreateOrganizationRequest {
+                display_name: "Back".into(),
+                request_id: String::new(),
+            })
+            .await
+        {
+            Ok(o) => break o.into_inner(),
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "never back: {e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let mut s = c
+        .watch_events(watch_request(last.revision, last.id, None))
+        .await
+        .unwrap()
+        .into_inner();
+    let resumed = read_until(&mut s, current_revision(&app).await).await;
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    assert_eq!(resumed[0].target.as_ref().unwrap().id, org.id);
+    drop(app);
+    pg.stop().await.unwrap();
 }
