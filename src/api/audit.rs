@@ -201,6 +201,7 @@ pub(crate) fn event_to_pb(e: &Event) -> pb::AuditEvent {
         TargetType::Account => pb::TargetType::Account,
         TargetType::Right => pb::TargetType::Right,
         TargetType::User => pb::TargetType::User,
+        TargetType::Role => pb::TargetType::Role,
     };
     pb::AuditEvent {
         id: e.id,

@@ -222,6 +222,7 @@ impl AuthzApi {
             scope: scope_to_pb(d.scope),
             reason: reason_to_pb(d.reason),
             revision,
+            from_role: d.from_role,
         })
     }
 }
@@ -333,6 +334,7 @@ impl AuthorizationService for AuthzApi {
             scope_used: scope_to_pb(d.scope),
             reason: reason_to_pb(d.reason),
             revision,
+            from_role: d.from_role,
         }))
     }
 

@@ -12,6 +12,7 @@ use crate::{
         key::KeyMeta,
         request::RequestKey,
         rights::{Grant, RawGrant, RightDef, Scope},
+        role::{RoleDef, RoleGrant},
         user::{Link, RawProfile, User, UserKind, UserStatus},
         Error, Violations,
     },
@@ -243,6 +244,36 @@ pub fn key_to_pb(k: KeyMeta) -> pb::ConnectionKey {
         last_used_time: k.last_used_at.and_then(timestamp),
         expire_time: k.expires_at.and_then(timestamp),
         revoke_time: k.revoked_at.and_then(timestamp),
+    }
+}
+
+pub fn role_to_pb(r: RoleDef) -> pb::Role {
+    pb::Role {
+        code: r.code,
+        label_fr: r.label_fr,
+        label_en: r.label_en,
+        kinds: r.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
+        rights: r
+            .rights
+            .into_iter()
+            .map(|x| pb::RoleRight {
+                right: x.right,
+                scope: scope_to_pb(x.scope),
+            })
+            .collect(),
+        revision: r.revision,
+    }
+}
+
+pub fn role_grant_to_pb(g: RoleGrant) -> pb::RoleGrant {
+    pb::RoleGrant {
+        user_id: g.user_id.to_string(),
+        account_code: g.account_code,
+        role: g.role,
+        granted_by: g.granted_by.map(|u| u.to_string()).unwrap_or_default(),
+        grant_time: timestamp(g.granted_at),
+        expire_time: g.expires_at.and_then(timestamp),
+        revision: g.revision,
     }
 }
 

@@ -204,13 +204,14 @@ impl GrantService for GrantApi {
         let after = decode_token(&req.page_token, 3, &mut v)
             .and_then(|p| id("page_token", &p[1], &mut v).map(|u| (p[0].clone(), u, p[2].clone())));
         let of = done(v, of)?;
-        let mut found = grants::list(&self.0.store, &actor, &of, after, limit + 1).await?;
+        let (mut found, roles) = grants::list(&self.0.store, &actor, &of, after, limit + 1).await?;
         let next_page_token = paginate(&mut found, limit, |g| {
             encode_token(&[&g.account_code, &g.user_id.to_string(), &g.right])
         });
         Ok(Response::new(pb::ListGrantsResponse {
             grants: found.into_iter().map(grant_to_pb).collect(),
             next_page_token,
+            role_grants: roles.into_iter().map(role_grant_to_pb).collect(),
         }))
     }
 

@@ -15,6 +15,7 @@ pub mod grants;
 pub mod import;
 pub mod keys;
 pub mod links;
+pub mod roles;
 pub mod users;
 
 /// What every service needs: the store, the authenticator, and the

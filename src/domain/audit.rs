@@ -33,10 +33,15 @@ pub enum Action {
     PasswordLockCleared,
     InvitationIssued,
     PasswordResetRequested,
+    RoleDefined,
+    RoleUpdated,
+    RoleGranted,
+    RoleGrantUpdated,
+    RoleRevoked,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 28] = [
         Action::OrganizationCreated,
         Action::OrganizationUpdated,
         Action::AccountCreated,
@@ -60,6 +65,11 @@ impl Action {
         Action::PasswordLockCleared,
         Action::InvitationIssued,
         Action::PasswordResetRequested,
+        Action::RoleDefined,
+        Action::RoleUpdated,
+        Action::RoleGranted,
+        Action::RoleGrantUpdated,
+        Action::RoleRevoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +97,11 @@ impl Action {
             Action::PasswordLockCleared => "password_lock_cleared",
             Action::InvitationIssued => "invitation_issued",
             Action::PasswordResetRequested => "password_reset_requested",
+            Action::RoleDefined => "role_defined",
+            Action::RoleUpdated => "role_updated",
+            Action::RoleGranted => "role_granted",
+            Action::RoleGrantUpdated => "role_grant_updated",
+            Action::RoleRevoked => "role_revoked",
         }
     }
 
@@ -105,6 +120,7 @@ pub enum TargetType {
     Account,
     Right,
     User,
+    Role,
 }
 
 impl TargetType {
@@ -114,6 +130,7 @@ impl TargetType {
             TargetType::Account => "account",
             TargetType::Right => "right",
             TargetType::User => "user",
+            TargetType::Role => "role",
         }
     }
 
@@ -123,6 +140,7 @@ impl TargetType {
             "account" => TargetType::Account,
             "right" => TargetType::Right,
             "user" => TargetType::User,
+            "role" => TargetType::Role,
             other => return Err(Error::Internal(format!("unknown audit target {other:?}"))),
         })
     }

@@ -46,6 +46,21 @@ pub struct GrantEntitlement {
     pub right: Box<str>,
     pub scope: Option<Scope>,
     pub expires_at: Option<Micros>,
+    /// The role that gives it; `None` for a direct grant. A right may come
+    /// several times (directly and through roles).
+    pub role: Option<Box<str>>,
+}
+
+impl GrantEntitlement {
+    /// How wide its scope is: an unscoped right or `consolidated` first,
+    /// then `user_tag`, then `user_key`.
+    fn width(&self) -> u8 {
+        match self.scope {
+            None | Some(Scope::Consolidated) => 3,
+            Some(Scope::UserTag) => 2,
+            Some(Scope::UserKey) => 1,
+        }
+    }
 }
 
 /// Why a decision is negative.
@@ -70,6 +85,9 @@ pub struct Decision {
     /// The scope of the grant that allowed (scoped rights only).
     pub scope: Option<Scope>,
     pub reason: Option<Denial>,
+    /// Whether the grant that answered came from a role (none held directly
+    /// answered as well).
+    pub from_role: bool,
 }
 
 impl Decision {
@@ -78,6 +96,14 @@ impl Decision {
             allowed: true,
             scope,
             reason: None,
+            from_role: false,
+        }
+    }
+
+    fn allow_by(g: &GrantEntitlement) -> Self {
+        Self {
+            from_role: g.role.is_some(),
+            ..Self::allow(g.scope)
         }
     }
 
@@ -86,6 +112,7 @@ impl Decision {
             allowed: false,
             scope: None,
             reason: Some(reason),
+            from_role: false,
         }
     }
 }
@@ -122,12 +149,18 @@ impl Entitlements {
     /// tells it apart from an unknown account.
     pub fn check(&self, account: &str, right: &str, now: Micros) -> Decision {
         match self.grant(account, right, now) {
-            Ok(g) => Decision::allow(g.scope),
+            Ok(g) => Decision::allow_by(g),
             Err(d) => Decision::deny(d),
         }
     }
 
-    fn grant(&self, account: &str, right: &str, now: Micros) -> Result<&GrantEntitlement, Denial> {
+    /// The live grants of `right` on `account` (direct or through roles).
+    fn live<'a>(
+        &'a self,
+        account: &str,
+        right: &'a str,
+        now: Micros,
+    ) -> Result<impl Iterator<Item = &'a GrantEntitlement> + 'a, Denial> {
         if !self.active {
             return Err(Denial::InactiveUser);
         }
@@ -135,15 +168,35 @@ impl Entitlements {
         if a.closed {
             return Err(Denial::AccountClosed);
         }
-        let g = a
+        let mut all = a
             .grants
             .iter()
-            .find(|g| &*g.right == right)
-            .ok_or(Denial::NoGrant)?;
-        if g.expires_at.is_some_and(|t| t <= now) {
+            .filter(move |g| &*g.right == right)
+            .peekable();
+        if all.peek().is_none() {
+            return Err(Denial::NoGrant);
+        }
+        let mut live = all
+            .filter(move |g| g.expires_at.is_none_or(|t| t > now))
+            .peekable();
+        if live.peek().is_none() {
             return Err(Denial::ExpiredGrant);
         }
-        Ok(g)
+        Ok(live)
+    }
+
+    /// The live grant of `right` on `account` with the widest scope; a direct
+    /// one rather than a role's when they are as wide.
+    fn grant<'a>(
+        &'a self,
+        account: &str,
+        right: &'a str,
+        now: Micros,
+    ) -> Result<&'a GrantEntitlement, Denial> {
+        let best = self
+            .live(account, right, now)?
+            .max_by_key(|g| (g.width(), g.role.is_none()));
+        best.ok_or(Denial::NoGrant)
     }
 
     /// Whether the subject may see a parcel through a tracking right: every
@@ -154,7 +207,7 @@ impl Entitlements {
             Ok(g) => g,
             Err(d) => return Decision::deny(d),
         };
-        let visible = match g.scope {
+        let visible = |g: &GrantEntitlement| match g.scope {
             None | Some(Scope::Consolidated) => true,
             Some(Scope::UserTag) => parcel.tag.is_some_and(|t| {
                 self.accounts
@@ -166,14 +219,20 @@ impl Entitlements {
                 _ => false,
             },
         };
-        if visible {
-            Decision::allow(g.scope)
-        } else {
-            Decision {
+        // Any live grant that shows the parcel (a tag scope and a key scope
+        // held through different sources each show their own parcels).
+        let shown = self
+            .live(parcel.account_code, right, now)
+            .ok()
+            .and_then(|mut live| live.find(|g| visible(g)));
+        match shown {
+            Some(g) => Decision::allow_by(g),
+            None => Decision {
                 allowed: false,
                 scope: g.scope,
                 reason: Some(Denial::OutOfScope),
-            }
+                from_role: g.role.is_some(),
+            },
         }
     }
 
@@ -230,11 +289,13 @@ mod tests {
                         right: "tracking.tool".into(),
                         scope: Some(Scope::UserTag),
                         expires_at: None,
+                        role: None,
                     },
                     GrantEntitlement {
                         right: "shipping.ws".into(),
                         scope: None,
                         expires_at: Some(1_000),
+                        role: None,
                     },
                 ],
             },
@@ -273,6 +334,39 @@ mod tests {
             inactive.check("900138", "shipping.ws", 0).reason,
             Some(Denial::InactiveUser)
         );
+    }
+
+    #[test]
+    fn the_widest_live_grant_answers_and_says_whether_a_role_gave_it() {
+        let mut e = ent();
+        let a = e.accounts.get_mut("900138").unwrap();
+        a.grants.push(GrantEntitlement {
+            right: "tracking.tool".into(),
+            scope: Some(Scope::Consolidated),
+            expires_at: Some(500),
+            role: Some("fleet".into()),
+        });
+        a.grants.push(GrantEntitlement {
+            right: "shipping.ws".into(),
+            scope: None,
+            expires_at: None,
+            role: Some("it".into()),
+        });
+        let d = e.check("900138", "tracking.tool", 0);
+        assert_eq!((d.scope, d.from_role), (Some(Scope::Consolidated), true));
+        // The role's grant expired: the direct one answers.
+        let d = e.check("900138", "tracking.tool", 500);
+        assert_eq!((d.scope, d.from_role), (Some(Scope::UserTag), false));
+        // As wide: the direct grant answers while it lives, then the role's.
+        assert!(!e.check("900138", "shipping.ws", 999).from_role);
+        assert!(e.check("900138", "shipping.ws", 1_000).from_role);
+        let p = Parcel {
+            account_code: "900138",
+            user_key: None,
+            tag: Some("OTHER"),
+        };
+        assert!(e.parcel("tracking.tool", &p, 0).allowed);
+        assert!(!e.parcel("tracking.tool", &p, 500).allowed);
     }
 
     #[test]

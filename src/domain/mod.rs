@@ -12,6 +12,7 @@ pub mod key;
 pub mod principal;
 pub mod request;
 pub mod rights;
+pub mod role;
 pub mod user;
 
 pub use error::{AccountRefusal, Error, FieldViolation, RefusalReason, Result, Violations};

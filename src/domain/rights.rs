@@ -208,11 +208,21 @@ impl Authority {
         let Authority::Holder(held) = self else {
             return Ok(());
         };
-        let Some(h) = held.iter().find(|h| h.right == right) else {
+        // The right may be held several times (directly, through roles): the
+        // widest counts.
+        let mine: Vec<&Held> = held.iter().filter(|h| h.right == right).collect();
+        if mine.is_empty() {
             return Err(NotDelegable(format!(
                 "you cannot delegate {right} on account {account}: you do not hold it there"
             )));
-        };
+        }
+        let h = mine
+            .iter()
+            .find(|h| match (h.scope, scope) {
+                (Some(m), Some(t)) => m.covers(t),
+                _ => true,
+            })
+            .unwrap_or(&mine[0]);
         match (h.scope, scope) {
             (Some(mine), Some(theirs)) if !mine.covers(theirs) => Err(NotDelegable(format!(
                 "you cannot delegate {right} with scope {} on account {account}: you hold it with scope {}",

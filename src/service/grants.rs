@@ -13,6 +13,7 @@ use crate::{
         principal::Actor,
         rights::Grant,
         rights::{validate_grants, RawGrant, RightDef},
+        role::RoleGrant,
         user::{UserKey, UserKind, UserStatus},
         AccountRefusal, Error, RefusalReason, Violations,
     },
@@ -162,15 +163,34 @@ pub async fn list(
     of: &ListOf,
     after: Option<(String, Uuid, String)>,
     limit: i64,
-) -> Result<Vec<Grant>, Error> {
+) -> Result<(Vec<Grant>, Vec<RoleGrant>), Error> {
     let mut tx = store.read().await?;
     let (user, account, only) = listing_scope(&mut tx, actor, of).await?;
+    // The roles held come on the first page, all of them (a user holds a
+    // few per account; an account's are bounded below).
+    let roles = match after {
+        None => {
+            let roles = tx
+                .role_grants(user, account, only.as_deref(), MAX_ROLE_GRANTS + 1)
+                .await?;
+            if roles.len() as i64 > MAX_ROLE_GRANTS {
+                return Err(Error::FailedPrecondition(format!(
+                    "more than {MAX_ROLE_GRANTS} roles are held here: list them by user"
+                )));
+            }
+            roles
+        }
+        Some(_) => Vec::new(),
+    };
     let grants = tx
         .grants(user, account, only.as_deref(), after, limit)
         .await?;
     tx.commit().await?;
-    Ok(grants)
+    Ok((grants, roles))
 }
+
+/// How many roles held one `ListGrants` answer lists at most.
+pub const MAX_ROLE_GRANTS: i64 = 10_000;
 
 /// Which user a mass operation is about.
 #[derive(Debug)]

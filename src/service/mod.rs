@@ -14,6 +14,7 @@ pub mod grants;
 pub mod import;
 pub mod keys;
 pub mod links;
+pub mod roles;
 pub mod users;
 
 use uuid::Uuid;

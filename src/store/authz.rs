@@ -57,6 +57,8 @@ struct GrantJson {
     r: String,
     s: Option<String>,
     e: Option<Micros>,
+    /// The role that gives it, if not granted directly.
+    o: Option<String>,
 }
 
 impl Store {
@@ -90,9 +92,9 @@ impl Store {
                  (SELECT COALESCE(json_agg(json_build_object(
                         'c', a.code, 'closed', a.status = 'closed', 't', l.tags,
                         'g', (SELECT COALESCE(json_agg(json_build_object(
-                                  'r', g.right_code, 's', g.scope,
+                                  'r', g.right_code, 's', g.scope, 'o', g.role_code,
                                   'e', (extract(epoch FROM g.expires_at) * 1000000)::bigint)), '[]')
-                                FROM grants g WHERE g.user_id = l.user_id AND g.account_id = l.account_id))), '[]')
+                                FROM held_rights g WHERE g.user_id = l.user_id AND g.account_id = l.account_id))), '[]')
                     FROM links l JOIN accounts a ON a.id = l.account_id
                    WHERE l.user_id = s.id) AS "accounts!: Json<Vec<AccountJson>>",
                  (SELECT status FROM accounts WHERE code = $4) AS "account_status?",
@@ -135,6 +137,7 @@ impl Store {
                                     right: g.r.into(),
                                     scope: g.s.as_deref().and_then(Scope::from_db),
                                     expires_at: g.e,
+                                    role: g.o.map(String::into_boxed_str),
                                 })
                                 .collect();
                         (

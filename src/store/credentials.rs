@@ -300,9 +300,10 @@ impl Tx {
     /// message that confirms his account.
     pub async fn rights_held(&mut self, user: Uuid) -> Result<Vec<(String, String)>, Error> {
         let rows = sqlx::query!(
-            "SELECT a.code, g.right_code FROM grants g JOIN accounts a ON a.id = g.account_id
+            r#"SELECT DISTINCT a.code, g.right_code AS "right_code!"
+               FROM held_rights g JOIN accounts a ON a.id = g.account_id
               WHERE g.user_id = $1 AND (g.expires_at IS NULL OR g.expires_at > $2)
-              ORDER BY a.code, g.right_code",
+              ORDER BY a.code, 2"#,
             user,
             self.now()
         )

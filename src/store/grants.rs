@@ -86,8 +86,8 @@ impl Tx {
             return Ok(Authority::Operator);
         }
         let rows = sqlx::query!(
-            "SELECT right_code, scope FROM grants
-              WHERE user_id = $1 AND account_id = $2 AND (expires_at IS NULL OR expires_at > $3)",
+            r#"SELECT right_code AS "right_code!", scope FROM held_rights
+              WHERE user_id = $1 AND account_id = $2 AND (expires_at IS NULL OR expires_at > $3)"#,
             actor.user_id,
             account,
             self.now()
@@ -108,8 +108,9 @@ impl Tx {
     /// The accounts where `actor` holds a live `admin.users`.
     pub async fn administered_accounts(&mut self, actor: Uuid) -> Result<Vec<Uuid>, Error> {
         sqlx::query_scalar!(
-            "SELECT account_id FROM grants WHERE user_id = $1 AND right_code = 'admin.users'
-                AND (expires_at IS NULL OR expires_at > $2)",
+            r#"SELECT DISTINCT account_id AS "account_id!" FROM held_rights
+                WHERE user_id = $1 AND right_code = 'admin.users'
+                  AND (expires_at IS NULL OR expires_at > $2)"#,
             actor,
             self.now()
         )
@@ -166,8 +167,13 @@ impl Tx {
         Ok(done.rows_affected() as i64)
     }
 
-    /// Removes every grant of a user on every account.
+    /// Removes every grant and every role of a user on every account;
+    /// returns how many grants existed.
     pub async fn delete_all_grants(&mut self, user: Uuid) -> Result<i64, Error> {
+        sqlx::query!("DELETE FROM role_grants WHERE user_id = $1", user)
+            .execute(self.conn())
+            .await
+            .map_err(db_error)?;
         let done = sqlx::query!("DELETE FROM grants WHERE user_id = $1", user)
             .execute(self.conn())
             .await

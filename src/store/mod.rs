@@ -19,6 +19,7 @@ mod outbox;
 mod principals;
 mod reports;
 mod requests;
+mod roles;
 mod tx;
 mod users;
 
@@ -159,6 +160,11 @@ pub(crate) fn db_error_for(e: sqlx::Error, duplicate: &str, missing: &str) -> Er
         sqlx::Error::Database(d) => match d.code().as_deref() {
             Some("23505") => Error::already_exists(duplicate),
             Some("23503") => Error::NotFound(missing.to_owned()),
+            // A role held by users of a kind it does not allow (migration
+            // `roles`): its message names the role.
+            Some("23514") if d.constraint() == Some("role_kinds") => {
+                Error::FailedPrecondition(d.message().to_owned())
+            }
             // connection exceptions, admin/crash shutdown, cannot connect now,
             // too many connections
             Some(c)

@@ -341,7 +341,7 @@ impl Tx {
     ) -> Result<Vec<LinkedAccount>, Error> {
         let rows = sqlx::query!(
             r#"SELECT l.account_id, a.code,
-                      EXISTS (SELECT 1 FROM grants g
+                      EXISTS (SELECT 1 FROM held_rights g
                                WHERE g.user_id = $2 AND g.account_id = l.account_id AND g.right_code = 'admin.users'
                                  AND (g.expires_at IS NULL OR g.expires_at > $3)) AS "admin!"
                  FROM links l JOIN accounts a ON a.id = l.account_id
@@ -375,7 +375,7 @@ impl Tx {
             r#"SELECT l.user_id, array_agg(a.code ORDER BY a.code) AS "codes!"
                  FROM links l JOIN accounts a ON a.id = l.account_id
                 WHERE l.user_id = ANY($1)
-                  AND NOT EXISTS (SELECT 1 FROM grants g
+                  AND NOT EXISTS (SELECT 1 FROM held_rights g
                                    WHERE g.user_id = $2 AND g.account_id = l.account_id
                                      AND g.right_code = 'admin.users'
                                      AND (g.expires_at IS NULL OR g.expires_at > $3))
@@ -393,7 +393,7 @@ impl Tx {
     /// Whether `actor` holds a live `admin.users` on any account.
     pub async fn administers_any(&mut self, actor: Uuid) -> Result<bool, Error> {
         sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM grants WHERE user_id = $1 AND right_code = 'admin.users'
+            r#"SELECT EXISTS (SELECT 1 FROM held_rights WHERE user_id = $1 AND right_code = 'admin.users'
                                AND (expires_at IS NULL OR expires_at > $2)) AS "e!""#,
             actor,
             self.now()

@@ -32,6 +32,7 @@ mod passwords;
 mod replicas;
 mod requests;
 mod restart;
+mod roles;
 mod story;
 mod tenants;
 mod validation;
