@@ -219,12 +219,16 @@ impl Entitlements {
                 _ => false,
             },
         };
-        // Any live grant that shows the parcel (a tag scope and a key scope
-        // held through different sources each show their own parcels).
-        let shown = self
-            .live(parcel.account_code, right, now)
-            .ok()
-            .and_then(|mut live| live.find(|g| visible(g)));
+        // The widest grant when it shows the parcel, else any live grant that
+        // does (a tag scope and a key scope held through different sources
+        // each show their own parcels).
+        let shown = if visible(g) {
+            Some(g)
+        } else {
+            self.live(parcel.account_code, right, now)
+                .ok()
+                .and_then(|mut live| live.find(|g| visible(g)))
+        };
         match shown {
             Some(g) => Decision::allow_by(g),
             None => Decision {
