@@ -423,6 +423,32 @@ async fn dataset(args: DatasetArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    // Every third link also holds a role (the default "fleet" or "it"), so
+    // that decisions answer from expanded roles as well as direct grants.
+    let role_ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM roles WHERE code IN ('fleet', 'it') ORDER BY code")
+            .fetch_all(&mut conn)
+            .await?;
+    let mut role_grants = 0u64;
+    if role_ids.len() == 2 {
+        copy(
+            &mut conn,
+            "role_grants",
+            "user_id, account_id, role_id, revision",
+            plan.users,
+            |i, b| {
+                let u = plan.user(i);
+                for (n, a) in u.accounts.iter().enumerate() {
+                    if (i as usize + n) % 3 == 0 {
+                        role_grants += 1;
+                        let role = role_ids[(i as usize + n) % 2];
+                        let _ = writeln!(b, "{}\t{}\t{role}\t1", user_id(i), account_id(*a));
+                    }
+                }
+            },
+        )
+        .await?;
+    }
     sqlx::query("SET session_replication_role = origin")
         .execute(&mut conn)
         .await?;
@@ -449,7 +475,7 @@ async fn dataset(args: DatasetArgs) -> anyhow::Result<()> {
     )?;
     std::fs::write(args.out.join("subjects.tsv"), subjects.join("\n") + "\n")?;
     eprintln!(
-        "dataset: {} users, {} accounts, {links} links, {grants} grants, {} sample subjects; {:.1?}",
+        "dataset: {} users, {} accounts, {links} links, {grants} grants, {role_grants} roles held, {} sample subjects; {:.1?}",
         plan.users,
         plan.accounts,
         subjects.len(),

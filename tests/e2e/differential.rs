@@ -144,6 +144,42 @@ const SUBJECT: &str = "LEFT JOIN LATERAL (
          AND (k.expires_at IS NULL OR k.expires_at > now())) k ON true
     LEFT JOIN users s ON s.id = k.user_id OR s.id = q.uid::uuid OR s.user_key = q.ukey";
 
+/// The grant that answers for (`user`, `account`, `right`), as SQL: among
+/// the user's direct grants and the rights of the roles he holds there
+/// (read from the roles' definitions, not from the server's expansion), a
+/// live one first, then the widest scope, then a direct one.
+fn best(user: &str, account: &str, right: &str) -> String {
+    format!(
+        "(SELECT h.user_id, h.scope, h.expires_at FROM (
+            SELECT g.user_id, g.scope, g.expires_at, false AS via FROM grants g
+             WHERE g.user_id = {user} AND g.account_id = {account} AND g.right_code = {right}
+            UNION ALL
+            SELECT rg.user_id, e ->> 'scope', rg.expires_at, true
+              FROM role_grants rg JOIN roles ro ON ro.id = rg.role_id
+             CROSS JOIN LATERAL jsonb_array_elements(ro.rights) e
+             WHERE rg.user_id = {user} AND rg.account_id = {account} AND e ->> 'right' = {right}) h
+          ORDER BY (h.expires_at IS NULL OR h.expires_at > now()) DESC,
+                   CASE h.scope WHEN 'user_tag' THEN 2 WHEN 'user_key' THEN 1 ELSE 3 END DESC, h.via
+          LIMIT 1)"
+    )
+}
+
+/// Whether (`user`, `account`, `right`) is held live with scope `user_key`
+/// by any source: a parcel franked with his key is his to see even when a
+/// wider grant does not show it.
+fn keyed(user: &str, account: &str, right: &str) -> String {
+    format!(
+        "(EXISTS (SELECT 1 FROM grants g WHERE g.user_id = {user} AND g.account_id = {account}
+                     AND g.right_code = {right} AND g.scope = 'user_key'
+                     AND (g.expires_at IS NULL OR g.expires_at > now()))
+          OR EXISTS (SELECT 1 FROM role_grants rg JOIN roles ro ON ro.id = rg.role_id
+                     CROSS JOIN LATERAL jsonb_array_elements(ro.rights) e
+                     WHERE rg.user_id = {user} AND rg.account_id = {account}
+                       AND e ->> 'right' = {right} AND e ->> 'scope' = 'user_key'
+                       AND (rg.expires_at IS NULL OR rg.expires_at > now())))"
+    )
+}
+
 /// The reference for Check (`parcels` false) or CheckParcelVisibility: one
 /// SQL statement over every ask, straight from the tables. A parcel is
 /// visible under a grant of scope `consolidated` always, `user_tag` when it
@@ -161,12 +197,14 @@ async fn reference(pool: &PgPool, parcels: bool, asks: &[Ask]) -> Vec<Answer> {
         cols[5].push(a.parcel_key.clone());
         cols[6].push(a.parcel_tag.clone());
     }
+    let best = best("s.id", "a.id", "q.right_code");
+    let keyed = keyed("s.id", "a.id", "q.right_code");
     let sql = format!(
         r#"WITH q AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
                       WITH ORDINALITY AS q(key, uid, ukey, account, right_code, pkey, ptag, n)),
            d AS (
-             SELECT q.n, q.pkey, q.ptag, s.user_key, l.tags, g.scope, CASE
+             SELECT q.n, q.pkey, q.ptag, s.user_key, l.tags, g.scope, {keyed} AS keyed, CASE
                  WHEN s.id IS NULL THEN 'UNKNOWN_SUBJECT'
                  WHEN s.status <> 'active' THEN 'INACTIVE_USER'
                  WHEN a.id IS NULL THEN 'UNKNOWN_ACCOUNT'
@@ -179,15 +217,21 @@ async fn reference(pool: &PgPool, parcels: bool, asks: &[Ask]) -> Vec<Answer> {
                {SUBJECT}
                LEFT JOIN accounts a ON a.code = q.account
                LEFT JOIN links l ON l.user_id = s.id AND l.account_id = a.id
-               LEFT JOIN grants g ON g.user_id = s.id AND g.account_id = a.id AND g.right_code = q.right_code)
+               LEFT JOIN LATERAL {best} g ON true),
+           v AS (
+             SELECT d.*, scope IS NULL OR scope = 'consolidated'
+                         OR (scope = 'user_tag' AND ptag = ANY (tags))
+                         OR (scope = 'user_key' AND pkey = user_key) AS shown_by_best
+               FROM d)
          SELECT CASE
                   WHEN reason <> 'ALLOWED' OR NOT $8 THEN reason
-                  WHEN scope IS NULL OR scope = 'consolidated' THEN 'ALLOWED'
-                  WHEN scope = 'user_tag' AND ptag = ANY (tags) THEN 'ALLOWED'
-                  WHEN scope = 'user_key' AND pkey = user_key THEN 'ALLOWED'
+                  WHEN shown_by_best THEN 'ALLOWED'
+                  WHEN keyed AND pkey = user_key THEN 'ALLOWED'
                   ELSE 'OUT_OF_SCOPE' END,
-                CASE WHEN reason = 'ALLOWED' THEN scope END
-           FROM d ORDER BY n"#
+                CASE WHEN reason <> 'ALLOWED' THEN NULL
+                     WHEN $8 AND NOT shown_by_best AND keyed AND pkey = user_key THEN 'user_key'
+                     ELSE scope END
+           FROM v ORDER BY n"#
     );
     let [c0, c1, c2, c3, c4, c5, c6] = cols;
     let rows: Vec<(String, Option<String>)> = sqlx::query_as(&sql)
@@ -226,6 +270,7 @@ async fn reference_filters(pool: &PgPool, asks: &[(Subject, &'static str)]) -> V
         cols[2].push(ukey);
         cols[3].push(Some(right.to_string()));
     }
+    let best = best("l.user_id", "l.account_id", "w.right_code");
     let sql = format!(
         r#"WITH q AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
@@ -243,7 +288,7 @@ async fn reference_filters(pool: &PgPool, asks: &[(Subject, &'static str)]) -> V
                     CASE WHEN g.scope = 'user_tag' THEN l.tags ELSE '{{}}' END AS tags
                FROM links l
                JOIN accounts a ON a.id = l.account_id
-               JOIN grants g ON g.user_id = l.user_id AND g.account_id = l.account_id AND g.right_code = w.right_code
+               JOIN LATERAL {best} g ON true
               WHERE l.user_id = w.id AND w.status = 'active' AND a.status <> 'closed'
                 AND (g.expires_at IS NULL OR g.expires_at > now())
                 AND (g.scope IS DISTINCT FROM 'user_key' OR w.user_key IS NOT NULL)
@@ -529,7 +574,12 @@ impl World {
         .unwrap();
         let grants: Vec<(String, String, String, String)> = sqlx::query_as(
             "SELECT g.user_id::text, a.code, g.right_code, concat_ws(' ', g.scope, g.expires_at::text)
-               FROM grants g JOIN accounts a ON a.id = g.account_id",
+               FROM grants g JOIN accounts a ON a.id = g.account_id
+             UNION ALL
+             SELECT rg.user_id::text, a.code, (e ->> 'right') || ' via ' || ro.code,
+                    concat_ws(' ', e ->> 'scope', rg.expires_at::text)
+               FROM role_grants rg JOIN accounts a ON a.id = rg.account_id JOIN roles ro ON ro.id = rg.role_id
+              CROSS JOIN LATERAL jsonb_array_elements(ro.rights) e",
         )
         .fetch_all(pool)
         .await
@@ -592,10 +642,11 @@ impl World {
         self.links.contains_key(&(user.to_owned(), code.to_owned()))
     }
 
+    /// His direct grants, as (account, right).
     fn grants_of(&self, user: &str) -> Vec<(String, String)> {
         self.grants
             .keys()
-            .filter(|(u, _, _)| u == user)
+            .filter(|(u, _, r)| u == user && !r.contains(" via "))
             .map(|(_, a, r)| (a.clone(), r.clone()))
             .collect()
     }
@@ -672,8 +723,17 @@ impl World {
         {
             out.insert("tags");
         }
-        if self.grants != after.grants {
+        fn part(w: &World, via: bool) -> Vec<(&(String, String, String), &String)> {
+            w.grants
+                .iter()
+                .filter(|((_, _, r), _)| r.contains(" via ") == via)
+                .collect()
+        }
+        if part(self, false) != part(after, false) {
             out.insert("grants");
+        }
+        if part(self, true) != part(after, true) {
+            out.insert("roles");
         }
         if self
             .status
@@ -760,9 +820,12 @@ enum Op {
     RevokeConnectionKey,
     RevokeEverywhere,
     ArchiveUser,
+    GrantRole,
+    EditRole,
+    RevokeRole,
 }
 
-const ROUND: [Op; 20] = [
+const ROUND: [Op; 23] = [
     Op::CreateUser,
     Op::Link,
     Op::Grant,
@@ -783,6 +846,9 @@ const ROUND: [Op; 20] = [
     Op::RevokeConnectionKey,
     Op::RevokeEverywhere,
     Op::ArchiveUser,
+    Op::GrantRole,
+    Op::EditRole,
+    Op::RevokeRole,
 ];
 
 impl Op {
@@ -801,6 +867,7 @@ impl Op {
             Op::CloseAccount | Op::ReopenAccount => &["accounts"],
             Op::ImportAdd => &["users", "links", "tags", "grants", "status"],
             Op::ImportSync => &["links", "tags", "grants", "status"],
+            Op::GrantRole | Op::EditRole | Op::RevokeRole => &["roles"],
         }
     }
 }
@@ -831,6 +898,41 @@ fn random_grants(rng: &mut Rng, at_least: usize) -> Vec<pb::RightGrant> {
         }
     }
     codes.into_iter().map(|c| random_grant(rng, c)).collect()
+}
+
+/// The roles of the scenario, defined at its start and redefined by
+/// `EditRole`.
+const ROLES: [&str; 2] = ["d.alpha", "d.beta"];
+
+/// A definition of `code` with these rights (their expiries left out).
+fn role_definition(code: &str, rights: Vec<pb::RightGrant>) -> pb::DefineRoleRequest {
+    pb::DefineRoleRequest {
+        role: Some(pb::Role {
+            code: code.into(),
+            label_fr: format!("Rôle {code}"),
+            label_en: format!("Role {code}"),
+            kinds: vec!["standard".into(), "advanced".into()],
+            rights: rights
+                .into_iter()
+                .map(|g| pb::RoleRight {
+                    right: g.right,
+                    scope: g.scope,
+                })
+                .collect(),
+            revision: 0,
+        }),
+    }
+}
+
+async fn roles_client(
+    app: &TestApp,
+) -> pb::role_service_client::RoleServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+> {
+    pb::role_service_client::RoleServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&app.operator_key)),
+    )
 }
 
 fn tags(from: &[&str]) -> Vec<String> {
@@ -1160,6 +1262,73 @@ impl Scenario {
                     .await
                     .map(|r| r.into_inner().revision)
             }
+            Op::GrantRole => {
+                let (id, account) = self.rng.pick(&pairs(&self.people, |p, a| {
+                    world.active(&p.id) && world.open(a) && world.linked(&p.id, a)
+                }))?;
+                let role = ROLES[self.rng.below(ROLES.len())];
+                let expire_time = (self.rng.below(4) == 0).then(|| prost_types::Timestamp {
+                    seconds: chrono::Utc::now().timestamp() + 86_400,
+                    nanos: 0,
+                });
+                roles_client(app)
+                    .await
+                    .grant_role(pb::GrantRoleRequest {
+                        account_code: account,
+                        user_id: id,
+                        role: role.into(),
+                        expire_time,
+                    })
+                    .await
+                    .map(|r| r.into_inner().revision)
+            }
+            Op::EditRole => {
+                // A role someone holds, so that the edit changes decisions.
+                let held: BTreeSet<&str> = world
+                    .grants
+                    .keys()
+                    .filter_map(|(_, _, r)| r.split(" via ").nth(1))
+                    .collect();
+                let role = ROLES
+                    .into_iter()
+                    .find(|r| held.contains(r))
+                    .unwrap_or(ROLES[round % ROLES.len()]);
+                roles_client(app)
+                    .await
+                    .define_role(role_definition(role, random_grants(&mut self.rng, 1)))
+                    .await
+                    .map(|r| r.into_inner().revision)
+            }
+            Op::RevokeRole => {
+                let held: Vec<(String, String, String)> = self
+                    .people
+                    .iter()
+                    .flat_map(|p| {
+                        world
+                            .grants
+                            .keys()
+                            .filter(|(u, a, r)| u == &p.id && world.open(a) && r.contains(" via "))
+                            .map(|(u, a, r)| {
+                                (
+                                    u.clone(),
+                                    a.clone(),
+                                    r.split(" via ").nth(1).unwrap().to_owned(),
+                                )
+                            })
+                            .collect::<BTreeSet<_>>()
+                    })
+                    .collect();
+                let (id, account, role) = self.rng.pick(&held)?;
+                roles_client(app)
+                    .await
+                    .revoke_role(pb::RevokeRoleRequest {
+                        account_code: account,
+                        user_id: id,
+                        role,
+                    })
+                    .await
+                    .map(|r| r.into_inner().revision)
+            }
             Op::DeactivateUser => {
                 let id = self.rng.pick(&active)?;
                 w.users
@@ -1343,6 +1512,16 @@ async fn both_replicas_agree_with_a_sql_reference_after_every_write_path() {
     let org = create_org(&mut writers[0].accounts, "Diff").await;
     for code in ACCOUNTS {
         create_account(&mut writers[0].accounts, &org, code).await;
+    }
+    for (i, role) in ROLES.into_iter().enumerate() {
+        roles_client(&a)
+            .await
+            .define_role(role_definition(
+                role,
+                vec![right(RIGHTS[i * 3]), scoped("tracking.tool", SCOPES[i])],
+            ))
+            .await
+            .unwrap();
     }
     let mut s = Scenario {
         people: Vec::new(),
