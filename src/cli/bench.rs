@@ -439,7 +439,7 @@ async fn dataset(args: DatasetArgs) -> anyhow::Result<()> {
             |i, b| {
                 let u = plan.user(i);
                 for (n, a) in u.accounts.iter().enumerate() {
-                    if (i as usize + n) % 3 == 0 {
+                    if (i as usize + n).is_multiple_of(3) {
                         role_grants += 1;
                         let role = role_ids[(i as usize + n) % 2];
                         let _ = writeln!(b, "{}\t{}\t{role}\t1", user_id(i), account_id(*a));

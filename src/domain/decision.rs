@@ -241,27 +241,36 @@ impl Entitlements {
     }
 
     /// Per account where the subject holds `right`, what he may see; in
-    /// account-code order. Accounts where he sees nothing are left out.
+    /// account-code order. Accounts where he sees nothing are left out. An
+    /// account may come twice, with his key and with his tags, when he
+    /// holds the right with both scopes (through different sources): a
+    /// parcel either shows is his to see, as `parcel` says.
     pub fn visibility(&self, right: &str, now: Micros) -> Vec<(&str, Visibility)> {
-        let mut out: Vec<(&str, Visibility)> = self
-            .accounts
-            .keys()
-            .filter_map(|code| {
-                let g = self.grant(code, right, now).ok()?;
-                let v = match g.scope {
-                    None | Some(Scope::Consolidated) => Visibility::All,
-                    Some(Scope::UserKey) => Visibility::UserKey(self.user_key.clone()?),
-                    Some(Scope::UserTag) => {
-                        let tags = &self.accounts.get(code)?.tags;
-                        if tags.is_empty() {
-                            return None;
-                        }
-                        Visibility::Tags(tags.clone())
-                    }
-                };
-                Some((&**code, v))
-            })
-            .collect();
+        let mut out: Vec<(&str, Visibility)> = Vec::new();
+        for (code, a) in &self.accounts {
+            let Ok(live) = self.live(code, right, now) else {
+                continue;
+            };
+            let (mut all, mut key, mut tag) = (false, false, false);
+            for g in live {
+                match g.scope {
+                    None | Some(Scope::Consolidated) => all = true,
+                    Some(Scope::UserKey) => key = true,
+                    Some(Scope::UserTag) => tag = true,
+                }
+            }
+            if all {
+                out.push((code, Visibility::All));
+                continue;
+            }
+            if let (true, Some(k)) = (key, &self.user_key) {
+                out.push((code, Visibility::UserKey(k.clone())));
+            }
+            if tag && !a.tags.is_empty() {
+                out.push((code, Visibility::Tags(a.tags.clone())));
+            }
+        }
+        // Stable: an account's key clause stays before its tags clause.
         out.sort_by(|a, b| a.0.cmp(b.0));
         out
     }
@@ -371,6 +380,32 @@ mod tests {
         };
         assert!(e.parcel("tracking.tool", &p, 0).allowed);
         assert!(!e.parcel("tracking.tool", &p, 500).allowed);
+        assert_eq!(
+            e.visibility("tracking.tool", 0),
+            vec![("900138", Visibility::All)]
+        );
+        // A tag scope held directly and a key scope through a role: both.
+        let a = e.accounts.get_mut("900138").unwrap();
+        a.grants.push(GrantEntitlement {
+            right: "tracking.tool".into(),
+            scope: Some(Scope::UserKey),
+            expires_at: None,
+            role: Some("desk".into()),
+        });
+        assert_eq!(
+            e.visibility("tracking.tool", 500),
+            vec![
+                ("900138", Visibility::UserKey("K7QH2M9DXW4P".into())),
+                ("900138", Visibility::Tags(vec!["ATELIER-7".into()])),
+            ]
+        );
+        let p = Parcel {
+            account_code: "900138",
+            user_key: Some("K7QH2M9DXW4P"),
+            tag: None,
+        };
+        let d = e.parcel("tracking.tool", &p, 500);
+        assert!(d.allowed && d.from_role, "{d:?}");
     }
 
     #[test]

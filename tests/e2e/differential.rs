@@ -164,6 +164,28 @@ fn best(user: &str, account: &str, right: &str) -> String {
     )
 }
 
+/// The scopes a filter shows for (`user`, `account`, `right`), as SQL rows
+/// (scope, expires_at): `consolidated` alone when any live source is
+/// unscoped or consolidated, else each of `user_key` and `user_tag` held
+/// live by some source (read from the roles' definitions).
+fn live_scopes(user: &str, account: &str, right: &str) -> String {
+    let held = format!(
+        "(SELECT COALESCE(g.scope, 'consolidated') AS scope FROM grants g
+           WHERE g.user_id = {user} AND g.account_id = {account} AND g.right_code = {right}
+             AND (g.expires_at IS NULL OR g.expires_at > now())
+          UNION
+          SELECT COALESCE(e ->> 'scope', 'consolidated') FROM role_grants rg JOIN roles ro ON ro.id = rg.role_id
+           CROSS JOIN LATERAL jsonb_array_elements(ro.rights) e
+           WHERE rg.user_id = {user} AND rg.account_id = {account} AND e ->> 'right' = {right}
+             AND (rg.expires_at IS NULL OR rg.expires_at > now()))"
+    );
+    format!(
+        "(SELECT h.scope, NULL::timestamptz AS expires_at FROM {held} h
+           WHERE h.scope = 'consolidated'
+              OR NOT EXISTS (SELECT 1 FROM {held} x WHERE x.scope = 'consolidated'))"
+    )
+}
+
 /// Whether (`user`, `account`, `right`) is held live with scope `user_key`
 /// by any source: a parcel franked with his key is his to see even when a
 /// wider grant does not show it.
@@ -270,7 +292,7 @@ async fn reference_filters(pool: &PgPool, asks: &[(Subject, &'static str)]) -> V
         cols[2].push(ukey);
         cols[3].push(Some(right.to_string()));
     }
-    let best = best("l.user_id", "l.account_id", "w.right_code");
+    let live = live_scopes("l.user_id", "l.account_id", "w.right_code");
     let sql = format!(
         r#"WITH q AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
@@ -288,12 +310,12 @@ async fn reference_filters(pool: &PgPool, asks: &[(Subject, &'static str)]) -> V
                     CASE WHEN g.scope = 'user_tag' THEN l.tags ELSE '{{}}' END AS tags
                FROM links l
                JOIN accounts a ON a.id = l.account_id
-               JOIN LATERAL {best} g ON true
+               JOIN LATERAL {live} g ON true
               WHERE l.user_id = w.id AND w.status = 'active' AND a.status <> 'closed'
                 AND (g.expires_at IS NULL OR g.expires_at > now())
                 AND (g.scope IS DISTINCT FROM 'user_key' OR w.user_key IS NOT NULL)
                 AND (g.scope IS DISTINCT FROM 'user_tag' OR cardinality(l.tags) > 0)) c ON true
-          ORDER BY w.n, c.code COLLATE "C""#
+          ORDER BY w.n, c.code COLLATE "C", c.scope"#
     );
     let [c0, c1, c2, c3] = cols;
     type Row = (
