@@ -124,6 +124,30 @@ END $$;
 CREATE TRIGGER role_grants_kinds AFTER INSERT ON role_grants REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION clef_role_grant_kinds();
 
+-- "De nouveaux droits vous ont été attribués" (seed 004) for a role too:
+-- the rights of a role newly held by an active user with an email, in the
+-- same message as the transaction's direct grants on that account.
+CREATE FUNCTION clef_tell_role_granted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO outbox (kind, user_id, account_id, params)
+    SELECT 'rights_granted', n.user_id, n.account_id,
+           jsonb_build_object('rights', jsonb_agg(DISTINCT rr.right_code),
+                              'granted_by', (array_agg(n.granted_by))[1])
+      FROM new_rows n
+      JOIN users u ON u.id = n.user_id
+      JOIN role_rights rr ON rr.role_id = n.role_id
+     WHERE u.status = 'active' AND u.email IS NOT NULL
+     GROUP BY n.user_id, n.account_id
+    ON CONFLICT (txid, user_id, account_id) WHERE kind = 'rights_granted'
+    DO UPDATE SET params = jsonb_set(outbox.params, '{rights}',
+        (SELECT jsonb_agg(DISTINCT r ORDER BY r)
+           FROM jsonb_array_elements_text((outbox.params->'rights') || (EXCLUDED.params->'rights')) r));
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER role_grants_tell AFTER INSERT ON role_grants REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION clef_tell_role_granted();
+
 -- Decisions: a role granted, revoked or re-dated changes its holder's.
 CREATE TRIGGER role_grants_insert AFTER INSERT ON role_grants REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION clef_touch_user_rows();

@@ -99,10 +99,11 @@ impl ConnectionKeyService for KeyApi {
             accounts: me
                 .accounts
                 .into_iter()
-                .map(|(link, grants)| pb::AccountRights {
+                .map(|(link, grants, roles)| pb::AccountRights {
                     account_code: link.account_code,
                     tags: link.tags,
                     grants: grants.into_iter().map(grant_to_pb).collect(),
+                    role_grants: roles.into_iter().map(role_grant_to_pb).collect(),
                 })
                 .collect(),
         }))

@@ -8,6 +8,7 @@ use crate::{
         key::{KeyMeta, NewKey},
         principal::Actor,
         rights::Grant,
+        role::RoleGrant,
         user::{Link, User},
         Error,
     },
@@ -98,8 +99,8 @@ pub struct Me {
     pub user: Option<User>,
     pub login: String,
     pub key: KeyMeta,
-    /// Live grants per linked account.
-    pub accounts: Vec<(Link, Vec<Grant>)>,
+    /// Live grants and roles per linked account.
+    pub accounts: Vec<(Link, Vec<Grant>, Vec<RoleGrant>)>,
 }
 
 pub async fn who_am_i(store: &Store, actor: &Actor) -> Result<Me, Error> {
@@ -117,6 +118,9 @@ pub async fn who_am_i(store: &Store, actor: &Actor) -> Result<Me, Error> {
     let grants = tx
         .grants(Some(actor.user_id), None, None, None, 1_000_000)
         .await?;
+    let roles = tx
+        .role_grants(Some(actor.user_id), None, None, 1_000_000)
+        .await?;
     let accounts = links
         .into_iter()
         .map(|l| {
@@ -127,7 +131,14 @@ pub async fn who_am_i(store: &Store, actor: &Actor) -> Result<Me, Error> {
                 })
                 .cloned()
                 .collect();
-            (l, mine)
+            let held = roles
+                .iter()
+                .filter(|g| {
+                    g.account_code == l.account_code && g.expires_at.is_none_or(|t| t > now)
+                })
+                .cloned()
+                .collect();
+            (l, mine, held)
         })
         .collect();
     tx.commit().await?;

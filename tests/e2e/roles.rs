@@ -183,6 +183,18 @@ async fn roles_follow_the_delegation_rule_and_revoke_only_what_they_gave() {
     let d = check(&mut decide, by_key(&bob_key), "RO1", "billing.invoices", 0).await;
     assert!(!d.allowed);
 
+    // WhoAmI shows it to Bob.
+    let me = app
+        .client(&bob_key)
+        .await
+        .keys
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.accounts[0].role_grants.len(), 1, "{me:?}");
+    assert_eq!(me.accounts[0].role_grants[0].role, "it");
+
     // ListGrants shows the role held.
     let listed = ops
         .grants
@@ -270,6 +282,20 @@ async fn roles_follow_the_delegation_rule_and_revoke_only_what_they_gave() {
         e.message().contains("advanced") || !violated_fields(&e).is_empty(),
         "{e:?}"
     );
+    // A role he may hold: he is told its rights, as for direct grants.
+    op_roles
+        .grant_role(grant("RO1", &dan.id, "fleet"))
+        .await
+        .unwrap();
+    let told: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT params -> 'rights' FROM outbox WHERE kind = 'rights_granted' AND user_id = $1::uuid",
+    )
+    .bind(&dan.id)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].to_string().contains("shipping.ui"), "{told:?}");
     // Unknown role, unknown user, unlinked user.
     expect_code(
         op_roles.grant_role(grant("RO1", &bob.id, "nope")).await,
