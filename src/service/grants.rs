@@ -12,7 +12,7 @@ use crate::{
         key::NewKey,
         principal::Actor,
         rights::Grant,
-        rights::{validate_grants, RawGrant, RightDef},
+        rights::{validate_grants, RawGrant, RightDef, Scope},
         role::RoleGrant,
         user::{UserKey, UserKind, UserStatus},
         AccountRefusal, Error, RefusalReason, Violations,
@@ -394,17 +394,37 @@ pub async fn copy(
     let not_found = || Error::NotFound(format!("user {from} on account {}", found.code));
     tx.link(from, found.id).await?.ok_or_else(not_found)?;
     let now = tx.now();
-    let held = tx
-        .grants(Some(from), Some(found.id), None, None, 1000)
-        .await?;
+    // What he holds, directly or through his roles: per right, the widest
+    // scope, then the latest expiry.
+    let held = tx.held_rights(from, found.id).await?;
     tx.commit().await?;
-    let asked: Vec<RawGrant> = held
+    let width = |s: Option<Scope>| match s {
+        None | Some(Scope::Consolidated) => 3,
+        Some(Scope::UserTag) => 2,
+        Some(Scope::UserKey) => 1,
+    };
+    let mut best: Vec<(String, Option<Scope>, Option<chrono::DateTime<chrono::Utc>>)> = Vec::new();
+    for (right, scope, expires_at) in held.into_iter().filter(|h| h.2.is_none_or(|e| e > now)) {
+        let later = |a: Option<chrono::DateTime<chrono::Utc>>, b| match (a, b) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a > b,
+        };
+        match best.iter_mut().find(|b| b.0 == right) {
+            Some(b) => {
+                if (width(scope), !later(b.2, expires_at)) > (width(b.1), false) {
+                    *b = (right, scope, expires_at);
+                }
+            }
+            None => best.push((right, scope, expires_at)),
+        }
+    }
+    let asked: Vec<RawGrant> = best
         .into_iter()
-        .filter(|g| g.expires_at.is_none_or(|e| e > now))
-        .map(|g| RawGrant {
-            right: g.right,
-            scope: g.scope,
-            expires_at: match (g.expires_at, until) {
+        .map(|(right, scope, expires_at)| RawGrant {
+            right,
+            scope,
+            expires_at: match (expires_at, until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },

@@ -12,6 +12,9 @@ use crate::domain::{
     Error,
 };
 
+/// A right held: (right, scope, expiry).
+pub type HeldRight = (String, Option<Scope>, Option<chrono::DateTime<chrono::Utc>>);
+
 /// One right of a role as `roles.rights` keeps it.
 #[derive(Debug, Serialize, Deserialize)]
 struct RightJson {
@@ -146,6 +149,36 @@ impl Tx {
         .await
         .map_err(|e| db_error_for(e, "role grant", "link"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// The live rights `user` holds on `account`, directly or through roles
+    /// (a right may come more than once), as (right, scope, expiry).
+    pub async fn held_rights(
+        &mut self,
+        user: Uuid,
+        account: Uuid,
+    ) -> Result<Vec<HeldRight>, Error> {
+        let rows = sqlx::query!(
+            r#"SELECT right_code AS "right_code!", scope, expires_at FROM held_rights
+                WHERE user_id = $1 AND account_id = $2 AND (expires_at IS NULL OR expires_at > $3)
+                ORDER BY right_code"#,
+            user,
+            account,
+            self.now()
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.right_code,
+                    r.scope.as_deref().and_then(Scope::from_db),
+                    r.expires_at,
+                )
+            })
+            .collect())
     }
 
     /// Revokes a role; whether the user held it.

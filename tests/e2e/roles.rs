@@ -389,6 +389,24 @@ async fn a_role_that_gives_admin_users_administers_and_its_last_holder_keeps_it(
             .await,
         Code::PermissionDenied,
     );
+    // Gina's rights come from her role: she may copy them to Frank for an
+    // absence, as she would direct grants.
+    let mut g = app.client(&app.operator_key).await;
+    let copied = g
+        .grants
+        .copy_rights(pb::CopyRightsRequest {
+            account_code: "RA1".into(),
+            from_user_id: gina.id.clone(),
+            to_user_id: frank.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("rights held through a role are copied")
+        .into_inner();
+    assert!(
+        copied.grants.iter().any(|x| x.right == "admin.users"),
+        "{copied:?}"
+    );
     // The operator may take the last one.
     op_roles
         .revoke_role(revoke("RA1", &gina.id, "administration"))
