@@ -51,18 +51,6 @@ pub struct GrantEntitlement {
     pub role: Option<Box<str>>,
 }
 
-impl GrantEntitlement {
-    /// How wide its scope is: an unscoped right or `consolidated` first,
-    /// then `user_tag`, then `user_key`.
-    fn width(&self) -> u8 {
-        match self.scope {
-            None | Some(Scope::Consolidated) => 3,
-            Some(Scope::UserTag) => 2,
-            Some(Scope::UserKey) => 1,
-        }
-    }
-}
-
 /// Why a decision is negative.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Denial {
@@ -195,7 +183,7 @@ impl Entitlements {
     ) -> Result<&'a GrantEntitlement, Denial> {
         let best = self
             .live(account, right, now)?
-            .max_by_key(|g| (g.width(), g.role.is_none()));
+            .max_by_key(|g| (Scope::width(g.scope), g.role.is_none()));
         best.ok_or(Denial::NoGrant)
     }
 

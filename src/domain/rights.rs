@@ -36,6 +36,16 @@ impl Scope {
         }
     }
 
+    /// How wide a grant of `scope` is (`None`: an unscoped right, as wide as
+    /// `consolidated`): 3, then `user_tag` 2, then `user_key` 1.
+    pub fn width(scope: Option<Scope>) -> u8 {
+        match scope {
+            None | Some(Scope::Consolidated) => 3,
+            Some(Scope::UserTag) => 2,
+            Some(Scope::UserKey) => 1,
+        }
+    }
+
     /// Whether a holder of `self` may delegate `other`: the same scope, or
     /// anything when `self` is consolidated (the widest).
     pub fn covers(self, other: Scope) -> bool {

@@ -131,15 +131,6 @@ impl RoleDef {
     pub fn open_to(&self, kind: UserKind) -> bool {
         self.kinds.contains(&kind)
     }
-
-    /// Whether `s` names this role: its code, or one of its labels
-    /// (case-insensitively), as an import's cell may.
-    pub fn is_named(&self, s: &str) -> bool {
-        let s = s.trim();
-        s == self.code
-            || s.to_lowercase() == self.label_fr.to_lowercase()
-            || s.to_lowercase() == self.label_en.to_lowercase()
-    }
 }
 
 impl Authority {

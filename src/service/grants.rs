@@ -398,11 +398,6 @@ pub async fn copy(
     // scope, then the latest expiry.
     let held = tx.held_rights(from, found.id).await?;
     tx.commit().await?;
-    let width = |s: Option<Scope>| match s {
-        None | Some(Scope::Consolidated) => 3,
-        Some(Scope::UserTag) => 2,
-        Some(Scope::UserKey) => 1,
-    };
     let mut best: Vec<(String, Option<Scope>, Option<chrono::DateTime<chrono::Utc>>)> = Vec::new();
     for (right, scope, expires_at) in held.into_iter().filter(|h| h.2.is_none_or(|e| e > now)) {
         let later = |a: Option<chrono::DateTime<chrono::Utc>>, b| match (a, b) {
@@ -412,7 +407,7 @@ pub async fn copy(
         };
         match best.iter_mut().find(|b| b.0 == right) {
             Some(b) => {
-                if (width(scope), !later(b.2, expires_at)) > (width(b.1), false) {
+                if (Scope::width(scope), !later(b.2, expires_at)) > (Scope::width(b.1), false) {
                     *b = (right, scope, expires_at);
                 }
             }

@@ -49,7 +49,7 @@ async fn target(
     account: &AccountCode,
     user: Uuid,
     role: &str,
-) -> Result<(Target, crate::domain::user::User), Error> {
+) -> Result<(Target, crate::domain::user::User, RoleDef), Error> {
     tx.lock_users(&[user]).await?;
     let account = tx.account(account.as_str()).await?;
     let authority = tx.authority(actor, account.id).await?;
@@ -62,16 +62,6 @@ async fn target(
         .await?
         .ok_or_else(|| Error::NotFound(format!("role {role}")))?;
     authority.may_delegate_role(&account.code, &def)?;
-    if !def.open_to(target.kind) {
-        return Err(Error::invalid(
-            "role",
-            format!(
-                "role {} cannot be held by {} users",
-                def.code,
-                target.kind.as_str()
-            ),
-        ));
-    }
     Ok((
         Target {
             account_id: account.id,
@@ -80,6 +70,7 @@ async fn target(
             role_id,
         },
         target,
+        def,
     ))
 }
 
@@ -97,7 +88,17 @@ pub async fn grant_role(
     if expires_at.is_some_and(|t| t <= tx.now()) {
         return Err(Error::invalid("expire_time", "is in the past"));
     }
-    let (t, target) = target(&mut tx, actor, account, user, role).await?;
+    let (t, target, def) = target(&mut tx, actor, account, user, role).await?;
+    if !def.open_to(target.kind) {
+        return Err(Error::invalid(
+            "role",
+            format!(
+                "role {} cannot be held by {} users",
+                def.code,
+                target.kind.as_str()
+            ),
+        ));
+    }
     require_can_receive(&target)?;
     if !t.account_open {
         return Err(Error::FailedPrecondition(format!(
@@ -124,7 +125,7 @@ pub async fn revoke_role(
     role: &str,
 ) -> Result<(bool, i64), Error> {
     let mut tx = store.write(Some(actor.user_id)).await?;
-    let (t, _) = target(&mut tx, actor, account, user, role).await?;
+    let (t, _, _) = target(&mut tx, actor, account, user, role).await?;
     let revoked = tx.delete_role_grant(user, t.account_id, t.role_id).await?;
     let revision = tx.commit().await?;
     Ok((revoked, revision))
