@@ -12,7 +12,7 @@ use crate::{
     api::{
         accounts::AccountApi, audit::AuditApi, auth::Authenticator, authz::AuthzApi,
         credentials::CredentialApi, export::ExportApi, grants::GrantApi, import::ImportApi,
-        keys::KeyApi, links::LinkApi, roles::RoleApi, users::UserApi, Ctx,
+        keys::KeyApi, links::LinkApi, roles::RoleApi, teams::TeamApi, users::UserApi, Ctx,
     },
     authz::{Engine, EngineConfig},
     limits::{LimitsLayer, H2_MAX_HEADER_LIST, MAX_MESSAGE_BYTES},
@@ -24,7 +24,7 @@ use crate::{
         credential_service_server::CredentialServiceServer,
         export_service_server::ExportServiceServer, grant_service_server::GrantServiceServer,
         import_service_server::ImportServiceServer, link_service_server::LinkServiceServer,
-        role_service_server::RoleServiceServer, user_service_server::UserServiceServer,
+        role_service_server::RoleServiceServer, team_service_server::TeamServiceServer, user_service_server::UserServiceServer,
     },
     store::Store,
 };
@@ -44,6 +44,7 @@ pub const SERVICES: &[&str] = &[
     "clef.v1.CredentialService",
     "clef.v1.AuditService",
     "clef.v1.RoleService",
+    "clef.v1.TeamService",
 ];
 
 /// Health of this name is `SERVING` while decisions are answered from
@@ -238,6 +239,7 @@ pub async fn serve_with(
         .add_service(limited!(LinkServiceServer::new(LinkApi(ctx.clone()))))
         .add_service(limited!(GrantServiceServer::new(GrantApi(ctx.clone()))))
         .add_service(limited!(RoleServiceServer::new(RoleApi(ctx.clone()))))
+        .add_service(limited!(TeamServiceServer::new(TeamApi(ctx.clone()))))
         .add_service(limited!(ImportServiceServer::new(ImportApi(ctx.clone()))))
         .add_service(limited!(ExportServiceServer::new(ExportApi(ctx.clone()))))
         .add_service(limited!(CredentialServiceServer::new(CredentialApi(

@@ -202,6 +202,7 @@ pub(crate) fn event_to_pb(e: &Event) -> pb::AuditEvent {
         TargetType::Right => pb::TargetType::Right,
         TargetType::User => pb::TargetType::User,
         TargetType::Role => pb::TargetType::Role,
+        TargetType::Team => pb::TargetType::Team,
     };
     pb::AuditEvent {
         id: e.id,

@@ -54,8 +54,9 @@ impl ExportService for ExportApi {
                 Dialect::Rfc4180
             }
         };
+        let team = super::teams::team_filter(req.team.as_ref(), "team", &mut v).map(|(f, _)| f);
         let of = done(v, of)?;
-        let chunks = export::start(&self.0.store, &actor, &of, dialect).await?;
+        let chunks = export::start(&self.0.store, &actor, &of, team.as_ref(), dialect).await?;
         let stream = ReceiverStream::new(chunks).map(|chunk| {
             chunk
                 .map(|c| pb::ExportUsersResponse {

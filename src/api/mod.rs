@@ -16,6 +16,7 @@ pub mod import;
 pub mod keys;
 pub mod links;
 pub mod roles;
+pub mod teams;
 pub mod users;
 
 /// What every service needs: the store, the authenticator, and the

@@ -137,12 +137,14 @@ impl UserService for UserApi {
                 parsed
             }
         };
+        let team = super::teams::team_filter(req.team.as_ref(), "team", &mut v).map(|(f, _)| f);
         let account = done(v, account)?;
         let query = ListUsers {
             account,
             statuses,
             kind,
             query: req.query.trim().to_lowercase(),
+            team,
             after,
             limit: limit + 1,
         };
@@ -216,20 +218,39 @@ impl UserService for UserApi {
         request: Request<pb::DeactivateUsersRequest>,
     ) -> Result<Response<pb::DeactivateUsersResponse>, Status> {
         let actor = self.0.auth.actor(&request).await?;
+        let req = request.get_ref();
         let mut v = Violations::default();
-        let ids: Vec<_> = request
-            .get_ref()
+        let ids: Vec<_> = req
             .user_ids
             .iter()
             .enumerate()
             .filter_map(|(i, s)| id(&format!("user_ids[{i}]"), s, &mut v))
             .collect();
+        let team = super::teams::team_filter(req.team.as_ref(), "team", &mut v);
         v.finish()?;
+        super::teams::one_selection(!req.user_ids.is_empty(), req.team.is_some())?;
+        if let Some((filter, org)) = team {
+            let (found, skipped, revision) =
+                crate::service::teams::deactivate_members(&self.0.store, &actor, org, &filter)
+                    .await?;
+            return Ok(Response::new(pb::DeactivateUsersResponse {
+                users: found.into_iter().map(user_to_pb).collect(),
+                revision,
+                skipped: skipped
+                    .into_iter()
+                    .map(|s| pb::SkippedUser {
+                        user_id: s.user_id.to_string(),
+                        reason: s.reason,
+                    })
+                    .collect(),
+            }));
+        }
         let (found, revision) =
             users::set_status(&self.0.store, &actor, &ids, UserStatus::Deactivated).await?;
         Ok(Response::new(pb::DeactivateUsersResponse {
             users: found.into_iter().map(user_to_pb).collect(),
             revision,
+            skipped: Vec::new(),
         }))
     }
 

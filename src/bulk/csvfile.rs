@@ -3,7 +3,8 @@
 //! Headers are French (as in the product documents); values are written as
 //! the import reads them back: rights as `oui`/`non` or the scope name,
 //! statuses and kinds as words, several address lines in one quoted cell
-//! separated by newlines, tags separated by commas.
+//! separated by newlines, tags separated by commas, role codes and team
+//! paths (`Nord/Atelier 7`) separated by semicolons.
 
 use super::reader::Field;
 use crate::domain::{
@@ -45,6 +46,8 @@ pub const PROFILE_COLUMNS: &[(Field, &str, &str)] = &[
     (Field::Profile(ProfileField::City), "VILLE", "CITY"),
     (Field::Profile(ProfileField::Country), "PAYS", "COUNTRY"),
     (Field::Tags, "TAG", "TAGS"),
+    (Field::Roles, "ROLES", "ROLES"),
+    (Field::Teams, "EQUIPES", "TEAMS"),
 ];
 /// How a file is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +71,12 @@ pub struct ExportRow {
     pub user_key: Option<String>,
     pub profile: Profile,
     pub tags: Vec<String>,
-    /// Live grants on the account: (right code, scope).
+    /// The codes of the roles held on the account (live), in code order.
+    pub roles: Vec<String>,
+    /// The paths of his teams in the account's organization, in order.
+    pub teams: Vec<String>,
+    /// Live grants on the account, direct ones only (those of his roles
+    /// are in his roles): (right code, scope).
     pub rights: Vec<(String, Option<Scope>)>,
 }
 
@@ -105,6 +113,8 @@ pub fn template(
             language: "fr".into(),
         },
         tags: vec!["ATELIER-7".into()],
+        roles: Vec::new(),
+        teams: Vec::new(),
         // The example is an advanced user: a right he cannot hold is shown
         // as a column, not granted (the line imports as it is).
         rights: rights
@@ -193,6 +203,8 @@ impl ExportWriter {
             self.cell(&o(&row.profile.city)),
             self.cell(&o(&row.profile.country)),
             self.cell(&row.tags.join(", ")),
+            self.cell(&row.roles.join("; ")),
+            self.cell(&row.teams.join("; ")),
         ];
         for code in &self.rights {
             cells.push(match row.rights.iter().find(|(r, _)| r == code) {
@@ -249,6 +261,8 @@ mod tests {
                 ..Profile::default()
             },
             tags: vec!["A".into(), "B".into()],
+            roles: vec!["fleet".into()],
+            teams: vec!["Nord/Atelier 7".into(), "Sud".into()],
             rights: vec![
                 ("tracking.tool".into(), Some(Scope::UserTag)),
                 ("shipping.ws".into(), None),
@@ -283,7 +297,10 @@ mod tests {
         assert!(data.contains("'=HYPERLINK"), "{data}");
         assert!(data.contains("'+33 1 02"), "{data}");
         assert!(data.contains("\"1 rue A\nBât. B\""), "{data}");
-        assert!(data.trim_end().ends_with(";oui;user_tag;non"), "{data}");
+        assert!(
+            data.trim_end().ends_with(";A, B;fleet;Nord/Atelier 7; Sud;oui;user_tag;non"),
+            "{data}"
+        );
     }
 
     #[test]

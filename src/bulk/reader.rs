@@ -170,6 +170,8 @@ const SYNONYMS: &[(Field, &[&str])] = &[
     ),
     (Field::Tags, &["tagutilisateur", "usertag"]),
     (Field::Password, &["motdepasse", "password", "mdp", "pass"]),
+    (Field::Roles, &["role"]),
+    (Field::Teams, &["equipe", "team", "sousequipes", "subteams"]),
     (
         Field::Profile(ProfileField::Civility),
         &["civilite", "civility", "title"],
@@ -193,6 +195,10 @@ pub enum Field {
     Tags,
     /// The first password of a user the file creates (never exported).
     Password,
+    /// The roles he holds on the account: codes or labels, `;`-separated.
+    Roles,
+    /// His teams in the account's organization: paths, `;`-separated.
+    Teams,
     Profile(ProfileField),
 }
 
@@ -208,6 +214,8 @@ impl Field {
             Field::UserKey => "user_key",
             Field::Tags => "tags",
             Field::Password => "password",
+            Field::Roles => "roles",
+            Field::Teams => "teams",
             Field::Profile(ProfileField::AddressLines) => "address",
             Field::Profile(f) => f.name(),
         }
@@ -341,6 +349,10 @@ pub struct ImportLine {
     pub tags: Vec<String>,
     /// Every right column: the right and what the cell asks.
     pub rights: Vec<(String, RightCell)>,
+    /// The roles cell: role codes or labels as written, each once.
+    pub roles: Vec<String>,
+    /// The teams cell: paths, each once.
+    pub teams: Vec<Vec<String>>,
     /// The first password of a new user: as typed until the import hashes
     /// it (before its batch's transaction), then its hash.
     pub password: Option<Secret>,
@@ -427,6 +439,8 @@ pub fn parse_line(
         profile: RawProfile::default(),
         tags: Vec::new(),
         rights: Vec::new(),
+        roles: Vec::new(),
+        teams: Vec::new(),
         password: None,
     };
     let invalid = |i: usize, value: &str, why: &str| LineProblem::InvalidChoice {
@@ -510,6 +524,21 @@ pub fn parse_line(
                 Field::Profile(ProfileField::Country) => l.profile.country = v.to_owned(),
                 Field::Profile(ProfileField::Civility) => l.profile.civility = v.to_owned(),
                 Field::Profile(ProfileField::Language) => l.profile.language = v.to_owned(),
+                Field::Roles => {
+                    for r in v.split(';').map(str::trim).filter(|r| !r.is_empty()) {
+                        if !l.roles.iter().any(|x| normalise(x) == normalise(r)) {
+                            l.roles.push(r.to_owned());
+                        }
+                    }
+                }
+                Field::Teams => {
+                    l.teams = crate::domain::team::parse_cell(v).map_err(|why| {
+                        LineProblem::InvalidUserData {
+                            field: header.names[i].clone(),
+                            why,
+                        }
+                    })?
+                }
                 Field::Tags => {
                     l.tags = v
                         .split(',')
@@ -737,6 +766,8 @@ mod tests {
                 ..Default::default()
             },
             tags: vec!["ATELIER-7".into()],
+            roles: vec!["fleet".into(), "it".into()],
+            teams: vec!["Nord/Atelier 7".into(), "Sud".into()],
             rights: vec![("tracking.tool".into(), Some(Scope::UserTag))],
         })
         .unwrap();
@@ -767,6 +798,11 @@ mod tests {
         assert_eq!(l.profile.last_name, "=1+1");
         assert_eq!(l.profile.phone, "+33 1");
         assert_eq!(l.user_key.as_deref(), Some("K7QH-2M9D-XW4P"));
+        assert_eq!(l.roles, ["fleet", "it"]);
+        assert_eq!(
+            l.teams,
+            vec![vec!["Nord".to_owned(), "Atelier 7".into()], vec!["Sud".into()]]
+        );
         assert_eq!(
             l.rights,
             vec![

@@ -130,6 +130,12 @@ pub struct ExportArgs {
     /// `excel` (BOM, `;`, codes as text) or `csv`.
     #[arg(long, default_value = "csv")]
     pub dialect: String,
+    /// Only the members of this team: its id or its path (`Nord/Atelier 7`).
+    #[arg(long)]
+    pub team: Option<String>,
+    /// With --team: the members of its sub-teams too.
+    #[arg(long, requires = "team")]
+    pub subteams: bool,
     /// Output file (default: standard output).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -152,6 +158,11 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
         .export_users(pb::ExportUsersRequest {
             of: Some(of),
             dialect: dialect as i32,
+            team: args.team.map(|team| pb::TeamFilter {
+                team,
+                include_subteams: args.subteams,
+                organization_id: String::new(),
+            }),
         })
         .await
         .map_err(status)?
@@ -491,6 +502,69 @@ pub async fn grant_across(args: GrantAcrossArgs) -> anyhow::Result<()> {
         "user {}: {} accounts, revision {}",
         r.user_id,
         r.outcomes.len(),
+        r.revision
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct DeactivateArgs {
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+    /// The team whose members are deactivated: its id or its path
+    /// (`Nord/Atelier 7`).
+    #[arg(long)]
+    pub team: String,
+    /// With --team: the members of its sub-teams too.
+    #[arg(long)]
+    pub subteams: bool,
+    /// The organization a team path is read in (its id)...
+    #[arg(long, conflicts_with = "account")]
+    pub organization: Option<String>,
+    /// ... or the organization of this account.
+    #[arg(long)]
+    pub account: Option<String>,
+}
+
+/// Deactivates a team's members (seed 001's mass deactivation of a
+/// group): those the caller may deactivate; says who was left and why.
+pub async fn deactivate(args: DeactivateArgs) -> anyhow::Result<()> {
+    let organization_id = match (args.organization, args.account) {
+        (Some(o), _) => o,
+        (None, Some(code)) => {
+            pb::account_service_client::AccountServiceClient::new(
+                args.endpoint.intercepted().await?,
+            )
+                .get_account(pb::GetAccountRequest { code })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .organization_id
+        }
+        (None, None) => String::new(),
+    };
+    let r = pb::user_service_client::UserServiceClient::new(args.endpoint.intercepted().await?)
+        .deactivate_users(pb::DeactivateUsersRequest {
+            user_ids: Vec::new(),
+            team: Some(pb::TeamFilter {
+                team: args.team,
+                include_subteams: args.subteams,
+                organization_id,
+            }),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    for u in &r.users {
+        println!("deactivated\t{}\t{}", u.id, u.login);
+    }
+    for s in &r.skipped {
+        println!("skipped\t{}\t{}", s.user_id, s.reason);
+    }
+    eprintln!(
+        "{} deactivated, {} skipped (revision {})",
+        r.users.len(),
+        r.skipped.len(),
         r.revision
     );
     Ok(())

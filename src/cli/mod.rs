@@ -49,6 +49,9 @@ pub enum Command {
     GrantAcross(client::GrantAcrossArgs),
     /// Removes every right of a user on every account and deactivates him.
     RevokeEverywhere(client::RevokeEverywhereArgs),
+    /// Deactivates the members of a team (and of its sub-teams with
+    /// --subteams) that you may deactivate; lists who was left and why.
+    Deactivate(client::DeactivateArgs),
     /// Messages to users that could not be delivered (talks to the
     /// database directly).
     Outbox {
@@ -245,6 +248,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => client::audit(args).await,
         Command::GrantAcross(args) => client::grant_across(args).await,
         Command::RevokeEverywhere(args) => client::revoke_everywhere(args).await,
+        Command::Deactivate(args) => client::deactivate(args).await,
         Command::Migrate(db) => {
             let (options, data) = db.open(true).await?;
             let store = Store::connect_lazy(options, 2);

@@ -38,10 +38,15 @@ pub enum Action {
     RoleGranted,
     RoleGrantUpdated,
     RoleRevoked,
+    TeamCreated,
+    TeamUpdated,
+    TeamDeleted,
+    TeamMemberAdded,
+    TeamMemberRemoved,
 }
 
 impl Action {
-    pub const ALL: [Action; 28] = [
+    pub const ALL: [Action; 33] = [
         Action::OrganizationCreated,
         Action::OrganizationUpdated,
         Action::AccountCreated,
@@ -70,6 +75,11 @@ impl Action {
         Action::RoleGranted,
         Action::RoleGrantUpdated,
         Action::RoleRevoked,
+        Action::TeamCreated,
+        Action::TeamUpdated,
+        Action::TeamDeleted,
+        Action::TeamMemberAdded,
+        Action::TeamMemberRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +112,11 @@ impl Action {
             Action::RoleGranted => "role_granted",
             Action::RoleGrantUpdated => "role_grant_updated",
             Action::RoleRevoked => "role_revoked",
+            Action::TeamCreated => "team_created",
+            Action::TeamUpdated => "team_updated",
+            Action::TeamDeleted => "team_deleted",
+            Action::TeamMemberAdded => "team_member_added",
+            Action::TeamMemberRemoved => "team_member_removed",
         }
     }
 
@@ -121,6 +136,7 @@ pub enum TargetType {
     Right,
     User,
     Role,
+    Team,
 }
 
 impl TargetType {
@@ -131,6 +147,7 @@ impl TargetType {
             TargetType::Right => "right",
             TargetType::User => "user",
             TargetType::Role => "role",
+            TargetType::Team => "team",
         }
     }
 
@@ -141,6 +158,7 @@ impl TargetType {
             "right" => TargetType::Right,
             "user" => TargetType::User,
             "role" => TargetType::Role,
+            "team" => TargetType::Team,
             other => return Err(Error::Internal(format!("unknown audit target {other:?}"))),
         })
     }

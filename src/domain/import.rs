@@ -86,6 +86,10 @@ pub struct NewUser {
     /// His tags on the import's account (his link to it).
     pub tags: Vec<String>,
     pub grants: Vec<RightAsked>,
+    /// The roles he gets on the account (ids).
+    pub roles: Vec<Uuid>,
+    /// The teams he joins in the account's organization.
+    pub teams: Vec<TeamJoin>,
     /// An active user's first key (an import does not show its secret: the
     /// user or an admin regenerates it); an invited one gets his when he
     /// completes the invitation the import sends him.
@@ -105,7 +109,21 @@ pub struct UserChange {
     /// Granted or re-scoped.
     pub grants: Vec<RightAsked>,
     pub revokes: Vec<String>,
+    /// Roles given (ids) and taken back on the account.
+    pub role_grants: Vec<Uuid>,
+    pub role_revokes: Vec<Uuid>,
+    /// Teams joined and left in the account's organization.
+    pub team_joins: Vec<TeamJoin>,
+    pub team_leaves: Vec<Uuid>,
     pub status: Option<UserStatus>,
+}
+
+/// A team a line puts a user in: one that exists, or a path the import
+/// creates (with its missing parents) before writing the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TeamJoin {
+    Existing(Uuid),
+    New(Vec<String>),
 }
 
 impl UserChange {
@@ -122,6 +140,12 @@ impl UserChange {
         }
         if !self.grants.is_empty() || !self.revokes.is_empty() {
             a.push("rights");
+        }
+        if !self.role_grants.is_empty() || !self.role_revokes.is_empty() {
+            a.push("roles");
+        }
+        if !self.team_joins.is_empty() || !self.team_leaves.is_empty() {
+            a.push("teams");
         }
         if self.status.is_some() {
             a.push("status");

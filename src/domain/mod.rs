@@ -13,6 +13,7 @@ pub mod principal;
 pub mod request;
 pub mod rights;
 pub mod role;
+pub mod team;
 pub mod user;
 
 pub use error::{AccountRefusal, Error, FieldViolation, RefusalReason, Result, Violations};

@@ -2,6 +2,8 @@
 
 use uuid::Uuid;
 
+use crate::domain::team::TeamFilter;
+
 use crate::{
     domain::{
         account::AccountCode,
@@ -28,17 +30,18 @@ pub async fn export_scope(
     store: &Store,
     actor: &Actor,
     of: &ExportOf,
-) -> Result<(Vec<Uuid>, Vec<RightDef>), Error> {
+    team: Option<&TeamFilter>,
+) -> Result<ExportScope, Error> {
     let mut tx = store.read().await?;
-    let accounts = match of {
+    let (organization, accounts) = match of {
         ExportOf::Account(code) => {
             let account = tx.account(code.as_str()).await?;
             tx.authority(actor, account.id)
                 .await?
                 .require_admin(&account.code)?;
-            vec![account.id]
+            (account.organization_id, vec![account.id])
         }
-        ExportOf::Organization(org) => {
+        ExportOf::Organization(org) => (*org, {
             if !tx.organization_exists(*org).await? {
                 return Err(Error::NotFound(format!("organization {org}")));
             }
@@ -60,11 +63,27 @@ pub async fn export_scope(
                 }
                 ids
             }
-        }
+        }),
+    };
+    let teams = match team {
+        Some(f) => Some(super::teams::resolve_filter(&mut tx, organization, f).await?),
+        None => None,
     };
     let catalog = tx.rights().await?;
     tx.commit().await?;
-    Ok((accounts, catalog))
+    Ok(ExportScope {
+        accounts,
+        teams,
+        catalog,
+    })
+}
+
+/// What an export covers: its accounts (in code order), the teams whose
+/// members it is restricted to, and the catalog (its right columns).
+pub struct ExportScope {
+    pub accounts: Vec<Uuid>,
+    pub teams: Option<Vec<Uuid>>,
+    pub catalog: Vec<RightDef>,
 }
 
 /// The rights an import template offers on an account: those the actor may

@@ -9,7 +9,7 @@ use tokio_stream::StreamExt;
 use super::bulk::{export_scope, ExportOf};
 use crate::{
     bulk::{Dialect, ExportWriter},
-    domain::{principal::Actor, Error},
+    domain::{principal::Actor, team::TeamFilter, Error},
     store::Store,
 };
 
@@ -32,9 +32,11 @@ pub async fn start(
     store: &Store,
     actor: &Actor,
     of: &ExportOf,
+    team: Option<&TeamFilter>,
     dialect: Dialect,
 ) -> Result<mpsc::Receiver<Result<Chunk, Error>>, Error> {
-    let (accounts, catalog) = export_scope(store, actor, of).await?;
+    let scope = export_scope(store, actor, of, team).await?;
+    let (accounts, teams, catalog) = (scope.accounts, scope.teams, scope.catalog);
     let store = store.clone();
     let (out, chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
     tokio::spawn(async move {
@@ -45,7 +47,7 @@ pub async fn start(
             let mut pending = writer.take().map_err(csv_error)?;
             let mut pending_rows = 0;
             {
-                let mut rows = std::pin::pin!(snapshot.export_rows(&accounts).await?);
+                let mut rows = std::pin::pin!(snapshot.export_rows(&accounts, teams.as_deref()).await?);
                 while let Some(row) = rows.next().await {
                     writer.write(&row?).map_err(csv_error)?;
                     pending_rows += 1;

@@ -15,6 +15,7 @@ pub mod import;
 pub mod keys;
 pub mod links;
 pub mod roles;
+pub mod teams;
 pub mod users;
 
 use uuid::Uuid;

@@ -245,6 +245,8 @@ pub struct ListUsers {
     pub kind: Option<UserKind>,
     /// Lowercased substring of names, email or login.
     pub query: String,
+    /// Only the members of a team (of its sub-teams too when asked).
+    pub team: Option<crate::domain::team::TeamFilter>,
     /// The last user of the previous page.
     pub after: Option<Uuid>,
     pub limit: i64,
@@ -256,12 +258,17 @@ pub async fn list(store: &Store, actor: &Actor, req: ListUsers) -> Result<Vec<Us
     tx.authority(actor, account.id)
         .await?
         .require_admin(&account.code)?;
+    let teams = match &req.team {
+        Some(f) => Some(super::teams::resolve_filter(&mut tx, account.organization_id, f).await?),
+        None => None,
+    };
     let users = tx
         .list_users(&UserFilter {
             account_id: account.id,
             statuses: req.statuses,
             kind: req.kind,
             query: req.query,
+            teams,
             after: req.after,
             limit: req.limit,
         })

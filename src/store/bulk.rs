@@ -66,6 +66,7 @@ impl Tx {
     pub async fn export_rows<'a>(
         &'a mut self,
         accounts: &[Uuid],
+        teams: Option<&[Uuid]>,
     ) -> Result<impl Stream<Item = Result<ExportRow, Error>> + Send + 'a, Error> {
         // COPY takes no parameters: the ids are ours, formatted as UUIDs, and
         // so is the time expired grants are left out at.
@@ -79,12 +80,26 @@ impl Tx {
                            u.language, l.tags,
                            (SELECT array_agg(g.right_code || ':' || COALESCE(g.scope, '')) FROM grants g
                              WHERE g.user_id = l.user_id AND g.account_id = l.account_id
-                               AND (g.expires_at IS NULL OR g.expires_at > '{now}'::timestamptz))
+                               AND (g.expires_at IS NULL OR g.expires_at > '{now}'::timestamptz)),
+                           (SELECT array_agg(r.code ORDER BY r.code) FROM role_grants rg JOIN roles r ON r.id = rg.role_id
+                             WHERE rg.user_id = l.user_id AND rg.account_id = l.account_id
+                               AND (rg.expires_at IS NULL OR rg.expires_at > '{now}'::timestamptz)),
+                           (SELECT array_agg(clef_team_path(m.team_id) ORDER BY 1)
+                              FROM team_members m JOIN teams t ON t.id = m.team_id
+                             WHERE m.user_id = l.user_id AND t.organization_id = a.organization_id)
                       FROM links l JOIN accounts a ON a.id = l.account_id JOIN users u ON u.id = l.user_id
                      WHERE l.account_id = ANY(ARRAY[{}]::uuid[]) AND u.status <> 'archived'
-                       AND u.kind IN ('standard', 'advanced')
+                       AND u.kind IN ('standard', 'advanced') {}
                      ORDER BY a.code, l.user_id) TO STDOUT"#,
-            ids.join(",")
+            ids.join(","),
+            match teams {
+                None => String::new(),
+                Some(t) => format!(
+                    "AND EXISTS (SELECT 1 FROM team_members m WHERE m.user_id = l.user_id
+                                  AND m.team_id = ANY(ARRAY[{}]::uuid[]))",
+                    t.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(",")
+                ),
+            }
         );
         let rows = self.conn().copy_out_raw(&sql).await.map_err(db_error)?;
         // One message per row (the protocol's rule for COPY TO).
@@ -95,10 +110,10 @@ impl Tx {
 /// One row of the export's `COPY`, in the order of its columns.
 fn export_row(row: &[u8]) -> Result<ExportRow, Error> {
     let bad = |what: &str| Error::Internal(format!("export COPY row: {what}"));
-    let [account, kind, status, login, user_key, last_name, first_name, job_title, email, phone, address_lines, postal_code, city, country, civility, language, tags, rights]: [Option<String>; 18] =
+    let [account, kind, status, login, user_key, last_name, first_name, job_title, email, phone, address_lines, postal_code, city, country, civility, language, tags, rights, roles, teams]: [Option<String>; 20] =
         copy::fields(row)?
             .try_into()
-            .map_err(|_| bad("expected 18 columns"))?;
+            .map_err(|_| bad("expected 20 columns"))?;
     let text = |v: Option<String>| v.ok_or_else(|| bad("unexpected NULL"));
     let array = |v: Option<String>| match v {
         None => Ok(Vec::new()),
@@ -124,6 +139,8 @@ fn export_row(row: &[u8]) -> Result<ExportRow, Error> {
             language: text(language)?,
         },
         tags: array(tags)?,
+        roles: array(roles)?,
+        teams: array(teams)?,
         rights: array(rights)?
             .iter()
             .filter_map(|g| {

@@ -10,7 +10,7 @@ use super::{copy::CopyRows, db_error, tx::Tx, users::user_error};
 use crate::domain::{
     account::Account,
     credential::MessageKind,
-    import::{ImportWrite, LinkChange, RightAsked},
+    import::{ImportWrite, LinkChange, RightAsked, TeamJoin},
     rights::Scope,
     user::{DefaultLogin, Profile, UserKind, UserStatus},
     Error,
@@ -107,6 +107,20 @@ struct ImportRows<'a> {
     passwords: Vec<(Uuid, &'a str)>,
     profiles: Vec<ProfileRow<'a>>,
     statuses: Vec<StatusRow>,
+    /// (user, role) given and taken back.
+    role_grants: Vec<(Uuid, Uuid)>,
+    role_revokes: Vec<(Uuid, Uuid)>,
+    /// (user, team) joined and left.
+    team_joins: Vec<(Uuid, Uuid)>,
+    team_leaves: Vec<(Uuid, Uuid)>,
+}
+
+/// The ids of teams known to exist (the batch created the new ones).
+fn existing(joins: &[TeamJoin]) -> impl Iterator<Item = Uuid> + '_ {
+    joins.iter().filter_map(|j| match j {
+        TeamJoin::Existing(id) => Some(*id),
+        TeamJoin::New(_) => None,
+    })
 }
 
 impl<'a> ImportRows<'a> {
@@ -154,6 +168,10 @@ impl<'a> ImportRows<'a> {
                     if let Some(hash) = &user.password {
                         rows.passwords.push((user.id, hash));
                     }
+                    rows.role_grants
+                        .extend(user.roles.iter().map(|r| (user.id, *r)));
+                    rows.team_joins
+                        .extend(existing(&user.teams).map(|t| (user.id, t)));
                 }
                 ImportWrite::Update { change, .. } => {
                     let id = change.id;
@@ -180,6 +198,14 @@ impl<'a> ImportRows<'a> {
                             user_id: id,
                             right_code,
                         }));
+                    rows.role_grants
+                        .extend(change.role_grants.iter().map(|r| (id, *r)));
+                    rows.role_revokes
+                        .extend(change.role_revokes.iter().map(|r| (id, *r)));
+                    rows.team_joins
+                        .extend(existing(&change.team_joins).map(|t| (id, t)));
+                    rows.team_leaves
+                        .extend(change.team_leaves.iter().map(|t| (id, *t)));
                     if let Some(status) = change.status {
                         rows.statuses.push(StatusRow {
                             id,
@@ -270,6 +296,43 @@ impl Tx {
         .await
         .map_err(db_error)?;
         Ok(rows.into_iter().map(|r| (r.user_id, r.tags)).collect())
+    }
+
+    /// The live roles of these users on `account`: (user, role id).
+    pub async fn roles_on_account(
+        &mut self,
+        account: Uuid,
+        users: &[Uuid],
+    ) -> Result<Vec<(Uuid, Uuid)>, Error> {
+        let rows = sqlx::query!(
+            "SELECT user_id, role_id FROM role_grants
+              WHERE account_id = $1 AND user_id = ANY($2) AND (expires_at IS NULL OR expires_at > $3)",
+            account,
+            users,
+            self.now()
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(rows.into_iter().map(|r| (r.user_id, r.role_id)).collect())
+    }
+
+    /// The teams of these users in an organization: (user, team id).
+    pub async fn teams_in_organization(
+        &mut self,
+        organization: Uuid,
+        users: &[Uuid],
+    ) -> Result<Vec<(Uuid, Uuid)>, Error> {
+        let rows = sqlx::query!(
+            "SELECT m.user_id, m.team_id FROM team_members m JOIN teams t ON t.id = m.team_id
+              WHERE t.organization_id = $1 AND m.user_id = ANY($2)",
+            organization,
+            users
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(rows.into_iter().map(|r| (r.user_id, r.team_id)).collect())
     }
 
     /// The grants of these users on `account`: (user, right, scope).
@@ -486,6 +549,7 @@ impl Tx {
                 db_error,
             )
             .await?;
+        self.write_import_roles_and_teams(account, &rows).await?;
         // Their invitations: the messages draw their tokens as they leave.
         self.enqueue_many(
             MessageKind::Invitation,
@@ -494,6 +558,79 @@ impl Tx {
             serde_json::json!({ "granted_by": actor }),
         )
         .await?;
+        Ok(())
+    }
+
+    /// The roles and teams of an import's batch (after its links and
+    /// status changes: a role needs the link, and only users who may
+    /// receive rights hold one — the database's rules, migrations `roles`
+    /// and `teams`, check both).
+    async fn write_import_roles_and_teams(
+        &mut self,
+        account: Uuid,
+        rows: &ImportRows<'_>,
+    ) -> Result<(), Error> {
+        let revision = self.revision()?;
+        let actor = self.actor();
+        let split = |pairs: &[(Uuid, Uuid)]| -> (Vec<Uuid>, Vec<Uuid>) { pairs.iter().copied().unzip() };
+        if !rows.role_revokes.is_empty() {
+            let (users, roles) = split(&rows.role_revokes);
+            sqlx::query!(
+                "DELETE FROM role_grants g USING unnest($1::uuid[], $2::uuid[]) AS r(user_id, role_id)
+                  WHERE g.user_id = r.user_id AND g.account_id = $3 AND g.role_id = r.role_id",
+                &users,
+                &roles,
+                account
+            )
+            .execute(self.conn())
+            .await
+            .map_err(db_error)?;
+        }
+        if !rows.role_grants.is_empty() {
+            let (users, roles) = split(&rows.role_grants);
+            sqlx::query!(
+                "INSERT INTO role_grants (user_id, account_id, role_id, granted_by, revision)
+                 SELECT r.user_id, $3, r.role_id, $4, $5 FROM unnest($1::uuid[], $2::uuid[]) AS r(user_id, role_id)
+                 ON CONFLICT (user_id, account_id, role_id) DO UPDATE
+                    SET granted_by = EXCLUDED.granted_by, granted_at = now(), expires_at = NULL,
+                        revision = EXCLUDED.revision",
+                &users,
+                &roles,
+                account,
+                actor,
+                revision
+            )
+            .execute(self.conn())
+            .await
+            .map_err(|e| super::db_error_for(e, "role grant", "link of this user to this account"))?;
+        }
+        if !rows.team_leaves.is_empty() {
+            let (users, teams) = split(&rows.team_leaves);
+            sqlx::query!(
+                "DELETE FROM team_members m USING unnest($1::uuid[], $2::uuid[]) AS r(user_id, team_id)
+                  WHERE m.user_id = r.user_id AND m.team_id = r.team_id",
+                &users,
+                &teams
+            )
+            .execute(self.conn())
+            .await
+            .map_err(db_error)?;
+        }
+        if !rows.team_joins.is_empty() {
+            let (users, teams) = split(&rows.team_joins);
+            sqlx::query!(
+                "INSERT INTO team_members (team_id, user_id, added_at, revision)
+                 SELECT r.team_id, r.user_id, $3, $4 FROM unnest($1::uuid[], $2::uuid[]) AS r(user_id, team_id)
+                 ON CONFLICT DO NOTHING",
+                &users,
+                &teams,
+                self.now(),
+                revision
+            )
+            .execute(self.conn())
+            .await
+            .map_err(db_error)?;
+        }
         Ok(())
     }
 

@@ -20,6 +20,7 @@ mod principals;
 mod reports;
 mod requests;
 mod roles;
+mod teams;
 mod tx;
 mod users;
 

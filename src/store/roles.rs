@@ -66,6 +66,24 @@ impl Tx {
             .collect())
     }
 
+    /// Every role with its id, by code.
+    pub async fn roles_with_ids(&mut self) -> Result<Vec<(Uuid, RoleDef)>, Error> {
+        let rows = sqlx::query!(
+            r#"SELECT id, code, label_fr, label_en, kinds, rights AS "rights: Json<Vec<RightJson>>", revision
+                 FROM roles ORDER BY code"#
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let def = role_from_row(r.code, r.label_fr, r.label_en, r.kinds, r.rights.0, r.revision);
+                (r.id, def)
+            })
+            .collect())
+    }
+
     /// A role by code, with its id.
     pub async fn role(&mut self, code: &str) -> Result<Option<(Uuid, RoleDef)>, Error> {
         let row = sqlx::query!(

@@ -32,6 +32,8 @@ pub struct UserFilter {
     pub kind: Option<UserKind>,
     /// Lowercased substring.
     pub query: String,
+    /// Only members of one of these teams.
+    pub teams: Option<Vec<Uuid>>,
     pub after: Option<Uuid>,
     pub limit: i64,
 }
@@ -314,6 +316,8 @@ impl Tx {
                 AND ($3::text IS NULL OR u.kind = $3)
                 AND u.search_text LIKE $4
                 AND ($5::uuid IS NULL OR u.id > $5)
+                AND ($7::uuid[] IS NULL
+                     OR EXISTS (SELECT 1 FROM team_members m WHERE m.user_id = u.id AND m.team_id = ANY($7)))
               ORDER BY u.id
               LIMIT $6",
             f.account_id,
@@ -324,7 +328,8 @@ impl Tx {
             f.kind.map(UserKind::as_str),
             pattern,
             f.after,
-            f.limit
+            f.limit,
+            f.teams.as_deref()
         )
         .fetch_all(self.conn())
         .await

@@ -391,6 +391,7 @@ async fn an_admin_cannot_change_another_tenants_users() {
         "deactivate his own user and B's",
         t.a.users
             .deactivate_users(pb::DeactivateUsersRequest {
+                team: None,
                 user_ids: vec![t.ua.id.clone(), t.ub.id.clone()],
             })
             .await,

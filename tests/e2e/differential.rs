@@ -1372,7 +1372,10 @@ impl Scenario {
                     return None;
                 }
                 w.users
-                    .deactivate_users(pb::DeactivateUsersRequest { user_ids: ids })
+                    .deactivate_users(pb::DeactivateUsersRequest {
+                        user_ids: ids,
+                        team: None,
+                    })
                     .await
                     .map(|r| r.into_inner().revision)
             }

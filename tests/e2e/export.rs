@@ -18,6 +18,7 @@ async fn export(
     );
     let mut stream = c
         .export_users(pb::ExportUsersRequest {
+            team: None,
             of: Some(of),
             dialect: dialect as i32,
         })
@@ -348,6 +349,7 @@ async fn a_client_leaving_mid_export_leaves_the_server_healthy() {
         );
         let mut s = c
             .export_users(pb::ExportUsersRequest {
+                team: None,
                 of: Some(of()),
                 dialect: pb::CsvDialect::Rfc4180 as i32,
             })

@@ -105,6 +105,7 @@ async fn health_and_errors_follow_postgres_down_and_back() {
     expect_code(
         export
             .export_users(pb::ExportUsersRequest {
+                team: None,
                 of: Some(pb::export_users_request::Of::OrganizationId(org.clone())),
                 dialect: 0,
             })

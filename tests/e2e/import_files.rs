@@ -78,6 +78,7 @@ async fn encodings_dry_run_atomic_and_round_trip() {
     );
     let mut s = c
         .export_users(pb::ExportUsersRequest {
+            team: None,
             of: Some(pb::export_users_request::Of::AccountCode("ENC1".into())),
             dialect: pb::CsvDialect::Excel as i32,
         })

@@ -209,6 +209,7 @@ async fn deactivated_and_archived_users_keys_are_refused() {
         admin
             .users
             .deactivate_users(pb::DeactivateUsersRequest {
+                team: None,
                 user_ids: vec![x.id.clone(), u.id.clone()],
             })
             .await,
@@ -218,6 +219,7 @@ async fn deactivated_and_archived_users_keys_are_refused() {
     let done = admin
         .users
         .deactivate_users(pb::DeactivateUsersRequest {
+            team: None,
             user_ids: vec![x.id.clone(), y.id.clone()],
         })
         .await

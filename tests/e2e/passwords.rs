@@ -443,6 +443,7 @@ async fn no_password_or_token_is_anywhere_in_clear() {
     );
     let mut stream = export
         .export_users(pb::ExportUsersRequest {
+            team: None,
             of: Some(pb::export_users_request::Of::AccountCode("PW5".into())),
             ..Default::default()
         })

@@ -406,6 +406,7 @@ async fn status_changes_name_malformed_user_ids() {
         (
             "mass deactivation: one malformed id",
             pb::DeactivateUsersRequest {
+                team: None,
                 user_ids: vec![f.adv.id.clone(), "x".into()],
             },
             BAD,

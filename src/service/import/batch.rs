@@ -3,10 +3,10 @@
 //! each line, and write what the good ones decided in one statement per
 //! table.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::{
-    decide::{decide, identify, Context, Decision, LoginChoice},
+    decide::{decide, identify, path_key, Context, Decision, LoginChoice},
     lookup::{Claims, Lookups},
     outcome::Outcome,
     precheck::{duplicate, precheck},
@@ -15,7 +15,7 @@ use super::{
 use crate::{
     bulk::reader::{ImportLine, LineProblem},
     domain::{
-        import::{ImportWrite, LineStatus, NewUser},
+        import::{ImportWrite, LineStatus, NewUser, TeamJoin},
         key::NewKey,
         user::{UserKey, UserKind},
         Error,
@@ -82,12 +82,23 @@ impl Import {
             .await?
             .into_iter()
             .collect();
+        let mut teams = HashMap::new();
+        if self.has_teams {
+            for t in tx.teams(self.account.organization_id).await? {
+                let path: Vec<String> = t.path.split('/').map(String::from).collect();
+                teams.insert(path_key(&path), t.id);
+            }
+        }
         let ctx = Context {
             account: &self.account,
             authority: &self.authority,
             catalog: &self.catalog,
             present: &self.present,
             has_tags: self.has_tags,
+            has_roles: self.has_roles,
+            has_teams: self.has_teams,
+            roles: &self.roles,
+            teams: &teams,
         };
         let mut claims = Claims::default();
         let mut writes: Vec<(usize, ImportWrite)> = Vec::new();
@@ -143,6 +154,8 @@ impl Import {
                         user_key,
                         tags: plan.tags,
                         grants: plan.grants,
+                        roles: plan.roles,
+                        teams: plan.teams,
                         // An advanced user's first key comes with his own
                         // password (the invitation's or the file's): one
                         // created deactivated gets none, and is invited if
@@ -162,6 +175,7 @@ impl Import {
         // Those already in the ledger are skipped there.
         let named: Vec<uuid::Uuid> = self.named.iter().copied().collect();
         store.ledger_name(report, &named).await?;
+        create_teams(tx, self.account.organization_id, &mut teams, &mut writes).await?;
         let all: Vec<&ImportWrite> = writes.iter().map(|(_, w)| w).collect();
         tx.savepoint().await?;
         match tx.write_import(&self.account, &all).await {
@@ -184,4 +198,47 @@ impl Import {
         }
         Ok(slots.into_iter().flatten().collect())
     }
+}
+
+/// Creates the teams the batch's lines join that do not exist yet (with
+/// their missing parents), once each, and points the lines at them. In
+/// the batch's transaction: a dry run or a failed atomic import creates
+/// none.
+async fn create_teams(
+    tx: &mut Tx,
+    organization: uuid::Uuid,
+    teams: &mut HashMap<String, uuid::Uuid>,
+    writes: &mut [(usize, ImportWrite)],
+) -> Result<(), Error> {
+    for (_, w) in writes.iter_mut() {
+        let joins = match w {
+            ImportWrite::Create { user, .. } => &mut user.teams,
+            ImportWrite::Update { change, .. } => &mut change.team_joins,
+            ImportWrite::Deactivate { .. } => continue,
+        };
+        for join in joins.iter_mut() {
+            let TeamJoin::New(path) = join else {
+                continue;
+            };
+            let mut parent = None;
+            for depth in 1..=path.len() {
+                let key = path_key(&path[..depth]);
+                let id = match teams.get(&key) {
+                    Some(id) => *id,
+                    None => {
+                        let id = tx
+                            .insert_team(organization, parent, &path[depth - 1])
+                            .await?;
+                        teams.insert(key, id);
+                        id
+                    }
+                };
+                parent = Some(id);
+            }
+            if let Some(id) = parent {
+                *join = TeamJoin::Existing(id);
+            }
+        }
+    }
+    Ok(())
 }

@@ -2,17 +2,22 @@
 //! claimed, and the importer's authority, what the line does — a new user,
 //! a change to an existing one, nothing, or a refusal saying why.
 
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
 use super::{
     lookup::{changes_status, Claims, Lookups},
     outcome::{Outcome, NOT_MANAGED},
     precheck::{Candidate, Identity},
 };
 use crate::{
-    bulk::reader::{RightCell, Secret},
+    bulk::reader::{normalise, RightCell, Secret},
     domain::{
         account::Account,
-        import::{LineStatus, LinkChange, RightAsked, UserChange},
+        import::{LineStatus, LinkChange, RightAsked, TeamJoin, UserChange},
         rights::{Authority, RightDef, Scope},
+        role::RoleDef,
         user::{default_login, DefaultLogin, Profile, ProfileField, User, UserKind, UserStatus},
     },
     service::not_admin_everywhere,
@@ -28,6 +33,22 @@ pub struct Context<'a> {
     pub present: &'a [ProfileField],
     /// Whether the file has a tags column (else a linked user keeps his).
     pub has_tags: bool,
+    /// Whether the file has a roles column (else a user keeps his roles).
+    pub has_roles: bool,
+    /// Whether the file has a teams column (else a user keeps his teams).
+    pub has_teams: bool,
+    /// Every role, with its id.
+    pub roles: &'a [(Uuid, RoleDef)],
+    /// The teams of the account's organization by lowercased path.
+    pub teams: &'a HashMap<String, Uuid>,
+}
+
+/// A path as `Context::teams` keys it.
+pub fn path_key(path: &[String]) -> String {
+    path.iter()
+        .map(|n| n.to_lowercase())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// What a line does.
@@ -49,6 +70,8 @@ pub struct Creation {
     pub email: Option<String>,
     pub tags: Vec<String>,
     pub grants: Vec<RightAsked>,
+    pub roles: Vec<Uuid>,
+    pub teams: Vec<TeamJoin>,
     /// His first password's hash (the file's password column), to be
     /// changed at his first login.
     pub password: Option<String>,
@@ -151,6 +174,17 @@ pub fn decide(
         .map(Vec::as_slice)
         .unwrap_or(&[]);
     let (grants, revokes) = plan_rights(ctx, line, kind, &asked.rights, current)?;
+    let no_ids: &[Uuid] = &[];
+    let held = existing.and_then(|u| known.roles.get(&u.id));
+    let (role_grants, role_revokes) = match ctx.has_roles {
+        true => plan_roles(ctx, line, kind, &asked.roles, held.map_or(no_ids, Vec::as_slice))?,
+        false => (Vec::new(), Vec::new()),
+    };
+    let member_of = existing.and_then(|u| known.teams.get(&u.id));
+    let (team_joins, team_leaves) = match ctx.has_teams {
+        true => plan_teams(ctx, &asked.teams, member_of.map_or(no_ids, Vec::as_slice)),
+        false => (Vec::new(), Vec::new()),
+    };
 
     let Some(user) = existing else {
         let login = match login {
@@ -196,6 +230,8 @@ pub fn decide(
             email,
             tags,
             grants,
+            roles: role_grants,
+            teams: team_joins,
             password,
         }));
     };
@@ -220,13 +256,17 @@ pub fn decide(
         Some(before) if ctx.has_tags && *before != tags => Some(LinkChange::Retag(tags)),
         Some(_) => None,
     };
-    if !grants.is_empty() {
+    if !grants.is_empty() || !role_grants.is_empty() {
         user.status
             .may_receive_grants()
             .map_err(|why| refuse("", &why))?;
     }
     change.grants = grants;
     change.revokes = revokes;
+    change.role_grants = role_grants;
+    change.role_revokes = role_revokes;
+    change.team_joins = team_joins;
+    change.team_leaves = team_leaves;
     if let Some(to) = asked.status.filter(|&to| changes_status(user, to)) {
         match known.not_administered.get(&user.id) {
             Some(missing) if !missing.is_empty() => {
@@ -294,6 +334,95 @@ fn plan_rights(
         revokes.push(right.clone());
     }
     Ok((grants, revokes))
+}
+
+/// The roles a line's roles cell gives and takes back of a user holding
+/// `held` on the account: names are codes or labels (fr or en, matched as
+/// headers are); each role given or taken back follows the delegation rule
+/// for every right of it.
+fn plan_roles(
+    ctx: &Context,
+    line: u64,
+    kind: UserKind,
+    names: &[String],
+    held: &[Uuid],
+) -> Result<(Vec<Uuid>, Vec<Uuid>), Outcome> {
+    let mut wanted: Vec<&(Uuid, RoleDef)> = Vec::new();
+    for name in names {
+        let n = normalise(name);
+        let role = ctx.roles.iter().find(|(_, r)| r.code == *name).or_else(|| {
+            ctx.roles.iter().find(|(_, r)| {
+                n == normalise(&r.code) || n == normalise(&r.label_fr) || n == normalise(&r.label_en)
+            })
+        });
+        let Some(role) = role else {
+            return Err(Outcome::refused(
+                line,
+                LineStatus::InvalidChoice,
+                "roles",
+                format!("{name:?} is not a role (a code or label of ListRoles)"),
+            ));
+        };
+        if !role.1.open_to(kind) {
+            return Err(Outcome::refused(
+                line,
+                LineStatus::InvalidChoice,
+                "roles",
+                format!(
+                    "role {} cannot be held by {} users",
+                    role.1.code,
+                    kind.as_str()
+                ),
+            ));
+        }
+        if !wanted.iter().any(|(id, _)| *id == role.0) {
+            wanted.push(role);
+        }
+    }
+    let delegate_role = |def: &RoleDef| {
+        ctx.authority
+            .may_delegate_role(&ctx.account.code, def)
+            .map_err(|refused| {
+                Outcome::refused(line, LineStatus::RightNotHeld, "roles", refused.to_string())
+            })
+    };
+    let mut grants = Vec::new();
+    for (id, def) in wanted.iter().filter(|(id, _)| !held.contains(id)) {
+        delegate_role(def)?;
+        grants.push(*id);
+    }
+    let mut revokes = Vec::new();
+    for id in held.iter().filter(|id| !wanted.iter().any(|(w, _)| w == *id)) {
+        if let Some((_, def)) = ctx.roles.iter().find(|(r, _)| r == id) {
+            delegate_role(def)?;
+        }
+        revokes.push(*id);
+    }
+    Ok((grants, revokes))
+}
+
+/// The teams a line's teams cell has a user join and leave, among the
+/// organization's (a path that does not exist yet is created by the
+/// import: its admin may shape the organization's teams).
+fn plan_teams(ctx: &Context, paths: &[Vec<String>], member_of: &[Uuid]) -> (Vec<TeamJoin>, Vec<Uuid>) {
+    let wanted: Vec<TeamJoin> = paths
+        .iter()
+        .map(|p| match ctx.teams.get(&path_key(p)) {
+            Some(id) => TeamJoin::Existing(*id),
+            None => TeamJoin::New(p.clone()),
+        })
+        .collect();
+    let joins = wanted
+        .iter()
+        .filter(|j| !matches!(j, TeamJoin::Existing(id) if member_of.contains(id)))
+        .cloned()
+        .collect();
+    let leaves = member_of
+        .iter()
+        .filter(|id| !wanted.contains(&TeamJoin::Existing(**id)))
+        .copied()
+        .collect();
+    (joins, leaves)
 }
 
 /// `right_not_held` unless the importer may delegate `right` with `scope`.

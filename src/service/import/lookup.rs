@@ -30,6 +30,10 @@ pub struct Lookups {
     pub links: HashMap<Uuid, Vec<String>>,
     /// The grants of the users on the import's account.
     pub grants: HashMap<Uuid, Vec<RightAsked>>,
+    /// The roles (ids) the users hold on the import's account, live.
+    pub roles: HashMap<Uuid, Vec<Uuid>>,
+    /// The teams (ids) of the users in the account's organization.
+    pub teams: HashMap<Uuid, Vec<Uuid>>,
     /// Users met that the importer does not manage (another tenant's).
     pub unmanaged: HashSet<Uuid>,
     /// For the users whose line changes their status: the accounts they are
@@ -100,6 +104,12 @@ impl Lookups {
         }
         for (u, right, scope) in tx.grants_on_account(account.id, &ids).await? {
             found.grants.entry(u).or_default().push((right, scope));
+        }
+        for (u, role) in tx.roles_on_account(account.id, &ids).await? {
+            found.roles.entry(u).or_default().push(role);
+        }
+        for (u, team) in tx.teams_in_organization(account.organization_id, &ids).await? {
+            found.teams.entry(u).or_default().push(team);
         }
         // Status changes are rare: one query per user whose line asks one.
         if !actor.is_operator() {

@@ -53,6 +53,7 @@ use crate::{
         account::{Account, AccountCode, AccountStatus},
         principal::Actor,
         rights::{Authority, RightDef},
+        role::RoleDef,
         user::{ProfileField, UserKind},
         Error,
     },
@@ -90,6 +91,11 @@ pub struct Import {
     present: Vec<ProfileField>,
     /// Whether the file has a tags column.
     has_tags: bool,
+    /// Whether the file has a roles column, a teams column.
+    has_roles: bool,
+    has_teams: bool,
+    /// Every role, with its id (a roles cell names them by code or label).
+    roles: Vec<(Uuid, RoleDef)>,
     /// Users named by the file that the current batch may meet again; the
     /// whole file's are in the ledger (`import_named`), kept by a sync.
     named: HashSet<Uuid>,
@@ -121,6 +127,7 @@ impl Import {
             )));
         }
         let catalog = tx.rights().await?;
+        let roles = tx.roles_with_ids().await?;
         tx.commit().await?;
         Ok(Self {
             actor: actor.clone(),
@@ -130,6 +137,9 @@ impl Import {
             catalog,
             present: Vec::new(),
             has_tags: false,
+            has_roles: false,
+            has_teams: false,
+            roles,
             named: HashSet::new(),
             report: None,
             report_seq: 0,
@@ -187,6 +197,8 @@ impl Import {
             match column {
                 Column::Field(Field::Profile(f)) => self.present.push(*f),
                 Column::Field(Field::Tags) => self.has_tags = true,
+                Column::Field(Field::Roles) => self.has_roles = true,
+                Column::Field(Field::Teams) => self.has_teams = true,
                 // An atomic import stages its records as they are, and no
                 // password may rest in clear in the database.
                 Column::Field(Field::Password) if self.options.atomic => {

@@ -178,6 +178,8 @@ mod tests {
             },
             tags: Vec::new(),
             rights: Vec::new(),
+            roles: Vec::new(),
+            teams: Vec::new(),
             password: None,
         }
     }

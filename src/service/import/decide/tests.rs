@@ -127,6 +127,10 @@ impl World {
             catalog: &self.catalog,
             present: &self.present,
             has_tags: true,
+            has_roles: false,
+            has_teams: false,
+            roles: &[],
+            teams: &std::collections::HashMap::new(),
         };
         let code = crate::domain::account::AccountCode::parse("007").unwrap();
         let c = precheck(&code, &mut HashSet::new(), line.line, Ok(line))?;
@@ -161,6 +165,8 @@ fn advanced(email: &str) -> ImportLine {
         profile: full_profile(email),
         tags: Vec::new(),
         rights: Vec::new(),
+        roles: Vec::new(),
+        teams: Vec::new(),
         password: None,
     }
 }
