@@ -24,7 +24,8 @@ use crate::{
         credential_service_server::CredentialServiceServer,
         export_service_server::ExportServiceServer, grant_service_server::GrantServiceServer,
         import_service_server::ImportServiceServer, link_service_server::LinkServiceServer,
-        role_service_server::RoleServiceServer, team_service_server::TeamServiceServer, user_service_server::UserServiceServer,
+        role_service_server::RoleServiceServer, team_service_server::TeamServiceServer,
+        user_service_server::UserServiceServer,
     },
     store::Store,
 };

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use super::{convert::*, timestamp, Ctx};
 use crate::{
     domain::{
-        team::{parse_name, Team},
+        team::{parse_name, OrgRef, Team},
         Error, Violations,
     },
     pb::{self, team_service_server::TeamService},
@@ -26,6 +26,28 @@ fn team_to_pb(t: Team) -> pb::Team {
         member_count: t.members,
         create_time: timestamp(t.created_at),
         revision: t.revision,
+    }
+}
+
+/// An organization by id or as that of an account: exactly one.
+fn org_ref(
+    field: &str,
+    id_field: &str,
+    org: &str,
+    account: &str,
+    v: &mut Violations,
+) -> Option<OrgRef> {
+    match (org.trim(), account.trim()) {
+        ("", "") => {
+            v.add(field, format!("give {field} or {id_field}"));
+            None
+        }
+        (o, "") => id(field, o, v).map(OrgRef::Id),
+        ("", a) => code(id_field, a, v).map(OrgRef::Account),
+        _ => {
+            v.add(field, format!("give {field} or {id_field}, not both"));
+            None
+        }
     }
 }
 
@@ -53,11 +75,17 @@ impl TeamService for TeamApi {
         let actor = self.0.auth.actor(&request).await?;
         let req = request.get_ref();
         let mut v = Violations::default();
-        let org = id("organization_id", &req.organization_id, &mut v);
+        let org = org_ref(
+            "organization_id",
+            "account_code",
+            &req.organization_id,
+            &req.account_code,
+            &mut v,
+        );
         let parent = optional_id("parent_id", &req.parent_id, &mut v);
         let name = v.check("name", parse_name(&req.name));
         let (org, parent, name) = done(v, org.zip(parent).zip(name).map(|((o, p), n)| (o, p, n)))?;
-        let team = teams::create(&self.0.store, &actor, org, parent, &name).await?;
+        let team = teams::create(&self.0.store, &actor, &org, parent, &name).await?;
         Ok(Response::new(team_to_pb(team)))
     }
 
@@ -108,9 +136,16 @@ impl TeamService for TeamApi {
     ) -> Result<Response<pb::ListTeamsResponse>, Status> {
         let actor = self.0.auth.actor(&request).await?;
         let mut v = Violations::default();
-        let org = id("organization_id", &request.get_ref().organization_id, &mut v);
+        let req = request.get_ref();
+        let org = org_ref(
+            "organization_id",
+            "account_code",
+            &req.organization_id,
+            &req.account_code,
+            &mut v,
+        );
         let org = done(v, org)?;
-        let found = teams::list(&self.0.store, &actor, org).await?;
+        let found = teams::list(&self.0.store, &actor, &org).await?;
         Ok(Response::new(pb::ListTeamsResponse {
             teams: found.into_iter().map(team_to_pb).collect(),
         }))
@@ -122,17 +157,8 @@ impl TeamService for TeamApi {
     ) -> Result<Response<pb::TeamMembersResponse>, Status> {
         let actor = self.0.auth.actor(&request).await?;
         let req = request.get_ref();
-        let mut v = Violations::default();
-        let team = id("team_id", &req.team_id, &mut v);
-        let users = user_ids(&req.user_ids, &mut v);
-        let team = done(v, team)?;
-        let (changed, team, revision) =
-            teams::change_members(&self.0.store, &actor, team, &users, true).await?;
-        Ok(Response::new(pb::TeamMembersResponse {
-            changed: changed as i64,
-            team: Some(team_to_pb(team)),
-            revision,
-        }))
+        self.members(&actor, &req.team_id, &req.user_ids, true)
+            .await
     }
 
     async fn remove_team_members(
@@ -141,12 +167,26 @@ impl TeamService for TeamApi {
     ) -> Result<Response<pb::TeamMembersResponse>, Status> {
         let actor = self.0.auth.actor(&request).await?;
         let req = request.get_ref();
+        self.members(&actor, &req.team_id, &req.user_ids, false)
+            .await
+    }
+}
+
+impl TeamApi {
+    /// AddTeamMembers (`add`) and RemoveTeamMembers.
+    async fn members(
+        &self,
+        actor: &crate::domain::principal::Actor,
+        team_id: &str,
+        ids: &[String],
+        add: bool,
+    ) -> Result<Response<pb::TeamMembersResponse>, Status> {
         let mut v = Violations::default();
-        let team = id("team_id", &req.team_id, &mut v);
-        let users = user_ids(&req.user_ids, &mut v);
+        let team = id("team_id", team_id, &mut v);
+        let users = user_ids(ids, &mut v);
         let team = done(v, team)?;
         let (changed, team, revision) =
-            teams::change_members(&self.0.store, &actor, team, &users, false).await?;
+            teams::change_members(&self.0.store, actor, team, &users, add).await?;
         Ok(Response::new(pb::TeamMembersResponse {
             changed: changed as i64,
             team: Some(team_to_pb(team)),
@@ -161,15 +201,21 @@ pub(crate) fn team_filter(
     f: Option<&pb::TeamFilter>,
     field: &str,
     v: &mut Violations,
-) -> Option<(crate::domain::team::TeamFilter, Option<uuid::Uuid>)> {
+) -> Option<(crate::domain::team::TeamFilter, Option<OrgRef>)> {
     let f = f?;
     let team = v.check(
         &format!("{field}.team"),
         crate::domain::team::TeamRef::parse(&f.team),
     )?;
-    let org = match f.organization_id.trim() {
-        "" => None,
-        o => id(&format!("{field}.organization_id"), o, v),
+    let org = match (f.organization_id.trim(), f.account_code.trim()) {
+        ("", "") => None,
+        _ => org_ref(
+            &format!("{field}.organization_id"),
+            &format!("{field}.account_code"),
+            &f.organization_id,
+            &f.account_code,
+            v,
+        ),
     };
     Some((
         crate::domain::team::TeamFilter {
@@ -184,7 +230,10 @@ pub(crate) fn team_filter(
 pub(crate) fn one_selection(by_ids: bool, by_team: bool) -> Result<(), Error> {
     match (by_ids, by_team) {
         (true, true) => Err(Error::invalid("team", "give user_ids or team, not both")),
-        (false, false) => Err(Error::invalid("user_ids", "give at least one user, or a team")),
+        (false, false) => Err(Error::invalid(
+            "user_ids",
+            "give at least one user, or a team",
+        )),
         _ => Ok(()),
     }
 }

@@ -298,7 +298,8 @@ mod tests {
         assert!(data.contains("'+33 1 02"), "{data}");
         assert!(data.contains("\"1 rue A\nBât. B\""), "{data}");
         assert!(
-            data.trim_end().ends_with(";A, B;fleet;Nord/Atelier 7; Sud;oui;user_tag;non"),
+            data.trim_end()
+                .ends_with(";A, B;fleet;\"Nord/Atelier 7; Sud\";oui;user_tag;non"),
             "{data}"
         );
     }

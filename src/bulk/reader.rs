@@ -801,7 +801,10 @@ mod tests {
         assert_eq!(l.roles, ["fleet", "it"]);
         assert_eq!(
             l.teams,
-            vec![vec!["Nord".to_owned(), "Atelier 7".into()], vec!["Sud".into()]]
+            vec![
+                vec!["Nord".to_owned(), "Atelier 7".into()],
+                vec!["Sud".into()]
+            ]
         );
         assert_eq!(
             l.rights,

@@ -161,7 +161,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
             team: args.team.map(|team| pb::TeamFilter {
                 team,
                 include_subteams: args.subteams,
-                organization_id: String::new(),
+                ..Default::default()
             }),
         })
         .await
@@ -529,27 +529,14 @@ pub struct DeactivateArgs {
 /// Deactivates a team's members (seed 001's mass deactivation of a
 /// group): those the caller may deactivate; says who was left and why.
 pub async fn deactivate(args: DeactivateArgs) -> anyhow::Result<()> {
-    let organization_id = match (args.organization, args.account) {
-        (Some(o), _) => o,
-        (None, Some(code)) => {
-            pb::account_service_client::AccountServiceClient::new(
-                args.endpoint.intercepted().await?,
-            )
-                .get_account(pb::GetAccountRequest { code })
-                .await
-                .map_err(status)?
-                .into_inner()
-                .organization_id
-        }
-        (None, None) => String::new(),
-    };
     let r = pb::user_service_client::UserServiceClient::new(args.endpoint.intercepted().await?)
         .deactivate_users(pb::DeactivateUsersRequest {
             user_ids: Vec::new(),
             team: Some(pb::TeamFilter {
                 team: args.team,
                 include_subteams: args.subteams,
-                organization_id,
+                organization_id: args.organization.unwrap_or_default(),
+                account_code: args.account.unwrap_or_default(),
             }),
         })
         .await

@@ -71,7 +71,10 @@ pub fn parse_cell(raw: &str) -> Result<Vec<Vec<String>>, String> {
 /// Whether two paths name the same team (names compare case-insensitively,
 /// as the unique index `team_sibling_names` does).
 pub fn same_path(a: &[String], b: &[String]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_lowercase() == y.to_lowercase())
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_lowercase() == y.to_lowercase())
 }
 
 /// How a request names a team: by id, or by its path in the request's
@@ -94,6 +97,14 @@ impl TeamRef {
             Err(_) => parse_path(raw).map(TeamRef::Path),
         }
     }
+}
+
+/// How a request names an organization: by id, or as that of an account
+/// (what an admin knows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgRef {
+    Id(Uuid),
+    Account(super::account::AccountCode),
 }
 
 /// A filter on users: the members of a team, and of its sub-teams when

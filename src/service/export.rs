@@ -47,7 +47,8 @@ pub async fn start(
             let mut pending = writer.take().map_err(csv_error)?;
             let mut pending_rows = 0;
             {
-                let mut rows = std::pin::pin!(snapshot.export_rows(&accounts, teams.as_deref()).await?);
+                let mut rows =
+                    std::pin::pin!(snapshot.export_rows(&accounts, teams.as_deref()).await?);
                 while let Some(row) = rows.next().await {
                     writer.write(&row?).map_err(csv_error)?;
                     pending_rows += 1;

@@ -8,7 +8,7 @@ use super::require_admin_everywhere;
 use crate::{
     domain::{
         principal::Actor,
-        team::{Team, TeamFilter, TeamRef},
+        team::{OrgRef, Team, TeamFilter, TeamRef},
         user::{User, UserStatus},
         Error,
     },
@@ -21,10 +21,22 @@ pub const MAX_MEMBERS_PER_CALL: usize = 1000;
 /// Refuses unless the actor may shape the organization's teams. Someone
 /// without any say in the organization learns nothing of it.
 async fn require_team_admin(tx: &mut Tx, actor: &Actor, organization: Uuid) -> Result<(), Error> {
-    if actor.is_operator() || tx.administers_organization(actor.user_id, organization).await? {
+    if actor.is_operator()
+        || tx
+            .administers_organization(actor.user_id, organization)
+            .await?
+    {
         Ok(())
     } else {
         Err(Error::NotFound("organization".into()))
+    }
+}
+
+/// The organization a request names.
+pub(crate) async fn organization_of(tx: &mut Tx, org: &OrgRef) -> Result<Uuid, Error> {
+    match org {
+        OrgRef::Id(id) => Ok(*id),
+        OrgRef::Account(code) => Ok(tx.account(code.as_str()).await?.organization_id),
     }
 }
 
@@ -72,8 +84,9 @@ pub(crate) async fn resolve_filter(
     }
 }
 
-pub async fn list(store: &Store, actor: &Actor, organization: Uuid) -> Result<Vec<Team>, Error> {
+pub async fn list(store: &Store, actor: &Actor, organization: &OrgRef) -> Result<Vec<Team>, Error> {
     let mut tx = store.read().await?;
+    let organization = organization_of(&mut tx, organization).await?;
     require_team_admin(&mut tx, actor, organization).await?;
     let teams = tx.teams(organization).await?;
     tx.commit().await?;
@@ -85,11 +98,12 @@ pub async fn list(store: &Store, actor: &Actor, organization: Uuid) -> Result<Ve
 pub async fn create(
     store: &Store,
     actor: &Actor,
-    organization: Uuid,
+    organization: &OrgRef,
     parent: Option<Uuid>,
     name: &str,
 ) -> Result<Team, Error> {
     let mut tx = store.write(Some(actor.user_id)).await?;
+    let organization = organization_of(&mut tx, organization).await?;
     require_team_admin(&mut tx, actor, organization).await?;
     if let Some(p) = parent {
         let parent = team_for(&mut tx, actor, p).await?;
@@ -101,7 +115,10 @@ pub async fn create(
         }
     }
     let id = tx.insert_team(organization, parent, name).await?;
-    let team = tx.team(id).await?.ok_or_else(|| Error::NotFound("team".into()))?;
+    let team = tx
+        .team(id)
+        .await?
+        .ok_or_else(|| Error::NotFound("team".into()))?;
     tx.commit().await?;
     Ok(team)
 }
@@ -136,7 +153,10 @@ pub async fn update(
     };
     let name = name.unwrap_or(team.name);
     tx.update_team(id, &name, parent).await?;
-    let team = tx.team(id).await?.ok_or_else(|| Error::NotFound("team".into()))?;
+    let team = tx
+        .team(id)
+        .await?
+        .ok_or_else(|| Error::NotFound("team".into()))?;
     tx.commit().await?;
     Ok(team)
 }
@@ -186,7 +206,10 @@ pub async fn change_members(
     } else {
         tx.remove_team_members(id, users).await?
     };
-    let team = tx.team(id).await?.ok_or_else(|| Error::NotFound("team".into()))?;
+    let team = tx
+        .team(id)
+        .await?
+        .ok_or_else(|| Error::NotFound("team".into()))?;
     let revision = tx.commit().await?;
     Ok((changed, team, revision))
 }
@@ -208,17 +231,17 @@ pub struct Skipped {
 pub async fn deactivate_members(
     store: &Store,
     actor: &Actor,
-    organization: Option<Uuid>,
+    organization: Option<OrgRef>,
     filter: &TeamFilter,
 ) -> Result<(Vec<User>, Vec<Skipped>, i64), Error> {
     let mut tx = store.write(Some(actor.user_id)).await?;
     let organization = match (&filter.team, organization) {
         (TeamRef::Id(id), _) => team_for(&mut tx, actor, *id).await?.organization_id,
-        (TeamRef::Path(_), Some(org)) => org,
+        (TeamRef::Path(_), Some(org)) => organization_of(&mut tx, &org).await?,
         (TeamRef::Path(_), None) => {
             return Err(Error::invalid(
                 "team.organization_id",
-                "is required to name a team by its path",
+                "is required to name a team by its path (or team.account_code)",
             ))
         }
     };

@@ -97,7 +97,10 @@ impl Tx {
                 Some(t) => format!(
                     "AND EXISTS (SELECT 1 FROM team_members m WHERE m.user_id = l.user_id
                                   AND m.team_id = ANY(ARRAY[{}]::uuid[]))",
-                    t.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(",")
+                    t.iter()
+                        .map(|t| format!("'{t}'"))
+                        .collect::<Vec<_>>()
+                        .join(",")
                 ),
             }
         );

@@ -572,7 +572,8 @@ impl Tx {
     ) -> Result<(), Error> {
         let revision = self.revision()?;
         let actor = self.actor();
-        let split = |pairs: &[(Uuid, Uuid)]| -> (Vec<Uuid>, Vec<Uuid>) { pairs.iter().copied().unzip() };
+        let split =
+            |pairs: &[(Uuid, Uuid)]| -> (Vec<Uuid>, Vec<Uuid>) { pairs.iter().copied().unzip() };
         if !rows.role_revokes.is_empty() {
             let (users, roles) = split(&rows.role_revokes);
             sqlx::query!(

@@ -162,8 +162,14 @@ pub(crate) fn db_error_for(e: sqlx::Error, duplicate: &str, missing: &str) -> Er
             Some("23505") => Error::already_exists(duplicate),
             Some("23503") => Error::NotFound(missing.to_owned()),
             // A role held by users of a kind it does not allow (migration
-            // `roles`): its message names the role.
-            Some("23514") if d.constraint() == Some("role_kinds") => {
+            // `roles`), a team under its own sub-team, a member outside the
+            // team's organization (migration `teams`): the message says it.
+            Some("23514")
+                if matches!(
+                    d.constraint(),
+                    Some("role_kinds" | "team_cycle" | "team_member_linked")
+                ) =>
+            {
                 Error::FailedPrecondition(d.message().to_owned())
             }
             // connection exceptions, admin/crash shutdown, cannot connect now,

@@ -78,7 +78,9 @@ impl Tx {
         Ok(rows
             .into_iter()
             .map(|r| {
-                let def = role_from_row(r.code, r.label_fr, r.label_en, r.kinds, r.rights.0, r.revision);
+                let def = role_from_row(
+                    r.code, r.label_fr, r.label_en, r.kinds, r.rights.0, r.revision,
+                );
                 (r.id, def)
             })
             .collect())

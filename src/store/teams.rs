@@ -64,7 +64,7 @@ fn team_error(e: sqlx::Error, name: &str) -> Error {
     if let sqlx::Error::Database(d) = &e {
         match d.constraint() {
             Some("team_sibling_names") => {
-                return Error::already_exists(&format!("team {name:?} at that level"))
+                return Error::already_exists(format!("team {name:?} at that level"))
             }
             Some("team_parent") if d.code().as_deref() == Some("23503") => {
                 return Error::FailedPrecondition(format!(

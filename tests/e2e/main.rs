@@ -34,6 +34,7 @@ mod requests;
 mod restart;
 mod roles;
 mod story;
+mod teams;
 mod tenants;
 mod validation;
 mod validation_links_grants_keys;

@@ -177,7 +177,13 @@ pub fn decide(
     let no_ids: &[Uuid] = &[];
     let held = existing.and_then(|u| known.roles.get(&u.id));
     let (role_grants, role_revokes) = match ctx.has_roles {
-        true => plan_roles(ctx, line, kind, &asked.roles, held.map_or(no_ids, Vec::as_slice))?,
+        true => plan_roles(
+            ctx,
+            line,
+            kind,
+            &asked.roles,
+            held.map_or(no_ids, Vec::as_slice),
+        )?,
         false => (Vec::new(), Vec::new()),
     };
     let member_of = existing.and_then(|u| known.teams.get(&u.id));
@@ -352,7 +358,9 @@ fn plan_roles(
         let n = normalise(name);
         let role = ctx.roles.iter().find(|(_, r)| r.code == *name).or_else(|| {
             ctx.roles.iter().find(|(_, r)| {
-                n == normalise(&r.code) || n == normalise(&r.label_fr) || n == normalise(&r.label_en)
+                n == normalise(&r.code)
+                    || n == normalise(&r.label_fr)
+                    || n == normalise(&r.label_en)
             })
         });
         let Some(role) = role else {
@@ -392,7 +400,10 @@ fn plan_roles(
         grants.push(*id);
     }
     let mut revokes = Vec::new();
-    for id in held.iter().filter(|id| !wanted.iter().any(|(w, _)| w == *id)) {
+    for id in held
+        .iter()
+        .filter(|id| !wanted.iter().any(|(w, _)| w == *id))
+    {
         if let Some((_, def)) = ctx.roles.iter().find(|(r, _)| r == id) {
             delegate_role(def)?;
         }
@@ -404,7 +415,11 @@ fn plan_roles(
 /// The teams a line's teams cell has a user join and leave, among the
 /// organization's (a path that does not exist yet is created by the
 /// import: its admin may shape the organization's teams).
-fn plan_teams(ctx: &Context, paths: &[Vec<String>], member_of: &[Uuid]) -> (Vec<TeamJoin>, Vec<Uuid>) {
+fn plan_teams(
+    ctx: &Context,
+    paths: &[Vec<String>],
+    member_of: &[Uuid],
+) -> (Vec<TeamJoin>, Vec<Uuid>) {
     let wanted: Vec<TeamJoin> = paths
         .iter()
         .map(|p| match ctx.teams.get(&path_key(p)) {

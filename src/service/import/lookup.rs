@@ -108,7 +108,10 @@ impl Lookups {
         for (u, role) in tx.roles_on_account(account.id, &ids).await? {
             found.roles.entry(u).or_default().push(role);
         }
-        for (u, team) in tx.teams_in_organization(account.organization_id, &ids).await? {
+        for (u, team) in tx
+            .teams_in_organization(account.organization_id, &ids)
+            .await?
+        {
             found.teams.entry(u).or_default().push(team);
         }
         // Status changes are rare: one query per user whose line asks one.
