@@ -11,8 +11,9 @@ CREATE TABLE teams (
     organization_id uuid        NOT NULL REFERENCES organizations (id),
     parent_id       uuid,
     -- 1-100 characters, trimmed, without `/` or `;` (they separate paths and
-    -- the teams of a CSV cell) or control characters.
-    name            text        NOT NULL CONSTRAINT team_name
+    -- the teams of a CSV cell) or control characters. Collation "C" whatever
+    -- the database's: `lower()` folds ASCII letters only, as clef does.
+    name            text        COLLATE "C" NOT NULL CONSTRAINT team_name
                                 CHECK (length(name) BETWEEN 1 AND 100 AND name = btrim(name)
                                        AND name !~ '[/;[:cntrl:]]'),
     created_at      timestamptz NOT NULL,
@@ -20,7 +21,8 @@ CREATE TABLE teams (
     UNIQUE (organization_id, id),
     CONSTRAINT team_parent FOREIGN KEY (organization_id, parent_id) REFERENCES teams (organization_id, id)
 );
--- Sibling names are unique whatever their case: a path names one team.
+-- Sibling names are unique whatever the case of their ASCII letters: a path
+-- names one team.
 CREATE UNIQUE INDEX team_sibling_names
     ON teams (organization_id, COALESCE(parent_id, '00000000-0000-0000-0000-000000000000'::uuid), lower(name));
 CREATE INDEX teams_parent ON teams (parent_id);
@@ -34,16 +36,19 @@ CREATE TABLE team_members (
 );
 CREATE INDEX team_members_user ON team_members (user_id, team_id);
 
--- No cycle: a team never becomes its own ancestor. Moves of one
--- organization's teams are serialized (the organization's row is locked),
--- so two moves that are each fine cannot make a cycle together.
+-- No cycle: a team never becomes its own ancestor; and no tree deeper than
+-- 20 levels (a path names every team). Writes are serialized by the
+-- revision counter, so two moves that are each fine cannot make a cycle
+-- together.
 CREATE FUNCTION clef_team_no_cycle() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    depth int;
+    height int;
 BEGIN
     IF NEW.parent_id IS NULL THEN
         RETURN NEW;
     END IF;
-    PERFORM 1 FROM organizations WHERE id = NEW.organization_id FOR UPDATE;
-    IF EXISTS (
+    IF TG_OP = 'UPDATE' AND EXISTS (
         WITH RECURSIVE up (id, parent_id) AS (
             SELECT id, parent_id FROM teams WHERE id = NEW.parent_id
             UNION
@@ -52,6 +57,25 @@ BEGIN
         SELECT 1 FROM up WHERE id = NEW.id
     ) THEN
         RAISE EXCEPTION 'team % cannot be moved under one of its own sub-teams', NEW.name
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'team_cycle';
+    END IF;
+    WITH RECURSIVE up (id, parent_id, n) AS (
+        SELECT id, parent_id, 1 FROM teams WHERE id = NEW.parent_id
+        UNION ALL
+        SELECT t.id, t.parent_id, up.n + 1 FROM teams t JOIN up ON t.id = up.parent_id WHERE up.n < 100
+    )
+    SELECT max(n) INTO depth FROM up;
+    height := 1;
+    IF TG_OP = 'UPDATE' THEN
+        WITH RECURSIVE down (id, n) AS (
+            SELECT NEW.id, 1
+            UNION ALL
+            SELECT t.id, down.n + 1 FROM teams t JOIN down ON t.parent_id = down.id WHERE down.n < 100
+        )
+        SELECT max(n) INTO height FROM down;
+    END IF;
+    IF depth + height > 20 THEN
+        RAISE EXCEPTION 'team % would be deeper than 20 levels', NEW.name
             USING ERRCODE = 'check_violation', CONSTRAINT = 'team_cycle';
     END IF;
     RETURN NEW;

@@ -68,13 +68,20 @@ pub fn parse_cell(raw: &str) -> Result<Vec<Vec<String>>, String> {
     Ok(paths)
 }
 
-/// Whether two paths name the same team (names compare case-insensitively,
-/// as the unique index `team_sibling_names` does).
+/// Whether two paths name the same team (names compare whatever the case
+/// of their ASCII letters, as the unique index `team_sibling_names` does).
 pub fn same_path(a: &[String], b: &[String]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.to_lowercase() == y.to_lowercase())
+    path_key(a) == path_key(b)
+}
+
+/// A path as the tree compares it: names with their ASCII letters
+/// lowercased (as Postgres's `lower()` does under collation "C"), joined
+/// by `/`.
+pub fn path_key(path: &[String]) -> String {
+    path.iter()
+        .map(|n| n.to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// How a request names a team: by id, or by its path in the request's
@@ -86,15 +93,16 @@ pub enum TeamRef {
 }
 
 impl TeamRef {
-    /// A UUID is an id; anything else a path.
+    /// A UUID in its hyphenated form is an id; anything else a path.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let raw = raw.trim();
         if raw.is_empty() {
             return Err("is required (a team id or path like Nord/Atelier 7)".into());
         }
-        match Uuid::parse_str(raw) {
-            Ok(id) => Ok(TeamRef::Id(id)),
-            Err(_) => parse_path(raw).map(TeamRef::Path),
+        // Only the hyphenated form (36 characters) is an id.
+        match Uuid::try_parse(raw) {
+            Ok(id) if raw.len() == 36 => Ok(TeamRef::Id(id)),
+            _ => parse_path(raw).map(TeamRef::Path),
         }
     }
 }
@@ -145,5 +153,11 @@ mod tests {
             Ok(TeamRef::Path(vec!["Nord".into()]))
         );
         assert!(TeamRef::parse(" ").is_err());
+        // Only the hyphenated form is an id: 32 hex digits are a name.
+        let hex = id.simple().to_string();
+        assert_eq!(TeamRef::parse(&hex), Ok(TeamRef::Path(vec![hex.clone()])));
+        // ASCII letters fold, as Postgres's lower() under "C" does.
+        assert!(same_path(&["NORD".into()], &["nord".into()]));
+        assert!(!same_path(&["Équipe".into()], &["équipe".into()]));
     }
 }

@@ -21,11 +21,13 @@ pub const MAX_MEMBERS_PER_CALL: usize = 1000;
 /// Refuses unless the actor may shape the organization's teams. Someone
 /// without any say in the organization learns nothing of it.
 async fn require_team_admin(tx: &mut Tx, actor: &Actor, organization: Uuid) -> Result<(), Error> {
-    if actor.is_operator()
-        || tx
-            .administers_organization(actor.user_id, organization)
+    let may = if actor.is_operator() {
+        tx.organization_exists(organization).await?
+    } else {
+        tx.administers_organization(actor.user_id, organization)
             .await?
-    {
+    };
+    if may {
         Ok(())
     } else {
         Err(Error::NotFound("organization".into()))
@@ -36,7 +38,12 @@ async fn require_team_admin(tx: &mut Tx, actor: &Actor, organization: Uuid) -> R
 pub(crate) async fn organization_of(tx: &mut Tx, org: &OrgRef) -> Result<Uuid, Error> {
     match org {
         OrgRef::Id(id) => Ok(*id),
-        OrgRef::Account(code) => Ok(tx.account(code.as_str()).await?.organization_id),
+        // An unknown account says no more than another tenant's.
+        OrgRef::Account(code) => match tx.account(code.as_str()).await {
+            Ok(account) => Ok(account.organization_id),
+            Err(Error::NotFound(_)) => Err(Error::NotFound("organization".into())),
+            Err(e) => Err(e),
+        },
     }
 }
 
@@ -106,7 +113,10 @@ pub async fn create(
     let organization = organization_of(&mut tx, organization).await?;
     require_team_admin(&mut tx, actor, organization).await?;
     if let Some(p) = parent {
-        let parent = team_for(&mut tx, actor, p).await?;
+        let parent = team_for(&mut tx, actor, p).await.map_err(|e| match e {
+            Error::NotFound(_) => Error::invalid("parent_id", "no such team"),
+            e => e,
+        })?;
         if parent.organization_id != organization {
             return Err(Error::invalid(
                 "parent_id",
@@ -139,9 +149,10 @@ pub async fn update(
         None => team.parent_id,
         Some(None) => None,
         Some(Some(p)) => {
-            let parent = team_for(&mut tx, actor, p)
-                .await
-                .map_err(|_| Error::invalid("parent_id", "no such team"))?;
+            let parent = team_for(&mut tx, actor, p).await.map_err(|e| match e {
+                Error::NotFound(_) => Error::invalid("parent_id", "no such team"),
+                e => e,
+            })?;
             if parent.organization_id != team.organization_id {
                 return Err(Error::invalid(
                     "parent_id",
@@ -195,10 +206,18 @@ pub async fn change_members(
         if let Some(i) = users.iter().position(|u| !managed.contains(u)) {
             return Err(Error::NotFound(format!("user_ids[{i}]: user")));
         }
-    } else {
-        let known = tx.users_by_ids(users).await?;
-        if let Some(i) = users.iter().position(|u| !known.iter().any(|k| k.id == *u)) {
-            return Err(Error::NotFound(format!("user_ids[{i}]: user")));
+    }
+    let known = tx.users_by_ids(users).await?;
+    for (i, u) in users.iter().enumerate() {
+        match known.iter().find(|k| k.id == *u) {
+            None => return Err(Error::NotFound(format!("user_ids[{i}]: user"))),
+            // Archiving is final: an archived user joins nothing.
+            Some(k) if add && k.status == UserStatus::Archived => {
+                return Err(Error::FailedPrecondition(format!(
+                    "user_ids[{i}]: the user is archived"
+                )))
+            }
+            Some(_) => {}
         }
     }
     let changed = if add {

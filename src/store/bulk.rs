@@ -84,7 +84,7 @@ impl Tx {
                            (SELECT array_agg(r.code ORDER BY r.code) FROM role_grants rg JOIN roles r ON r.id = rg.role_id
                              WHERE rg.user_id = l.user_id AND rg.account_id = l.account_id
                                AND (rg.expires_at IS NULL OR rg.expires_at > '{now}'::timestamptz)),
-                           (SELECT array_agg(clef_team_path(m.team_id) ORDER BY 1)
+                           (SELECT array_agg(clef_team_path(m.team_id) ORDER BY clef_team_path(m.team_id))
                               FROM team_members m JOIN teams t ON t.id = m.team_id
                              WHERE m.user_id = l.user_id AND t.organization_id = a.organization_id)
                       FROM links l JOIN accounts a ON a.id = l.account_id JOIN users u ON u.id = l.user_id

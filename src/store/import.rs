@@ -3,6 +3,8 @@
 //! plain inserts, `json_to_recordset` of one JSON parameter for updates and
 //! upserts.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -12,6 +14,7 @@ use crate::domain::{
     credential::MessageKind,
     import::{ImportWrite, LinkChange, RightAsked, TeamJoin},
     rights::Scope,
+    team::path_key,
     user::{DefaultLogin, Profile, UserKind, UserStatus},
     Error,
 };
@@ -115,17 +118,26 @@ struct ImportRows<'a> {
     team_leaves: Vec<(Uuid, Uuid)>,
 }
 
-/// The ids of teams known to exist (the batch created the new ones).
-fn existing(joins: &[TeamJoin]) -> impl Iterator<Item = Uuid> + '_ {
+/// The ids of the teams joined: those that existed, and those the batch
+/// created (`created`, by `path_key`; a dry run creates none, and leaves
+/// those joins out).
+fn existing<'a>(
+    joins: &'a [TeamJoin],
+    created: &'a HashMap<String, Uuid>,
+) -> impl Iterator<Item = Uuid> + 'a {
     joins.iter().filter_map(|j| match j {
         TeamJoin::Existing(id) => Some(*id),
-        TeamJoin::New(_) => None,
+        TeamJoin::New(path) => created.get(&path_key(path)).copied(),
     })
 }
 
 impl<'a> ImportRows<'a> {
     /// The rows of `writes` into `account`.
-    fn of(account: &Account, writes: &[&'a ImportWrite]) -> Self {
+    fn of(
+        account: &Account,
+        writes: &[&'a ImportWrite],
+        created: &'a HashMap<String, Uuid>,
+    ) -> Self {
         let mut rows = ImportRows::default();
         let grant_rows = |user_id: Uuid, grants: &'a [RightAsked]| {
             grants.iter().map(move |(right, scope)| GrantRow {
@@ -171,7 +183,7 @@ impl<'a> ImportRows<'a> {
                     rows.role_grants
                         .extend(user.roles.iter().map(|r| (user.id, *r)));
                     rows.team_joins
-                        .extend(existing(&user.teams).map(|t| (user.id, t)));
+                        .extend(existing(&user.teams, created).map(|t| (user.id, t)));
                 }
                 ImportWrite::Update { change, .. } => {
                     let id = change.id;
@@ -203,7 +215,7 @@ impl<'a> ImportRows<'a> {
                     rows.role_revokes
                         .extend(change.role_revokes.iter().map(|r| (id, *r)));
                     rows.team_joins
-                        .extend(existing(&change.team_joins).map(|t| (id, t)));
+                        .extend(existing(&change.team_joins, created).map(|t| (id, t)));
                     rows.team_leaves
                         .extend(change.team_leaves.iter().map(|t| (id, *t)));
                     if let Some(status) = change.status {
@@ -365,8 +377,9 @@ impl Tx {
         &mut self,
         account: &Account,
         writes: &[&ImportWrite],
+        teams: &HashMap<String, Uuid>,
     ) -> Result<(), Error> {
-        let rows = ImportRows::of(account, writes);
+        let rows = ImportRows::of(account, writes, teams);
         let account = account.id;
         let revision = self.revision()?;
         let actor = self.actor();
@@ -561,10 +574,9 @@ impl Tx {
         Ok(())
     }
 
-    /// The roles and teams of an import's batch (after its links and
-    /// status changes: a role needs the link, and only users who may
-    /// receive rights hold one — the database's rules, migrations `roles`
-    /// and `teams`, check both).
+    /// The roles and teams of an import's batch, after its links (a role
+    /// needs the link, a member a link to the organization: the database's
+    /// rules, migrations `roles` and `teams`).
     async fn write_import_roles_and_teams(
         &mut self,
         account: Uuid,

@@ -6,26 +6,28 @@ use uuid::Uuid;
 use super::{db_error, db_error_for, tx::Tx};
 use crate::domain::{team::Team, Error};
 
-/// The teams of an organization with their paths and member counts, by
-/// path; `only` restricts them to one team and its sub-teams.
+/// The teams of an organization with their paths and member counts, in
+/// tree order (a team, then its sub-teams, siblings by name); `only`
+/// restricts them to one team and its sub-teams. Trees are at most 20 levels
+/// deep (migration `teams`).
 macro_rules! teams_query {
     ($org:expr, $only:expr) => {
         sqlx::query_as!(
             TeamRow,
-            r#"WITH RECURSIVE tree (id, path, depth) AS (
-                   SELECT id, name, 1 FROM teams
+            r#"WITH RECURSIVE tree (id, path, sort, depth) AS (
+                   SELECT id, name, ARRAY[lower(name)], 1 FROM teams
                     WHERE organization_id = $1 AND ($2::uuid IS NULL AND parent_id IS NULL OR id = $2)
                    UNION ALL
-                   SELECT t.id, tree.path || '/' || t.name, tree.depth + 1
+                   SELECT t.id, tree.path || '/' || t.name, tree.sort || lower(t.name), tree.depth + 1
                      FROM teams t JOIN tree ON t.parent_id = tree.id
-                    WHERE tree.depth < 64
+                    WHERE tree.depth < 100
                )
                SELECT t.id AS "id!", t.organization_id AS "organization_id!", t.parent_id,
                       t.name AS "name!", t.created_at AS "created_at!", t.revision AS "revision!",
                       CASE WHEN $2::uuid IS NULL THEN tree.path ELSE clef_team_path(t.id) END AS "path!",
                       (SELECT count(*) FROM team_members m WHERE m.team_id = t.id) AS "members!"
                  FROM tree JOIN teams t ON t.id = tree.id
-                ORDER BY 7"#,
+                ORDER BY tree.sort"#,
             $org,
             $only
         )
@@ -66,6 +68,7 @@ fn team_error(e: sqlx::Error, name: &str) -> Error {
             Some("team_sibling_names") => {
                 return Error::already_exists(format!("team {name:?} at that level"))
             }
+            Some("teams_organization_id_fkey") => return Error::NotFound("organization".into()),
             Some("team_parent") if d.code().as_deref() == Some("23503") => {
                 return Error::FailedPrecondition(format!(
                     "team {name:?} has sub-teams: move or delete them first"

@@ -217,6 +217,34 @@ async fn team_trees_refuse_cycles_keep_members_in_the_organization_and_delete_on
             "Sud-Est/Atelier 7/Poste 1"
         ]
     );
+    // At most 20 levels, by creation or by a move.
+    let mut parent = create(&mut t, &org, "", "Profond").await.unwrap();
+    for level in 2..=20 {
+        parent = create(&mut t, &org, &parent.id, &format!("N{level}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(parent.path.split('/').count(), 20);
+    let e = expect_code(
+        create(&mut t, &org, &parent.id, "N21").await,
+        Code::FailedPrecondition,
+    );
+    assert!(e.message().contains("20 levels"), "{}", e.message());
+    let e = expect_code(
+        move_to(&mut t, &sud.id, &parent.id).await,
+        Code::FailedPrecondition,
+    );
+    assert!(e.message().contains("20 levels"), "{}", e.message());
+    // An unknown organization, an unknown parent.
+    expect_code(
+        create(&mut op_teams, &uuid::Uuid::new_v4().to_string(), "", "X").await,
+        Code::NotFound,
+    );
+    let e = expect_code(
+        create(&mut t, &org, &uuid::Uuid::new_v4().to_string(), "X").await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), ["parent_id"]);
     // Back to the root with an empty parent.
     assert_eq!(
         move_to(&mut t, &poste.id, "").await.unwrap().path,
@@ -238,6 +266,21 @@ async fn team_trees_refuse_cycles_keep_members_in_the_organization_and_delete_on
         Code::FailedPrecondition,
     );
     assert!(e.message().contains("organization"), "{}", e.message());
+    // An archived user joins nothing.
+    let (gone, _) = create_user(&mut ops, standard("Gus", "Gone"), "TT1", &[], vec![])
+        .await
+        .unwrap();
+    ops.users
+        .archive_user(pb::ArchiveUserRequest {
+            id: gone.id.clone(),
+        })
+        .await
+        .unwrap();
+    let e = expect_code(
+        add(&mut t, &nord.id, &[&gone.id]).await,
+        Code::FailedPrecondition,
+    );
+    assert!(e.message().contains("archived"), "{}", e.message());
     // All or none.
     expect_code(
         add(&mut t, &sud.id, &[&plain.id, &stranger.id]).await,

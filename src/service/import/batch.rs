@@ -175,18 +175,35 @@ impl Import {
         // Those already in the ledger are skipped there.
         let named: Vec<uuid::Uuid> = self.named.iter().copied().collect();
         store.ledger_name(report, &named).await?;
-        create_teams(tx, self.account.organization_id, &mut teams, &mut writes).await?;
+        // Teams the lines join that do not exist yet are created with the
+        // writes, under the same savepoint: a line refused leaves none.
+        let (org, dry) = (self.account.organization_id, self.options.dry_run);
         let all: Vec<&ImportWrite> = writes.iter().map(|(_, w)| w).collect();
         tx.savepoint().await?;
-        match tx.write_import(&self.account, &all).await {
+        let result = match create_teams(tx, org, &teams, all.iter().copied(), dry).await {
+            Ok(known) => tx.write_import(&self.account, &all, &known).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(()) => tx.release_savepoint().await?,
             Err(Error::Unavailable(e)) => return Err(Error::Unavailable(e)),
             Err(_) => {
                 tx.rollback_to_savepoint().await?;
                 for (slot, w) in &writes {
                     tx.savepoint().await?;
-                    match tx.write_import(&self.account, &[w]).await {
-                        Ok(()) => tx.release_savepoint().await?,
+                    let result = match create_teams(tx, org, &teams, std::iter::once(w), dry).await
+                    {
+                        Ok(known) => tx
+                            .write_import(&self.account, &[w], &known)
+                            .await
+                            .map(|()| known),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(known) => {
+                            tx.release_savepoint().await?;
+                            teams = known;
+                        }
                         Err(e) => {
                             tx.rollback_to_savepoint().await?;
                             let line = slots[*slot].as_ref().map_or(0, |o| o.line);
@@ -200,45 +217,48 @@ impl Import {
     }
 }
 
-/// Creates the teams the batch's lines join that do not exist yet (with
-/// their missing parents), once each, and points the lines at them. In
-/// the batch's transaction: a dry run or a failed atomic import creates
-/// none.
-async fn create_teams(
+/// The organization's teams by `path_key`, with those the writes join
+/// that did not exist yet created (with their missing parents), once each
+/// — except in a dry run, which creates nothing (a rehearsal takes no
+/// lock a writer could wait for): its lines say what they would do, and
+/// joins of teams still to be made are left out.
+async fn create_teams<'w>(
     tx: &mut Tx,
     organization: uuid::Uuid,
-    teams: &mut HashMap<String, uuid::Uuid>,
-    writes: &mut [(usize, ImportWrite)],
-) -> Result<(), Error> {
-    for (_, w) in writes.iter_mut() {
+    teams: &HashMap<String, uuid::Uuid>,
+    writes: impl Iterator<Item = &'w ImportWrite>,
+    dry_run: bool,
+) -> Result<HashMap<String, uuid::Uuid>, Error> {
+    let mut known = teams.clone();
+    if dry_run {
+        return Ok(known);
+    }
+    for w in writes {
         let joins = match w {
-            ImportWrite::Create { user, .. } => &mut user.teams,
-            ImportWrite::Update { change, .. } => &mut change.team_joins,
+            ImportWrite::Create { user, .. } => &user.teams,
+            ImportWrite::Update { change, .. } => &change.team_joins,
             ImportWrite::Deactivate { .. } => continue,
         };
-        for join in joins.iter_mut() {
+        for join in joins {
             let TeamJoin::New(path) = join else {
                 continue;
             };
             let mut parent = None;
             for depth in 1..=path.len() {
                 let key = path_key(&path[..depth]);
-                let id = match teams.get(&key) {
+                let id = match known.get(&key) {
                     Some(id) => *id,
                     None => {
                         let id = tx
                             .insert_team(organization, parent, &path[depth - 1])
                             .await?;
-                        teams.insert(key, id);
+                        known.insert(key, id);
                         id
                     }
                 };
                 parent = Some(id);
             }
-            if let Some(id) = parent {
-                *join = TeamJoin::Existing(id);
-            }
         }
     }
-    Ok(())
+    Ok(known)
 }

@@ -39,17 +39,11 @@ pub struct Context<'a> {
     pub has_teams: bool,
     /// Every role, with its id.
     pub roles: &'a [(Uuid, RoleDef)],
-    /// The teams of the account's organization by lowercased path.
+    /// The teams of the account's organization by `path_key`.
     pub teams: &'a HashMap<String, Uuid>,
 }
 
-/// A path as `Context::teams` keys it.
-pub fn path_key(path: &[String]) -> String {
-    path.iter()
-        .map(|n| n.to_lowercase())
-        .collect::<Vec<_>>()
-        .join("/")
-}
+pub use crate::domain::team::path_key;
 
 /// What a line does.
 #[derive(Debug, PartialEq, Eq)]

@@ -60,7 +60,8 @@ impl Import {
             out.push(Outcome::done(0, LineStatus::Deactivated, id));
         }
         let all: Vec<&ImportWrite> = writes.iter().collect();
-        tx.write_import(&self.account, &all).await?;
+        tx.write_import(&self.account, &all, &Default::default())
+            .await?;
         Ok(out)
     }
 }
