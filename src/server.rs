@@ -224,11 +224,11 @@ pub async fn serve_with(
         .with_nodelay(Some(true))
         .with_keepalive(Some(TCP_KEEPALIVE));
     let result = builder
-        .trace_fn(|req| tracing::info_span!("rpc", rpc.method = %req.uri().path()))
         .timeout(RPC_TIMEOUT)
         .http2_max_header_list_size(H2_MAX_HEADER_LIST)
         .http2_keepalive_interval(Some(H2_KEEPALIVE))
         .http2_keepalive_timeout(Some(H2_KEEPALIVE_TIMEOUT))
+        .layer(crate::observe::RpcLayer)
         .layer(LimitsLayer)
         .add_service(health)
         .add_service(reflection_v1)

@@ -1,7 +1,8 @@
 //! Logs and traces. Logs go to stderr (text, or JSON with
-//! `CLEF_LOG_FORMAT=json`), filtered by `RUST_LOG` (default `info`). When
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans (one per RPC) are also
-//! exported over OTLP/gRPC.
+//! `CLEF_LOG_FORMAT=json`), filtered by `RUST_LOG` (default `info`; the
+//! access lines have the target `clef::access`). When
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans (one per RPC, see
+//! `observe`) are also exported over OTLP/gRPC.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
@@ -38,19 +39,13 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
             .boxed()
     };
 
+    // W3C trace context: a caller's `traceparent` becomes the parent of
+    // its RPC's span (`observe`).
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(endpoint) if !endpoint.is_empty() => {
-            // The exporter reads OTEL_EXPORTER_OTLP_* from the environment.
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .build()?;
-            Some(
-                SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(Resource::builder().with_service_name("clef").build())
-                    .build(),
-            )
-        }
+        Ok(endpoint) if !endpoint.is_empty() => Some(tracer_provider(&endpoint)?),
         _ => None,
     };
     let otel = provider
@@ -63,4 +58,42 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
         .with(otel)
         .try_init()?;
     Ok(TelemetryGuard { provider })
+}
+
+/// The OTLP/gRPC exporter behind the traces. The SDK reads the
+/// `OTEL_EXPORTER_OTLP_*` and `OTEL_TRACES_SAMPLER*` variables;
+/// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` name the service
+/// (`clef` when neither does). An `https://` endpoint is spoken to over TLS
+/// (the system's roots, or `OTEL_EXPORTER_OTLP_CERTIFICATE`), never in clear.
+fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithTonicConfig as _;
+    if let Ok(protocol) = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL") {
+        if protocol != "grpc" {
+            anyhow::bail!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: clef exports traces over OTLP/gRPC (grpc)"
+            );
+        }
+    }
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if endpoint.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Ok(ca) = std::env::var("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+            let pem = std::fs::read(&ca)
+                .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_CERTIFICATE {ca}: {e}"))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        builder = builder.with_tls_config(tls);
+    }
+    let exporter = builder.build()?;
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|n| !n.is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+    let resource = if named {
+        Resource::builder().build()
+    } else {
+        Resource::builder().with_service_name("clef").build()
+    };
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
 }

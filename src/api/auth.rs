@@ -52,6 +52,7 @@ impl Authenticator {
             .await?
             .ok_or(Error::Unauthenticated)?;
         self.touch(actor.key_id);
+        crate::observe::record_caller(request.extensions(), actor.user_id);
         Ok(actor)
     }
 

@@ -52,6 +52,7 @@ impl AuthzApi {
             .actor(&hash)
             .await?
             .ok_or(Error::Unauthenticated)?;
+        crate::observe::record_caller(request.extensions(), actor.user_id);
         match actor.kind {
             PrincipalKind::Service | PrincipalKind::Operator => Ok(actor),
             _ => Err(Error::PermissionDenied(

@@ -108,6 +108,26 @@ async fn no_secret_is_logged_at_debug_level() {
             Bearer::new(Some(&user_key)),
         );
     assert!(refused.who_am_i(pb::WhoAmIRequest {}).await.is_err());
+    // The outbox worker has logged every message (it polls on its own time).
+    let pool = sqlx::PgPool::connect_with(db.clone()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (pending, logged): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'logged')
+               FROM outbox",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if pending == 0 && logged > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox never logged its messages"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     assert!(terminate(server).await.success());
     let logs = err_task.await.unwrap();
@@ -123,4 +143,138 @@ async fn no_secret_is_logged_at_debug_level() {
         logs.contains("message not sent (no CLEF_SMTP_URL)"),
         "the invitation was logged without its token"
     );
+}
+
+/// One access line per RPC at info: method, code, duration, principal,
+/// peer, trace id (the caller's `traceparent`'s); a refused call and a bad
+/// key too; never a key; health probes not at info.
+#[tokio::test]
+async fn every_rpc_leaves_one_access_line_with_its_code_and_caller_and_no_secret() {
+    let db = fresh_database().await;
+    let url = database_url(&db);
+    let op = clef(&["operator", "create", "root", "--database-url", &url])
+        .output()
+        .await
+        .unwrap();
+    let op_key = String::from_utf8(op.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let mut cmd = clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"]);
+    cmd.env("RUST_LOG", "info").env("CLEF_LOG_FORMAT", "json");
+    let mut server = cmd.spawn().unwrap();
+    let mut stderr = server.stderr.take().unwrap();
+    let err_task = tokio::spawn(async move {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).await.ok();
+        s
+    });
+    let (addr, _, _) = started(&mut server).await;
+    wait_serving(addr).await;
+    let ch = connect(addr).await;
+
+    // Allowed, with the caller's trace context.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut accounts = pb::account_service_client::AccountServiceClient::new(ch.clone());
+    let mut request = tonic::Request::new(pb::CreateOrganizationRequest {
+        display_name: "Access".into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {op_key}").parse().unwrap());
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    accounts.create_organization(request).await.unwrap();
+    // Refused: a service principal may not create organizations.
+    let service_key = {
+        let mut users = pb::user_service_client::UserServiceClient::with_interceptor(
+            ch.clone(),
+            Bearer::new(Some(&op_key)),
+        );
+        users
+            .create_service_principal(pb::CreateServicePrincipalRequest {
+                name: "tracker".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let mut as_service = pb::account_service_client::AccountServiceClient::with_interceptor(
+        ch.clone(),
+        Bearer::new(Some(&service_key.connection_key)),
+    );
+    let refused = as_service
+        .create_organization(pb::CreateOrganizationRequest {
+            display_name: "Nope".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::PermissionDenied);
+    // A bad key.
+    let bad_key = format!("{}{}", &op_key[..op_key.len() - 4], "AAAA");
+    let mut bad = pb::account_service_client::AccountServiceClient::with_interceptor(
+        ch.clone(),
+        Bearer::new(Some(&bad_key)),
+    );
+    let e = bad
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    assert!(terminate(server).await.success());
+    let logs = err_task.await.unwrap();
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "clef::access")
+        .collect();
+    let line = |method: &str, code: &str| {
+        access
+            .iter()
+            .filter(|v| v["fields"]["method"] == method && v["fields"]["code"] == code)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let created = line("clef.v1.AccountService/CreateOrganization", "OK");
+    assert_eq!(created.len(), 1, "{logs}");
+    let f = &created[0]["fields"];
+    assert_eq!(created[0]["level"], "INFO");
+    assert_eq!(f["trace_id"], trace);
+    assert!(f["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{f}");
+    assert!(
+        f["duration_ms"].as_str().unwrap().parse::<f64>().unwrap() >= 0.0,
+        "{f}"
+    );
+    assert_ne!(f["principal"], "-");
+    let denied = line(
+        "clef.v1.AccountService/CreateOrganization",
+        "PERMISSION_DENIED",
+    );
+    assert_eq!(denied.len(), 1, "{logs}");
+    assert_eq!(
+        denied[0]["fields"]["principal"].as_str().unwrap(),
+        service_key.id
+    );
+    let unauthenticated = line("clef.v1.AccountService/ListAccounts", "UNAUTHENTICATED");
+    assert_eq!(unauthenticated.len(), 1, "{logs}");
+    assert_eq!(unauthenticated[0]["fields"]["principal"], "-");
+    // Health probes (wait_serving's) are not access lines at info.
+    assert!(
+        !access.iter().any(|v| v["fields"]["method"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("grpc.health"))),
+        "{logs}"
+    );
+    for secret in [&op_key, &service_key.connection_key, &bad_key] {
+        let hidden = &secret[clef::domain::key::DISPLAY_PREFIX_LEN..];
+        assert!(!logs.contains(hidden), "a key was logged");
+    }
 }
