@@ -34,6 +34,7 @@ pub mod domain;
 pub mod embedded;
 pub mod hasher;
 pub mod limits;
+pub mod metrics;
 pub mod observe;
 pub mod outbox;
 pub mod server;

@@ -99,7 +99,9 @@ impl Access {
             .0
             .get()
             .map_or_else(|| "-".to_owned(), Uuid::to_string);
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let seconds = self.start.elapsed().as_secs_f64();
+        crate::metrics::rpc(&self.method, &name, seconds);
+        let ms = seconds * 1000.0;
         self.span.record("rpc.grpc.status_code", code);
         if server_error(code) {
             self.span.record("otel.status_code", "ERROR");

@@ -82,6 +82,23 @@ pub struct ServeOptions {
     pub delivery: crate::outbox::Delivery,
     /// How long audit events are kept.
     pub audit: AuditOptions,
+    /// Where Prometheus scrapes `/metrics` (its own listener; none: off).
+    pub metrics: Handoff,
+}
+
+/// A listener handed to the server once (so that `ServeOptions` stays
+/// `Clone`): bound by the caller, who knows its address.
+#[derive(Debug, Clone, Default)]
+pub struct Handoff(Arc<std::sync::Mutex<Option<TcpListener>>>);
+
+impl Handoff {
+    pub fn new(listener: TcpListener) -> Self {
+        Handoff(Arc::new(std::sync::Mutex::new(Some(listener))))
+    }
+
+    fn take(&self) -> Option<TcpListener> {
+        self.0.lock().ok()?.take()
+    }
 }
 
 /// The audit trail's retention.
@@ -197,6 +214,10 @@ pub async fn serve_with(
         outbox_stopped,
     ));
     let pruner = tokio::spawn(prune_audit(store.clone(), options.audit));
+    let metrics = options
+        .metrics
+        .take()
+        .map(|l| tokio::spawn(serve_metrics(l, store.clone(), engine.clone())));
     // Streams that never end by themselves (audit watches) are told when
     // shutdown begins, so that the drain of in-flight RPCs can finish.
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
@@ -260,10 +281,70 @@ pub async fn serve_with(
     monitor.abort();
     change_listener.abort();
     pruner.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     let _ = stop_outbox.send(true);
     let _ = outbox.await;
     result?;
     Ok(())
+}
+
+/// Serves `GET /metrics` (Prometheus text format) over HTTP/1.1 until
+/// aborted; anything else is 404.
+async fn serve_metrics(listener: TcpListener, store: Store, engine: Arc<Engine>) {
+    use http_body_util::Full;
+    use hyper::{body::Bytes, server::conn::http1, service::service_fn, Response};
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (store, engine) = (store.clone(), engine.clone());
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let (store, engine) = (store.clone(), engine.clone());
+            async move {
+                if req.uri().path() != "/metrics" {
+                    let mut r = Response::new(Full::new(Bytes::from_static(b"not found\n")));
+                    *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                    return Ok::<_, std::convert::Infallible>(r);
+                }
+                let body = scrape(&store, &engine).await;
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                Ok(r)
+            }
+        });
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}
+
+/// One scrape: the counters, and what is read now (Postgres's part within
+/// 2 s, else left out: the scrape still answers while Postgres is down).
+async fn scrape(store: &Store, engine: &Engine) -> String {
+    let mut s = crate::metrics::Snapshot::default();
+    engine.scrape(&mut s);
+    let pool = store.pool();
+    s.pool_idle = pool.num_idle() as i64;
+    s.pool_in_use = i64::from(pool.size()) - s.pool_idle;
+    s.postgres_up = store.reachable();
+    if s.postgres_up {
+        if let Ok(Ok((committed, pending, parked))) =
+            tokio::time::timeout(Duration::from_secs(2), store.scrape()).await
+        {
+            s.revision_committed = Some(committed);
+            s.outbox_pending = Some(pending);
+            s.outbox_parked = Some(parked);
+        }
+    }
+    crate::metrics::render(&s)
 }
 
 /// Keeps health in step with Postgres: `NOT_SERVING` while it cannot be

@@ -77,6 +77,8 @@ impl Weighter<Uuid, Arc<Entitlements>> for ByWeight {
 pub struct Answer {
     pub subject: Option<Arc<Entitlements>>,
     pub revision: i64,
+    /// Whether the subject came from memory (else from Postgres).
+    pub from_memory: bool,
     /// State of the account asked about, when the load learnt it.
     account: Option<AccountState>,
 }
@@ -395,13 +397,16 @@ impl Engine {
     ) -> Result<Answer, Error> {
         if self.fresh_enough(min_revision) {
             if let Some(hit) = self.cached(subject) {
+                crate::metrics::cache_lookup(true);
                 return Ok(Answer {
                     subject: hit,
                     revision: self.seen.load(Ordering::SeqCst),
+                    from_memory: true,
                     account: None,
                 });
             }
         }
+        crate::metrics::cache_lookup(false);
         let since = self.invalidations.load(Ordering::SeqCst);
         let Loaded {
             subject: loaded,
@@ -418,6 +423,7 @@ impl Engine {
         Ok(Answer {
             subject: loaded,
             revision,
+            from_memory: false,
             account: account_state,
         })
     }
@@ -532,6 +538,21 @@ impl Engine {
         now: i64,
         rule: impl FnOnce(&Entitlements) -> Decision,
     ) -> Result<Decision, Error> {
+        let d = self
+            .decide_inner(answer, subject, account, now, rule)
+            .await?;
+        crate::metrics::decision(d.allowed, answer.from_memory);
+        Ok(d)
+    }
+
+    async fn decide_inner(
+        &self,
+        answer: &Answer,
+        subject: &SubjectRef,
+        account: &str,
+        now: i64,
+        rule: impl FnOnce(&Entitlements) -> Decision,
+    ) -> Result<Decision, Error> {
         let Some(e) = &answer.subject else {
             return Ok(Decision::deny(Denial::UnknownSubject));
         };
@@ -583,6 +604,23 @@ impl Engine {
                 key_id: key.id,
             })
         }))
+    }
+
+    /// What a metrics scrape reads of the engine.
+    pub fn scrape(&self, into: &mut crate::metrics::Snapshot) {
+        into.cache_entries = vec![
+            ("subjects", self.subjects.len() as i64),
+            ("keys", self.keys.len() as i64),
+            ("user_keys", self.user_keys.len() as i64),
+            ("accounts", self.accounts.len() as i64),
+        ];
+        into.cache_weight = self.subjects.weight() as i64;
+        into.feed_serving = self.serves_from_memory();
+        into.feed_proof_age_seconds =
+            self.micros()
+                .saturating_sub(self.proven_at.load(Ordering::SeqCst)) as f64
+                / 1e6;
+        into.revision_seen = self.seen.load(Ordering::SeqCst);
     }
 
     /// Decides from entitlements already in memory; `None` on a miss. For

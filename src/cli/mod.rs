@@ -115,6 +115,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CLEF_STALENESS_BOUND_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub staleness_bound_ms: u64,
+    /// Address to serve Prometheus metrics on (`GET /metrics`, plain
+    /// HTTP, its own port); not given: no metrics endpoint.
+    #[arg(long, env = "CLEF_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The server's TLS certificate chain (PEM); with --tls-key, the server
     /// speaks TLS only.
     #[arg(long, env = "CLEF_TLS_CERT", requires = "tls_key")]
@@ -268,6 +272,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
+        let metrics = match args.metrics_listen {
+            None => server::Handoff::default(),
+            Some(at) => {
+                anyhow::ensure!(
+                    at.port() == 0 || at.port() != addr.port() || at.ip() != addr.ip(),
+                    "--metrics-listen must not be the gRPC address"
+                );
+                let l = TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot listen on {at} for metrics"))?;
+                let at = l.local_addr()?;
+                tracing::info!(%at, "metrics on /metrics");
+                println!("clef metrics on http://{at}/metrics");
+                server::Handoff::new(l)
+            }
+        };
         if embedded && store.count_operators().await? == 0 {
             let op = store
                 .create_principal(None, PrincipalKind::Operator, "admin")
@@ -302,6 +322,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 retention: args.audit_retention,
                 ..Default::default()
             },
+            metrics,
         };
         server::serve_with(store, listener, options, server::shutdown_signal()).await
     }

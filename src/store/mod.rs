@@ -122,6 +122,25 @@ impl Store {
         &self.pool
     }
 
+    /// Whether the last health probe reached Postgres.
+    pub fn reachable(&self) -> bool {
+        !self.down.load(Ordering::SeqCst)
+    }
+
+    /// What a metrics scrape reads from Postgres: the last revision
+    /// committed, and the outbox's pending and parked messages.
+    pub async fn scrape(&self) -> Result<(i64, i64, i64), Error> {
+        let row = sqlx::query!(
+            r#"SELECT (SELECT value FROM revision_counter) AS "committed!",
+                      (SELECT count(*) FROM outbox WHERE state = 'pending') AS "pending!",
+                      (SELECT count(*) FROM outbox WHERE state = 'parked') AS "parked!""#
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok((row.committed, row.pending, row.parked))
+    }
+
     /// Applies pending migrations. sqlx holds a Postgres advisory lock while it
     /// migrates, so replicas starting together apply each migration once.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {

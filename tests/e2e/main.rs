@@ -28,6 +28,7 @@ mod keys;
 mod last_admin;
 mod logs;
 mod mail;
+mod metrics;
 mod passwords;
 mod replicas;
 mod requests;

@@ -104,6 +104,7 @@ pub type ProgressSender = mpsc::Sender<Result<Progress, Error>>;
 /// Runs `import` over the file in `chunks`, telling `out` how it goes; an
 /// error that stops it is sent last.
 pub async fn run(store: Store, import: Import, chunks: Chunks, out: ProgressSender) {
+    let _running = crate::metrics::ImportRunning::start();
     let mut run = Run {
         store,
         import,
@@ -402,6 +403,7 @@ impl Run {
                 .counts
                 .entry(o.status.as_str().to_owned())
                 .or_default() += 1;
+            crate::metrics::import_lines(o.status.as_str(), 1);
             self.failed_lines |= o.failed();
             self.failed += i64::from(o.failed());
             self.dirty |= o.wrote();

@@ -1,0 +1,162 @@
+//! The Prometheus endpoint: after a known sequence of RPCs, the counters
+//! and histograms say exactly what happened.
+
+use clef::pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+use crate::common::*;
+
+/// `GET path` over HTTP/1.1; (status line, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: clef\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// The value of the sample `name{labels}` (labels as exposed, in order).
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_counts_rpcs_by_method_and_code_and_decisions_by_outcome() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = listener.local_addr().unwrap();
+    let app = spawn_app_with_options(
+        fresh_database().await,
+        clef::domain::clock::Clock::system(),
+        clef::server::ServeOptions {
+            metrics: clef::server::Handoff::new(listener),
+            ..test_options()
+        },
+    )
+    .await;
+    org_with_account(&app, "Org Metrics", "ME1").await;
+    let mut ops = app.operator().await;
+    let (_, key) = create_user(
+        &mut ops,
+        standard("Max", "Metric"),
+        "ME1",
+        &[],
+        vec![right("shipping.ws")],
+    )
+    .await
+    .unwrap();
+    let mut decide = app.decider().await;
+    let ask = |right: &str| pb::CheckRequest {
+        subject: by_key(&key),
+        account_code: "ME1".into(),
+        right: right.into(),
+        ..Default::default()
+    };
+    // 3 allowed, 2 denied.
+    for _ in 0..3 {
+        assert!(
+            decide
+                .check(ask("shipping.ws"))
+                .await
+                .unwrap()
+                .into_inner()
+                .allowed
+        );
+    }
+    for _ in 0..2 {
+        assert!(
+            !decide
+                .check(ask("shipping.ui"))
+                .await
+                .unwrap()
+                .into_inner()
+                .allowed
+        );
+    }
+    // 1 refused (unknown right: INVALID_ARGUMENT... or NOT_FOUND), 1 bad key.
+    let refused = decide.check(ask("no.such_right")).await.unwrap_err().code();
+    let mut nobody = pb::authorization_service_client::AuthorizationServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some("clef_nope")),
+    );
+    assert_eq!(
+        nobody.check(ask("shipping.ws")).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let (status, body) = get(metrics, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    let check = "clef.v1.AuthorizationService/Check";
+    let rpcs = |code: &str| {
+        sample(
+            &body,
+            &format!("clef_rpc_requests_total{{method=\"{check}\",code=\"{code}\"}}"),
+        )
+    };
+    assert_eq!(rpcs("OK"), Some(5.0), "{body}");
+    let refused_name = match refused {
+        Code::NotFound => "NOT_FOUND",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(rpcs(refused_name), Some(1.0), "{body}");
+    assert_eq!(rpcs("UNAUTHENTICATED"), Some(1.0), "{body}");
+    assert_eq!(
+        sample(
+            &body,
+            &format!("clef_rpc_duration_seconds_count{{method=\"{check}\"}}")
+        ),
+        Some(7.0),
+        "{body}"
+    );
+    let decisions = |outcome: &str| {
+        ["memory", "postgres"]
+            .iter()
+            .filter_map(|source| {
+                sample(
+                    &body,
+                    &format!("clef_decisions_total{{outcome=\"{outcome}\",source=\"{source}\"}}"),
+                )
+            })
+            .sum::<f64>()
+    };
+    assert_eq!(decisions("allowed"), 3.0, "{body}");
+    assert_eq!(decisions("denied"), 2.0, "{body}");
+    assert_eq!(
+        sample(
+            &body,
+            "clef_rpc_requests_total{method=\"clef.v1.UserService/CreateUser\",code=\"OK\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    // The state read at the scrape.
+    assert_eq!(sample(&body, "clef_postgres_up"), Some(1.0), "{body}");
+    assert!(
+        sample(&body, "clef_revision_committed").unwrap() > 0.0,
+        "{body}"
+    );
+    assert!(
+        sample(&body, "clef_decision_cache_entries{cache=\"subjects\"}").unwrap() >= 1.0,
+        "{body}"
+    );
+    assert!(
+        sample(&body, "clef_outbox_messages{state=\"pending\"}").is_some(),
+        "{body}"
+    );
+    assert!(
+        body.contains("clef_change_feed_proof_age_seconds"),
+        "{body}"
+    );
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    // Anything else is 404.
+    assert!(get(metrics, "/").await.0.contains("404"));
+}
