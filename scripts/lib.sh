@@ -47,13 +47,33 @@ ensure_tools() {
 
 # start_scratch_postgres DIR: a Postgres owned by this run on a free TCP port of
 # 127.0.0.1; sets SCRATCH_DATABASE_URL.
+# start_scratch_postgres DIR [tls]: a throwaway cluster on a free port. With
+# `tls`, it also speaks TLS (ssl=on) with a certificate for localhost and
+# 127.0.0.1 signed by a CA made for it: SCRATCH_PG_CA is that CA's file.
 start_scratch_postgres() {
-  local dir=$1 bin port
+  local dir=$1 tls=${2:-} bin port ssl=""
   bin=$(pg_bindir)
   [ "$(id -u)" = 0 ] && chown postgres: "$dir"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   as_postgres "$bin/initdb" -D "$dir/data" -U clef --auth=trust -E UTF8 --no-locale >/dev/null
-  as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-k $dir -p $port -h 127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
+  if [ "$tls" = tls ]; then
+    local t="$dir/tls"
+    mkdir -p "$t"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj "/CN=clef test CA" -keyout "$t/ca.key" -out "$t/ca.crt" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+      -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$t/ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial \
+      -days 2 -extfile "$t/ext" -out "$t/server.crt" 2>/dev/null
+    cp "$t/server.crt" "$t/server.key" "$dir/data/"
+    chmod 600 "$dir/data/server.key"
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir/data/server.crt" "$dir/data/server.key"
+    chmod 755 "$t"; chmod 644 "$t/ca.crt"
+    ssl="-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
+    SCRATCH_PG_CA="$t/ca.crt"
+  fi
+  as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-k $dir -p $port -h 127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off $ssl" start >/dev/null
   SCRATCH_DATABASE_URL="postgres://clef@127.0.0.1:$port/postgres"
   SCRATCH_PGDATA="$dir/data"
   SCRATCH_PG_BIN="$bin"

@@ -182,7 +182,12 @@ where
             .map_or_else(|| "-".to_owned(), |a| a.to_string());
         let caller = Caller::default();
         request.extensions_mut().insert(caller.clone());
-        let span = if quiet {
+        // A span when it goes somewhere: spans are exported, or the caller
+        // sent a trace context (its id is then in every line of the RPC).
+        let traced = !quiet
+            && (crate::telemetry::tracing_exported()
+                || request.headers().contains_key("traceparent"));
+        let span = if !traced {
             Span::none()
         } else {
             let (service, rpc) = method.split_once('/').unwrap_or((&method, ""));
@@ -209,7 +214,7 @@ where
         } else {
             traceparent_trace_id(request.headers()).unwrap_or_else(|| "-".to_owned())
         };
-        if !quiet {
+        if traced {
             span.record("trace_id", trace_id.as_str());
         }
         let mut access = Access {

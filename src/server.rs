@@ -84,6 +84,9 @@ pub struct ServeOptions {
     pub audit: AuditOptions,
     /// Where Prometheus scrapes `/metrics` (its own listener; none: off).
     pub metrics: Handoff,
+    /// On shutdown, how long health says NOT_SERVING before in-flight RPCs
+    /// drain (time for load balancers to take the replica out).
+    pub drain_delay: Duration,
 }
 
 /// A listener handed to the server once (so that `ServeOptions` stays
@@ -192,7 +195,11 @@ pub async fn serve_with(
     reporter
         .set_service_status(CHANGE_FEED, ServingStatus::NotServing)
         .await;
-    let monitor = tokio::spawn(monitor_health(store.clone(), engine.clone(), reporter));
+    let monitor = tokio::spawn(monitor_health(
+        store.clone(),
+        engine.clone(),
+        reporter.clone(),
+    ));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -221,8 +228,24 @@ pub async fn serve_with(
     // Streams that never end by themselves (audit watches) are told when
     // shutdown begins, so that the drain of in-flight RPCs can finish.
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+    let drain_delay = options.drain_delay;
+    let monitor_stop = monitor.abort_handle();
     let shutdown = async move {
         shutdown.await;
+        // Out of rotation first: health says NOT_SERVING (the monitor is
+        // stopped, so that it cannot say otherwise), for `drain_delay`
+        // while load balancers notice; then in-flight RPCs drain.
+        monitor.abort();
+        for service in SERVICES.iter().chain([&CHANGE_FEED]) {
+            reporter
+                .set_service_status(*service, ServingStatus::NotServing)
+                .await;
+        }
+        tracing::info!(
+            delay_ms = drain_delay.as_millis() as u64,
+            "shutting down: health is NOT_SERVING"
+        );
+        tokio::time::sleep(drain_delay).await;
         let _ = stopping.send(true);
     };
     let auth = Authenticator::new(store.clone());
@@ -278,7 +301,7 @@ pub async fn serve_with(
         ))))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
-    monitor.abort();
+    monitor_stop.abort();
     change_listener.abort();
     pruner.abort();
     if let Some(m) = metrics {
@@ -403,5 +426,5 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutting down: draining in-flight requests");
+    tracing::info!("shutdown requested");
 }

@@ -8,9 +8,19 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
-/// Flushes pending spans when dropped.
+/// Flushes pending spans and log lines when dropped.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    _logs: tracing_appender::non_blocking::WorkerGuard,
+}
+
+/// Whether spans are exported (OTLP configured): without it, an RPC that
+/// brings no `traceparent` gets no span at all (`observe`), which keeps the
+/// hot path cheap.
+static TRACING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn tracing_exported() -> bool {
+    TRACING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Drop for TelemetryGuard {
@@ -25,17 +35,23 @@ impl Drop for TelemetryGuard {
 pub fn init() -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("CLEF_LOG_FORMAT").is_ok_and(|f| f == "json");
+    // Lines are written by a thread of their own (an access line per RPC
+    // must not cost a write on the request's path); none is dropped: a
+    // full buffer waits.
+    let (writer, logs) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let fmt = if json {
         tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed()
     } else {
         // Colours only for a person at a terminal, never into a pipe or a file.
         use std::io::IsTerminal;
         tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed()
     };
 
@@ -57,7 +73,11 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
         .with(fmt)
         .with(otel)
         .try_init()?;
-    Ok(TelemetryGuard { provider })
+    TRACING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
+    Ok(TelemetryGuard {
+        provider,
+        _logs: logs,
+    })
 }
 
 /// The OTLP/gRPC exporter behind the traces. The SDK reads the

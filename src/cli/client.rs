@@ -54,6 +54,11 @@ impl Endpoint {
         let bearer: MetadataValue<Ascii> = format!("Bearer {key}")
             .parse()
             .context("CLEF_KEY is not a valid connection key")?;
+        Ok((self.connect().await?, bearer))
+    }
+
+    /// A channel to the server, without a key (health).
+    async fn connect(&self) -> anyhow::Result<Channel> {
         let mut endpoint = Channel::from_shared(self.endpoint.clone())
             .with_context(|| format!("invalid --endpoint {:?}", self.endpoint))?
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -81,7 +86,7 @@ impl Endpoint {
             .connect()
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach {}: {}", self.endpoint, root_cause(&e)))?;
-        Ok((channel, bearer))
+        Ok(channel)
     }
 
     async fn intercepted(&self) -> anyhow::Result<InterceptedService<Channel, Auth>> {
@@ -505,6 +510,37 @@ pub async fn grant_across(args: GrantAcrossArgs) -> anyhow::Result<()> {
         r.revision
     );
     Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+    /// The service to ask about (default: the server as a whole).
+    #[arg(long, default_value = "")]
+    pub service: String,
+}
+
+/// Exits 0 when the server (or `--service`) is SERVING, else 1 saying its
+/// status: a probe for containers (compose healthchecks) without another
+/// binary. Needs no key.
+pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+    let channel = args.endpoint.connect().await?;
+    let status = HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: args.service.clone(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .status();
+    if status == ServingStatus::Serving {
+        println!("SERVING");
+        Ok(())
+    } else {
+        bail!("{}", status.as_str_name())
+    }
 }
 
 #[derive(Debug, Args)]

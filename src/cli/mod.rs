@@ -52,6 +52,9 @@ pub enum Command {
     /// Deactivates the members of a team (and of its sub-teams with
     /// --subteams) that you may deactivate; lists who was left and why.
     Deactivate(client::DeactivateArgs),
+    /// Asks the server's gRPC health: exit 0 when SERVING (a container
+    /// probe; needs no key).
+    Health(client::HealthArgs),
     /// Messages to users that could not be delivered (talks to the
     /// database directly).
     Outbox {
@@ -115,6 +118,16 @@ pub struct ServeArgs {
     #[arg(long, env = "CLEF_STALENESS_BOUND_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub staleness_bound_ms: u64,
+    /// `auto`: apply pending migrations at start-up (under sqlx's advisory
+    /// lock); `wait`: never migrate, wait until `clef migrate` (a Job) has
+    /// brought the schema to this version.
+    #[arg(long, env = "CLEF_MIGRATE", default_value = "auto", value_parser = ["auto", "wait"])]
+    pub migrate: String,
+    /// On SIGTERM, how long health says NOT_SERVING before in-flight RPCs
+    /// drain, in milliseconds (Kubernetes: a few seconds, so that endpoints
+    /// are updated before the replica stops accepting).
+    #[arg(long, env = "CLEF_DRAIN_DELAY_MS", default_value_t = 0)]
+    pub drain_delay_ms: u64,
     /// Address to serve Prometheus metrics on (`GET /metrics`, plain
     /// HTTP, its own port); not given: no metrics endpoint.
     #[arg(long, env = "CLEF_METRICS_LISTEN")]
@@ -253,6 +266,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::GrantAcross(args) => client::grant_across(args).await,
         Command::RevokeEverywhere(args) => client::revoke_everywhere(args).await,
         Command::Deactivate(args) => client::deactivate(args).await,
+        Command::Health(args) => client::health(args).await,
         Command::Migrate(db) => {
             let (options, data) = db.open(true).await?;
             let store = Store::connect_lazy(options, 2);
@@ -267,7 +281,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let embedded = data.is_some();
     let result = async {
         let store = Store::connect_lazy(options, args.db_pool_size);
-        store.migrate().await.context("migration failed")?;
+        if args.migrate == "wait" {
+            store.wait_for_schema().await;
+        } else {
+            store.migrate().await.context("migration failed")?;
+        }
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -323,6 +341,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
             metrics,
+            drain_delay: Duration::from_millis(args.drain_delay_ms),
         };
         server::serve_with(store, listener, options, server::shutdown_signal()).await
     }

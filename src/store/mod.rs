@@ -122,6 +122,48 @@ impl Store {
         &self.pool
     }
 
+    /// Whether every migration this binary knows has been applied (by
+    /// `clef migrate`, or another replica).
+    pub async fn schema_is_current(&self) -> Result<bool, Error> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(v) => v,
+                // No migration ever ran: the table is not there yet.
+                Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42P01") => {
+                    return Ok(false)
+                }
+                Err(e) => return Err(db_error(e)),
+            };
+        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+    }
+
+    /// Waits until the schema is current, saying so once (replicas that
+    /// leave migrating to a Job, `--migrate wait`).
+    pub async fn wait_for_schema(&self) {
+        let mut said = false;
+        loop {
+            match self.schema_is_current().await {
+                Ok(true) => return,
+                Ok(false) if !said => {
+                    tracing::info!(
+                        "waiting for the schema: run `clef migrate` (the migration Job)"
+                    );
+                    said = true;
+                }
+                Ok(false) => {}
+                Err(e) if !said => {
+                    tracing::warn!(error = %e, "waiting for the database");
+                    said = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
     /// Whether the last health probe reached Postgres.
     pub fn reachable(&self) -> bool {
         !self.down.load(Ordering::SeqCst)

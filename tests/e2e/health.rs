@@ -130,3 +130,57 @@ async fn health_and_errors_follow_postgres_down_and_back() {
     pg.stop().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// SIGTERM: health says NOT_SERVING at once, for the drain delay, while
+/// calls are still answered; then the server drains and stops cleanly.
+#[tokio::test]
+async fn on_sigterm_health_flips_to_not_serving_before_the_drain() {
+    use crate::embedded::{clef, started, terminate, wait_serving};
+    let db = fresh_database().await;
+    let url = database_url(&db);
+    let mut server = clef(&[
+        "serve",
+        "--database-url",
+        &url,
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-delay-ms",
+        "3000",
+    ])
+    .spawn()
+    .unwrap();
+    let (addr, _, _) = started(&mut server).await;
+    wait_serving(addr).await;
+    let channel = connect(addr).await;
+    let pid = nix::unistd::Pid::from_raw(server.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let sent = std::time::Instant::now();
+    let mut health = HealthClient::new(channel.clone());
+    let status = loop {
+        let s = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if s == ServingStatus::NotServing as i32 || sent.elapsed() > Duration::from_secs(2) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, ServingStatus::NotServing as i32);
+    assert!(sent.elapsed() < Duration::from_secs(2));
+    // Still answering meanwhile (an unauthenticated call gets its answer).
+    let e = pb::account_service_client::AccountServiceClient::new(channel)
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(terminate(server).await.success());
+    assert!(
+        sent.elapsed() >= Duration::from_secs(3),
+        "stopped before the drain delay"
+    );
+}

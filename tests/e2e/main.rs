@@ -30,6 +30,7 @@ mod logs;
 mod mail;
 mod metrics;
 mod passwords;
+mod pg_tls;
 mod replicas;
 mod requests;
 mod restart;
