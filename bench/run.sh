@@ -10,7 +10,9 @@
 # each, their ratio, and Check latency percentiles at full and at half the
 # peak load; then runs the Criterion benchmark of the in-process decision.
 # Environment: CLIENTS (total connections, default 32), PROCS (h2load
-# processes = distinct subjects, default 16), DURATION (seconds, default 10).
+# processes = distinct subjects, default 16), DURATION (seconds, default 10),
+# CRITERION=0 to skip the in-process benchmark; the server inherits RUST_LOG
+# (default info: one access line per RPC).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -136,6 +138,7 @@ case "$WHICH" in
   *) echo "usage: bench/run.sh [small|large|both]" >&2; exit 2 ;;
 esac
 
+[ "${CRITERION:-1}" = 0 ] && exit 0
 echo "== in-process decision (Criterion), warm cache, dataset of the last run"
 CLEF_BENCH_DATABASE_URL=$LAST_URL CLEF_BENCH_SUBJECTS=$LAST_SUBJECTS SQLX_OFFLINE=true \
   cargo bench --quiet --bench decision 2>&1 | grep -E "warm cache|time:|^check_|^rule_" | tee -a "$WORK/summary"

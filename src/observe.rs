@@ -108,8 +108,20 @@ impl Access {
         }
         if self.quiet {
             tracing::debug!(target: "clef::access", method = %self.method, code = %name, duration_ms = ms, principal = %principal, peer = %self.peer, "rpc");
-        } else {
-            tracing::info!(target: "clef::access", method = %self.method, code = %name, duration_ms = format_args!("{ms:.3}"), principal = %principal, peer = %self.peer, trace_id = %self.trace_id, "rpc");
+        } else if tracing::enabled!(target: "clef::access", tracing::Level::INFO) {
+            let duration = format!("{ms:.3}");
+            let line = crate::telemetry::AccessLine {
+                message: "rpc",
+                method: &self.method,
+                code: &name,
+                duration_ms: &duration,
+                principal: &principal,
+                peer: &self.peer,
+                trace_id: &self.trace_id,
+            };
+            if !crate::telemetry::write_access(&line) {
+                tracing::info!(target: "clef::access", method = %self.method, code = %name, duration_ms = %duration, principal = %principal, peer = %self.peer, trace_id = %self.trace_id, "rpc");
+            }
         }
     }
 }

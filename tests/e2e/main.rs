@@ -38,5 +38,6 @@ mod roles;
 mod story;
 mod teams;
 mod tenants;
+mod traces;
 mod validation;
 mod validation_links_grants_keys;

@@ -1,0 +1,208 @@
+//! Traces through a real OTLP receiver: the collector's TraceService, in
+//! the test. Span names, kind, `rpc.*` attributes and status follow the
+//! OpenTelemetry conventions for gRPC servers; the caller's `traceparent`
+//! is the parent; health checks are not traced; the service is named by
+//! OTEL_SERVICE_NAME.
+
+use std::sync::{Arc, Mutex};
+
+use clef::pb;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        trace_service_server::{TraceService, TraceServiceServer},
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    },
+    common::v1::{any_value::Value, KeyValue},
+    trace::v1::{span::SpanKind, status::StatusCode, Span},
+};
+
+use crate::{
+    common::*,
+    embedded::{clef, started, terminate, wait_serving},
+};
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn text(v: Option<&Value>) -> Option<&str> {
+    match v {
+        Some(Value::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn int(v: Option<&Value>) -> Option<i64> {
+    match v {
+        Some(Value::IntValue(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn spans_follow_the_grpc_conventions_and_the_callers_traceparent() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = listener.local_addr().unwrap();
+    let got = receiver.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(got))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+
+    let db = fresh_database().await;
+    let url = database_url(&db);
+    let op = clef(&["operator", "create", "root", "--database-url", &url])
+        .output()
+        .await
+        .unwrap();
+    let op_key = String::from_utf8(op.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let mut cmd = clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"]);
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+        .env("OTEL_SERVICE_NAME", "clef-under-test")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let mut server = cmd.spawn().unwrap();
+    let (addr, _, _) = started(&mut server).await;
+    wait_serving(addr).await;
+    let ch = connect(addr).await;
+
+    // Allowed, under the caller's trace.
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let mut request = tonic::Request::new(pb::CreateOrganizationRequest {
+        display_name: "Traced".into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {op_key}").parse().unwrap());
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace}-{parent}-01").parse().unwrap(),
+    );
+    pb::account_service_client::AccountServiceClient::new(ch.clone())
+        .create_organization(request)
+        .await
+        .unwrap();
+    // Refused: the caller's fault, not an error of the server's span.
+    let e = pb::account_service_client::AccountServiceClient::new(ch.clone())
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    // A method that does not exist: UNIMPLEMENTED, an error.
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready().await.unwrap();
+    let e = grpc
+        .unary::<pb::ListAccountsRequest, pb::ListAccountsResponse, _>(
+            tonic::Request::new(pb::ListAccountsRequest::default()),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/clef.v1.AccountService/Nope"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+
+    // Shutting down flushes every span.
+    assert!(terminate(server).await.success());
+    let exports = receiver.0.lock().unwrap().clone();
+    let resource_names: Vec<&str> = exports
+        .iter()
+        .flat_map(|e| &e.resource_spans)
+        .filter_map(|r| text(attr(&r.resource.as_ref()?.attributes, "service.name")))
+        .collect();
+    assert!(!resource_names.is_empty(), "no span exported");
+    assert!(
+        resource_names.iter().all(|n| *n == "clef-under-test"),
+        "{resource_names:?}"
+    );
+    let spans: Vec<Span> = exports
+        .iter()
+        .flat_map(|e| &e.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| s.spans.clone())
+        .collect();
+    let named = |name: &str| {
+        spans
+            .iter()
+            .filter(|s| s.name == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(named("rpc").is_empty(), "a span is still named rpc");
+    assert!(
+        !spans.iter().any(|s| s.name.starts_with("grpc.health")),
+        "health checks were traced"
+    );
+
+    let created = named("clef.v1.AccountService/CreateOrganization");
+    assert_eq!(created.len(), 1, "{spans:#?}");
+    let s = &created[0];
+    assert_eq!(s.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&s.trace_id), trace);
+    assert_eq!(hex(&s.parent_span_id), parent);
+    assert_eq!(text(attr(&s.attributes, "rpc.system")), Some("grpc"));
+    assert_eq!(
+        text(attr(&s.attributes, "rpc.service")),
+        Some("clef.v1.AccountService")
+    );
+    assert_eq!(
+        text(attr(&s.attributes, "rpc.method")),
+        Some("CreateOrganization")
+    );
+    assert_eq!(int(attr(&s.attributes, "rpc.grpc.status_code")), Some(0));
+    assert_ne!(status(s), StatusCode::Error as i32);
+
+    let refused = named("clef.v1.AccountService/ListAccounts");
+    assert_eq!(refused.len(), 1, "{spans:#?}");
+    assert_eq!(
+        int(attr(&refused[0].attributes, "rpc.grpc.status_code")),
+        Some(16)
+    );
+    assert_ne!(status(&refused[0]), StatusCode::Error as i32);
+    // Without a traceparent: a trace of its own.
+    assert_ne!(hex(&refused[0].trace_id), trace);
+
+    let missing = named("clef.v1.AccountService/Nope");
+    assert_eq!(missing.len(), 1, "{spans:#?}");
+    assert_eq!(
+        int(attr(&missing[0].attributes, "rpc.grpc.status_code")),
+        Some(12)
+    );
+    assert_eq!(status(&missing[0]), StatusCode::Error as i32);
+}
+
+fn status(s: &Span) -> i32 {
+    s.status.as_ref().map_or(0, |st| st.code)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
