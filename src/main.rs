@@ -19,10 +19,11 @@ async fn main() -> std::process::ExitCode {
     match clef::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            let said = clef::telemetry::chain(&e);
             if serving {
-                tracing::error!("{e:#}");
+                tracing::error!("{said}");
             } else {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {said}");
             }
             std::process::ExitCode::FAILURE
         }

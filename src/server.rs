@@ -76,6 +76,9 @@ pub struct ServeOptions {
     /// TLS: the server's certificate chain and private key (PEM). Without
     /// it, plaintext.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// With TLS: the CA (PEM) that must have signed every client's
+    /// certificate (mutual TLS); `None`: no client certificate asked.
+    pub tls_client_ca: Option<Vec<u8>>,
     /// The password hashing pool; `None`: OWASP cost, sized for the machine.
     pub hasher: Option<crate::hasher::Hasher>,
     /// How the outbox worker delivers messages.
@@ -179,9 +182,13 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     let mut builder = Server::builder();
     if let Some((cert, key)) = &options.tls {
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+        if let Some(ca) = &options.tls_client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-            .context("invalid TLS certificate or key")?;
+            .tls_config(tls)
+            .context("invalid TLS certificate, key or client CA")?;
     }
     let engine = Engine::new(store.clone(), options.engine);
     let change_listener = engine.spawn_listener();

@@ -14,6 +14,62 @@ pub struct TelemetryGuard {
     _logs: tracing_appender::non_blocking::WorkerGuard,
 }
 
+/// `RUST_LOG` (default `info`), with the transport's frame-by-frame
+/// chatter and Postgres's notices (`relation ... already exists, skipping`
+/// at every start) capped at warn unless it names those targets itself.
+fn filter(rust_log: Option<&str>) -> EnvFilter {
+    let raw = rust_log.filter(|r| !r.trim().is_empty()).unwrap_or("info");
+    let mut directives = raw.to_owned();
+    for target in [
+        "h2",
+        "hyper",
+        "hyper_util",
+        "tower",
+        "sqlx::postgres::notice",
+    ] {
+        if !raw.contains(target) {
+            directives.push_str(&format!(",{target}=warn"));
+        }
+    }
+    EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("warning: RUST_LOG {raw:?} is not a valid filter ({e}); logging at info");
+        EnvFilter::new("info")
+    })
+}
+
+/// An error and its causes, each said once: a cause whose text its
+/// effect already contains (`tcp connect error: tcp connect error`) is
+/// left out.
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        let e = anyhow::anyhow!("tcp connect error").context("tcp connect error: refused");
+        let e = e.context("cannot reach the database");
+        assert_eq!(
+            chain(&e),
+            "cannot reach the database: tcp connect error: refused"
+        );
+    }
+}
+
 /// Whether spans are exported (OTLP configured): without it, an RPC that
 /// brings no `traceparent` gets no span at all (`observe`), which keeps the
 /// hot path cheap.
@@ -108,7 +164,7 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber. Call once, inside the Tokio runtime.
 pub fn init() -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
     let json = std::env::var("CLEF_LOG_FORMAT").is_ok_and(|f| f == "json");
     // Lines are written by a thread of their own (an access line per RPC
     // must not cost a write on the request's path); none is dropped: a

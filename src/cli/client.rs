@@ -31,6 +31,13 @@ pub struct Endpoint {
     /// certificate (instead of the system's roots).
     #[arg(long, env = "CLEF_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// This client's certificate (PEM), for a server that asks for one
+    /// (`serve --tls-client-ca`); with --client-key.
+    #[arg(long, env = "CLEF_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM).
+    #[arg(long, env = "CLEF_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Seconds an unary call may take, and a stream may stay silent, before
     /// the command gives up.
     #[arg(long, env = "CLEF_TIMEOUT", default_value_t = 30)]
@@ -74,6 +81,15 @@ impl Endpoint {
                     }
                     None => tls.with_native_roots(),
                 };
+                if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+                    let read = |p: &PathBuf| {
+                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+                    };
+                    tls = tls.identity(tonic::transport::Identity::from_pem(
+                        read(cert)?,
+                        read(key)?,
+                    ));
+                }
                 endpoint = endpoint.tls_config(tls).context("cannot set up TLS")?;
             }
             Some("http") => {}

@@ -139,6 +139,11 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "CLEF_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// A CA (PEM) whose client certificates the server requires: with it,
+    /// every client (service principals, the CLI with --client-cert) must
+    /// present a certificate it signed, besides its key.
+    #[arg(long, env = "CLEF_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     #[command(flatten)]
     pub mail: MailArgs,
     /// Password hashes computed at once (argon2id, 19 MiB each) [default:
@@ -321,12 +326,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
             _ => None,
         };
+        let tls_client_ca = args.tls_client_ca.as_ref().map(read).transpose()?;
         let options = server::ServeOptions {
             engine: EngineConfig {
                 staleness_bound: Duration::from_millis(args.staleness_bound_ms),
                 ..EngineConfig::default()
             },
             tls,
+            tls_client_ca,
             hasher: match args.password_workers {
                 Some(n) => Some(crate::hasher::Hasher::new(
                     Default::default(),

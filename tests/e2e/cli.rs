@@ -377,6 +377,79 @@ async fn tls_endpoints_are_verified_and_never_downgraded() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// With `--tls-client-ca`, the server requires a client certificate that CA
+/// signed: the CLI with one gets in; without, or with another CA's, the
+/// handshake fails and nothing is answered.
+#[tokio::test]
+async fn client_certificates_are_required_when_the_server_asks_for_them() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = crate::embedded::temp_dir("mtls");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let issuer = || {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+    };
+    let (ca, stranger) = (issuer(), issuer());
+    let leaf = |names: Vec<String>, by: &CertifiedIssuer<'_, KeyPair>, file: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, by)
+            .unwrap();
+        std::fs::write(path(&format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(path(&format!("{file}-key.pem")), key.serialize_pem()).unwrap();
+    };
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    leaf(vec!["localhost".into()], &ca, "server");
+    leaf(vec!["tracker".into()], &ca, "client");
+    leaf(vec!["tracker".into()], &stranger, "stranger");
+    let served = crate::embedded::serve_fresh(&[
+        "--tls-cert",
+        &path("server.pem"),
+        "--tls-key",
+        &path("server-key.pem"),
+        "--tls-client-ca",
+        &path("ca.pem"),
+    ])
+    .await;
+    let https = format!("https://localhost:{}", served.addr.port());
+    let base = [
+        "export",
+        "--account",
+        "NONE",
+        "--timeout",
+        "10",
+        "--ca-cert",
+    ];
+    let with = |who: &str| {
+        let mut a: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        a.push(path("ca.pem"));
+        if !who.is_empty() {
+            a.extend(["--client-cert".into(), path(&format!("{who}.pem"))]);
+            a.extend(["--client-key".into(), path(&format!("{who}-key.pem"))]);
+        }
+        a
+    };
+    // With the CA's client certificate: the call goes through (the account
+    // does not exist: NOT_FOUND, an answer from the server).
+    let args = with("client");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = client(&args, &https, Some(&served.key)).await;
+    assert!(out.failed_once().contains("NotFound"), "{}", out.stderr);
+    // Without one, or with another CA's: no answer at all.
+    for who in ["", "stranger"] {
+        let args = with(who);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = client(&args, &https, Some(&served.key)).await;
+        let line = out.failed_once().to_owned();
+        eprintln!("client certificate {who:?}: {line}");
+        assert!(!line.contains("NotFound"), "{line}");
+    }
+    assert!(crate::embedded::terminate(served.child).await.success());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Files a CLI test imports: (name, account, what the refusal names).
 fn refused_files(dir: &std::path::Path) -> [(String, &'static str, &'static str); 3] {
     let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
