@@ -81,16 +81,19 @@ pub struct Metrics {
     outbox: Family<StateLabels, Gauge>,
     pool: Family<StateLabels, Gauge>,
     postgres_up: Gauge,
+    hot: Hot,
 }
 
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("clef");
+        let (decisions, cache_lookups) = (Family::default(), Family::default());
         let m = Metrics {
+            hot: Hot::of(&decisions, &cache_lookups),
             rpcs: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
-            decisions: Family::default(),
-            cache_lookups: Family::default(),
+            decisions,
+            cache_lookups,
             import_lines: Family::default(),
             imports_running: Gauge::default(),
             cache_entries: Family::default(),
@@ -206,25 +209,46 @@ pub fn rpc(method: &str, code: &str, seconds: f64) {
         .observe(seconds);
 }
 
-/// One decision.
+/// One decision (a counter handle per label set, made once: the hot path
+/// pays an atomic add, no lookup).
 pub fn decision(allowed: bool, from_memory: bool) {
-    global()
-        .decisions
-        .get_or_create(&DecisionLabels {
-            outcome: if allowed { "allowed" } else { "denied" },
-            source: if from_memory { "memory" } else { "postgres" },
-        })
-        .inc();
+    global().hot.decisions[usize::from(allowed) * 2 + usize::from(from_memory)].inc();
 }
 
 /// One subject lookup of the decision engine.
 pub fn cache_lookup(hit: bool) {
-    global()
-        .cache_lookups
-        .get_or_create(&ResultLabels {
-            result: if hit { "hit" } else { "miss" },
-        })
-        .inc();
+    global().hot.lookups[usize::from(hit)].inc();
+}
+
+/// Handles on the decision counters, by index: decisions
+/// `[denied/postgres, denied/memory, allowed/postgres, allowed/memory]`,
+/// lookups `[miss, hit]`.
+struct Hot {
+    decisions: [Counter; 4],
+    lookups: [Counter; 2],
+}
+
+impl Hot {
+    fn of(
+        decisions: &Family<DecisionLabels, Counter>,
+        lookups: &Family<ResultLabels, Counter>,
+    ) -> Self {
+        let d = |outcome, source| {
+            decisions
+                .get_or_create(&DecisionLabels { outcome, source })
+                .clone()
+        };
+        let l = |result| lookups.get_or_create(&ResultLabels { result }).clone();
+        Hot {
+            decisions: [
+                d("denied", "postgres"),
+                d("denied", "memory"),
+                d("allowed", "postgres"),
+                d("allowed", "memory"),
+            ],
+            lookups: [l("miss"), l("hit")],
+        }
+    }
 }
 
 /// Import lines of one status.

@@ -171,7 +171,12 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
     // full buffer waits.
     let (writer, logs) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        // Buffered: the writer thread writes what it has gathered at once
+        // (it flushes whenever it has caught up), not a syscall per line.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let _ = ACCESS.set(AccessWriter {
         writer: writer.clone(),
         json,
@@ -239,7 +244,10 @@ fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
         }
         builder = builder.with_tls_config(tls);
     }
-    let exporter = builder.build()?;
+    let exporter = Reported {
+        inner: builder.build()?,
+        failing: std::sync::atomic::AtomicBool::new(false),
+    };
     let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|n| !n.is_empty())
         || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
     let resource = if named {
@@ -251,4 +259,48 @@ fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+/// The OTLP exporter, saying when exporting starts to fail (once, with the
+/// error) and when it works again, rather than failing silently or at every
+/// batch.
+#[derive(Debug)]
+struct Reported {
+    inner: opentelemetry_otlp::SpanExporter,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for Reported {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        use std::sync::atomic::Ordering::SeqCst;
+        let result = self.inner.export(batch).await;
+        match &result {
+            Err(e) if !self.failing.swap(true, SeqCst) => {
+                tracing::warn!(error = %e, "trace export failing (said again only once it works)")
+            }
+            Ok(()) if self.failing.swap(false, SeqCst) => {
+                tracing::info!("trace export works again")
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&mut self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
 }

@@ -412,7 +412,18 @@ impl Engine {
             subject: loaded,
             account: account_state,
             revision,
-        } = self.store.load_entitlements(subject, account).await?;
+        } = tracing::Instrument::instrument(
+            self.store.load_entitlements(subject, account),
+            // The cold path's database work, a child of the RPC's span
+            // (OpenTelemetry's conventions for database clients).
+            tracing::info_span!(
+                "SELECT entitlements",
+                otel.kind = "client",
+                db.system = "postgresql",
+                db.operation.name = "SELECT",
+            ),
+        )
+        .await?;
         let loaded = loaded.map(Arc::new);
         if self.live.load(Ordering::SeqCst) {
             self.remember(subject, loaded.as_ref(), since);

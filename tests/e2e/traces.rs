@@ -130,6 +130,34 @@ async fn spans_follow_the_grpc_conventions_and_the_callers_traceparent() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
 
+    // A decision answered from Postgres (a subject not in memory): its
+    // database work is a child span.
+    let service = pb::user_service_client::UserServiceClient::with_interceptor(
+        ch.clone(),
+        Bearer::new(Some(&op_key)),
+    )
+    .create_service_principal(pb::CreateServicePrincipalRequest {
+        name: "tracker".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    let denied = pb::authorization_service_client::AuthorizationServiceClient::with_interceptor(
+        ch.clone(),
+        Bearer::new(Some(&service.connection_key)),
+    )
+    .check(pb::CheckRequest {
+        subject: by_user(&uuid::Uuid::new_v4().to_string()),
+        account_code: "NOWHERE".into(),
+        right: "shipping.ws".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(!denied.allowed);
+
     // Shutting down flushes every span.
     assert!(terminate(server).await.success());
     let exports = receiver.0.lock().unwrap().clone();
@@ -190,6 +218,27 @@ async fn spans_follow_the_grpc_conventions_and_the_callers_traceparent() {
     // Without a traceparent: a trace of its own.
     assert_ne!(hex(&refused[0].trace_id), trace);
 
+    let checks = named("clef.v1.AuthorizationService/Check");
+    assert_eq!(checks.len(), 1, "{spans:#?}");
+    let db: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == checks[0].span_id && s.name == "SELECT entitlements")
+        .collect();
+    // The caller's key and the subject: two loads, both children of Check.
+    assert_eq!(db.len(), 2, "no database child span: {spans:#?}");
+    assert_eq!(
+        spans
+            .iter()
+            .filter(|s| s.name == "SELECT entitlements")
+            .count(),
+        2
+    );
+    for d in db {
+        assert_eq!(d.kind, SpanKind::Client as i32);
+        assert_eq!(d.trace_id, checks[0].trace_id);
+        assert_eq!(text(attr(&d.attributes, "db.system")), Some("postgresql"));
+    }
+
     let missing = named("clef.v1.AccountService/Nope");
     assert_eq!(missing.len(), 1, "{spans:#?}");
     assert_eq!(
@@ -205,4 +254,45 @@ fn status(s: &Span) -> i32 {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An OTLP endpoint that is not there: the failure is logged once, not at
+/// every batch, and the server serves on.
+#[tokio::test]
+async fn a_failing_trace_export_is_logged_once() {
+    use tokio::io::AsyncReadExt;
+    // A port nobody listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let db = fresh_database().await;
+    let url = database_url(&db);
+    let mut cmd = clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"]);
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{closed}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "500");
+    let mut server = cmd.spawn().unwrap();
+    let mut stderr = server.stderr.take().unwrap();
+    let logs = tokio::spawn(async move {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).await.ok();
+        s
+    });
+    let (addr, _, _) = started(&mut server).await;
+    wait_serving(addr).await;
+    let ch = connect(addr).await;
+    // Spans in several batches, over more than a second.
+    for _ in 0..6 {
+        let e = pb::account_service_client::AccountServiceClient::new(ch.clone())
+            .list_accounts(pb::ListAccountsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    assert!(terminate(server).await.success());
+    let logs = logs.await.unwrap();
+    let failures = logs.matches("trace export failing").count();
+    assert_eq!(failures, 1, "{logs}");
 }
