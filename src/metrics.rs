@@ -107,6 +107,13 @@ impl Metrics {
             postgres_up: Gauge::default(),
             registry: Registry::default(),
         };
+        // Every status shown from the start (at 0), so that rates exist
+        // before the first import.
+        for status in crate::domain::import::LineStatus::ALL {
+            let _ = m.import_lines.get_or_create(&StatusLabels {
+                status: status.as_str(),
+            });
+        }
         let r = &mut registry;
         r.register(
             "rpc_requests",

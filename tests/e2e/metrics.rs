@@ -157,6 +157,33 @@ async fn the_metrics_endpoint_counts_rpcs_by_method_and_code_and_decisions_by_ou
         "{body}"
     );
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    // Every series the Grafana dashboard queries exists.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/clef.json"
+    ))
+    .unwrap();
+    let mut names: Vec<&str> = dashboard
+        .match_indices("clef_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|n| *n != "clef_")
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])),
+            "the dashboard queries {name}, which the endpoint does not export"
+        );
+    }
     // Anything else is 404.
     assert!(get(metrics, "/").await.0.contains("404"));
 }
