@@ -57,15 +57,16 @@ start_scratch_postgres() {
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   as_postgres "$bin/initdb" -D "$dir/data" -U clef --auth=trust -E UTF8 --no-locale >/dev/null
   if [ "$tls" = tls ]; then
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
     local t="$dir/tls"
     mkdir -p "$t"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-      -subj "/CN=clef test CA" -keyout "$t/ca.key" -out "$t/ca.crt" 2>/dev/null
+      -subj "/CN=clef test CA" -keyout "$t/ca.key" -out "$t/ca.crt" 2>"$t/openssl.log" || { cat "$t/openssl.log" >&2; return 1; }
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
-      -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
+      -keyout "$t/server.key" -out "$t/server.csr" 2>"$t/openssl.log" || { cat "$t/openssl.log" >&2; return 1; }
     printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$t/ext"
     openssl x509 -req -in "$t/server.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial \
-      -days 2 -extfile "$t/ext" -out "$t/server.crt" 2>/dev/null
+      -days 2 -extfile "$t/ext" -out "$t/server.crt" 2>"$t/openssl.log" || { cat "$t/openssl.log" >&2; return 1; }
     cp "$t/server.crt" "$t/server.key" "$dir/data/"
     chmod 600 "$dir/data/server.key"
     [ "$(id -u)" = 0 ] && chown postgres: "$dir/data/server.crt" "$dir/data/server.key"

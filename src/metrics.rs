@@ -152,7 +152,7 @@ impl Metrics {
         );
         r.register(
             "decision_cache_weight",
-            "Weight of the subjects cache (its bound is --cache-weight)",
+            "Weight of the subjects cache (bounded by the engine's weight capacity)",
             m.cache_weight.clone(),
         );
         r.register(
@@ -200,9 +200,58 @@ pub fn global() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
+/// The methods clef serves (`package.Service/Method`), from the descriptor
+/// sets reflection serves: a label takes one of them or `unknown`, so that
+/// requests to made-up paths cannot grow the series without bound.
+fn known(method: &str) -> bool {
+    static KNOWN: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
+    KNOWN
+        .get_or_init(|| {
+            use prost::Message;
+            let mut names = std::collections::HashSet::new();
+            for set in [
+                crate::pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ] {
+                let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+                    continue;
+                };
+                for file in set.file {
+                    let package = file.package.unwrap_or_default();
+                    for service in file.service {
+                        let service_name = service.name.unwrap_or_default();
+                        for m in service.method {
+                            names.insert(format!(
+                                "{package}.{service_name}/{}",
+                                m.name.unwrap_or_default()
+                            ));
+                        }
+                    }
+                }
+            }
+            for reflection in ["v1", "v1alpha"] {
+                names.insert(format!(
+                    "grpc.reflection.{reflection}.ServerReflection/ServerReflectionInfo"
+                ));
+            }
+            names
+        })
+        .contains(method)
+}
+
+/// The label of a method: itself when clef serves it, else `unknown`.
+pub fn method_label(method: &str) -> &str {
+    if known(method) {
+        method
+    } else {
+        "unknown"
+    }
+}
+
 /// One RPC answered.
 pub fn rpc(method: &str, code: &str, seconds: f64) {
     let m = global();
+    let method = method_label(method);
     m.rpcs
         .get_or_create(&RpcLabels {
             method: method.to_owned(),
@@ -334,4 +383,23 @@ pub fn render(s: &Snapshot) -> String {
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &m.registry);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_are_labels() {
+        assert_eq!(
+            method_label("clef.v1.AuthorizationService/Check"),
+            "clef.v1.AuthorizationService/Check"
+        );
+        assert_eq!(
+            method_label("grpc.health.v1.Health/Check"),
+            "grpc.health.v1.Health/Check"
+        );
+        assert_eq!(method_label("clef.v1.AccountService/Nope"), "unknown");
+        assert_eq!(method_label("x/y"), "unknown");
+    }
 }

@@ -87,11 +87,23 @@ struct Access {
     start: Instant,
     code: Option<i32>,
     span: Span,
+    done: bool,
+}
+
+/// An RPC whose future was dropped before it answered (its deadline
+/// passed, or the client cancelled) still leaves its line: `CANCELLED`.
+impl Drop for Access {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 impl Access {
     /// Logs once (called when the answer's body ends or is dropped).
     fn finish(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
         let code = self.code.unwrap_or(tonic::Code::Cancelled as i32);
         let name = code_name(code);
         let principal = self
@@ -177,8 +189,19 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let method = request.uri().path().trim_start_matches('/').to_owned();
-        let quiet = method.starts_with("grpc.health.") || method.starts_with("grpc.reflection.");
+        // The path as the client sent it, cut at 200 bytes for the logs
+        // and spans (metrics label only the methods clef serves).
+        let mut method = request.uri().path().trim_start_matches('/').to_owned();
+        if method.len() > 200 {
+            let mut cut = 200;
+            while !method.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            method.truncate(cut);
+        }
+        let label = crate::metrics::method_label(&method);
+        let quiet =
+            label.starts_with("grpc.health.v1.Health/") || label.starts_with("grpc.reflection.");
         let peer = request
             .extensions()
             .get::<tonic::transport::server::TcpConnectInfo>()
@@ -202,10 +225,11 @@ where
         let span = if !traced {
             Span::none()
         } else {
-            let (service, rpc) = method.split_once('/').unwrap_or((&method, ""));
+            // A made-up path is one name (`unknown`), as in the metrics.
+            let (service, rpc) = label.split_once('/').unwrap_or((label, ""));
             let span = tracing::info_span!(
                 "rpc",
-                otel.name = %method,
+                otel.name = %label,
                 otel.kind = "server",
                 otel.status_code = Empty,
                 rpc.system = "grpc",
@@ -238,6 +262,7 @@ where
             start: Instant::now(),
             code: None,
             span: span.clone(),
+            done: false,
         };
         let response = {
             let _entered = span.enter();
@@ -265,18 +290,10 @@ where
 }
 
 /// A response body that logs its RPC when it ends, or when it is dropped
-/// unfinished.
+/// unfinished (its `Access` finishes on drop).
 struct Logged {
     inner: tonic::body::Body,
     access: Option<Access>,
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.access.take() {
-            a.finish();
-        }
-    }
 }
 
 impl http_body::Body for Logged {

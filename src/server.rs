@@ -65,6 +65,10 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 const H2_KEEPALIVE: Duration = Duration::from_secs(30);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long in-flight RPCs may drain after shutdown begins (past the drain
+/// delay): the longest unary answer (`RPC_TIMEOUT`) and a little more.
+const DRAIN_LIMIT: Duration = Duration::from_secs(35);
+
 /// How often the health monitor pings Postgres.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -243,6 +247,7 @@ pub async fn serve_with(
         // stopped, so that it cannot say otherwise), for `drain_delay`
         // while load balancers notice; then in-flight RPCs drain.
         monitor.abort();
+        let _ = monitor.await;
         for service in SERVICES.iter().chain([&CHANGE_FEED]) {
             reporter
                 .set_service_status(*service, ServingStatus::NotServing)
@@ -255,6 +260,9 @@ pub async fn serve_with(
         tokio::time::sleep(drain_delay).await;
         let _ = stopping.send(true);
     };
+    // A drain that does not end (health watches and other streams a client
+    // keeps open) is cut after DRAIN_LIMIT.
+    let mut drain_started = stopping_rx.clone();
     let auth = Authenticator::new(store.clone());
     let ctx = Ctx {
         store: store.clone(),
@@ -306,8 +314,17 @@ pub async fn serve_with(
         .add_service(limited!(AuthorizationServiceServer::new(AuthzApi::new(
             engine
         ))))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    let result = tokio::select! {
+        r = result => r,
+        _ = async {
+            let _ = drain_started.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+        } => {
+            tracing::warn!(limit_s = DRAIN_LIMIT.as_secs(), "in-flight RPCs still open after the drain limit: stopping anyway");
+            Ok(())
+        }
+    };
     monitor_stop.abort();
     change_listener.abort();
     pruner.abort();
@@ -325,8 +342,22 @@ pub async fn serve_with(
 async fn serve_metrics(listener: TcpListener, store: Store, engine: Arc<Engine>) {
     use http_body_util::Full;
     use hyper::{body::Bytes, server::conn::http1, service::service_fn, Response};
+    // At most 16 scrapers at once, each connection for at most 30 s (its
+    // headers within 10 s); the connections end with this task.
+    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: cannot accept");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
             continue;
         };
         let (store, engine) = (store.clone(), engine.clone());
@@ -349,9 +380,14 @@ async fn serve_metrics(listener: TcpListener, store: Store, engine: Arc<Engine>)
                 Ok(r)
             }
         });
-        tokio::spawn(async move {
+        connections.spawn(async move {
+            let _slot = slot;
             let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = http1::Builder::new().serve_connection(io, service).await;
+            let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(io, service);
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
         });
     }
 }

@@ -200,9 +200,16 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(endpoint) if !endpoint.is_empty() => Some(tracer_provider(&endpoint)?),
-        _ => None,
+    // The traces' own endpoint first, as the SDK reads them.
+    let endpoint = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok().filter(|e| !e.is_empty()));
+    let provider = match endpoint {
+        Some(endpoint) => Some(tracer_provider(&endpoint)?),
+        None => None,
     };
     let otel = provider
         .as_ref()
@@ -227,7 +234,11 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
 /// (the system's roots, or `OTEL_EXPORTER_OTLP_CERTIFICATE`), never in clear.
 fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
     use opentelemetry_otlp::WithTonicConfig as _;
-    if let Ok(protocol) = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL") {
+    let var = |traces: &str, all: &str| std::env::var(traces).or_else(|_| std::env::var(all));
+    if let Ok(protocol) = var(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ) {
         if protocol != "grpc" {
             anyhow::bail!(
                 "OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: clef exports traces over OTLP/gRPC (grpc)"
@@ -237,7 +248,10 @@ fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
     let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
     if endpoint.starts_with("https://") {
         let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
-        if let Ok(ca) = std::env::var("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+        if let Ok(ca) = var(
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ) {
             let pem = std::fs::read(&ca)
                 .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_CERTIFICATE {ca}: {e}"))?;
             tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));

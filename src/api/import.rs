@@ -106,11 +106,10 @@ impl ImportService for ImportApi {
             }
         });
         let (out, progress) = tokio::sync::mpsc::channel(8);
-        tokio::spawn(crate::service::import::run(
-            self.0.store.clone(),
-            import,
-            chunks_rx,
-            out,
+        // In the RPC's span: the import's lines and database work carry its
+        // trace.
+        tokio::spawn(tracing::Instrument::in_current_span(
+            crate::service::import::run(self.0.store.clone(), import, chunks_rx, out),
         ));
         let responses = tokio_stream::wrappers::ReceiverStream::new(progress).map(|p| match p? {
             Progress::Lines(results, processed) => Ok(pb::ImportUsersResponse {

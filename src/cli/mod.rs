@@ -243,7 +243,11 @@ impl DatabaseArgs {
     /// `attach` and a `clef serve` owns it).
     async fn open(&self, attach: bool) -> anyhow::Result<(PgConnectOptions, Option<DataDir>)> {
         match &self.database_url {
-            Some(url) => Ok((url.parse().context("invalid --database-url")?, None)),
+            Some(url) => {
+                let options: PgConnectOptions = url.parse().context("invalid --database-url")?;
+                require_sslmode(url, options.get_host())?;
+                Ok((options, None))
+            }
             None => {
                 let dir = self.data_dir();
                 let data = embedded::open(&dir, attach).await?;
@@ -251,6 +255,21 @@ impl DatabaseArgs {
             }
         }
     }
+}
+
+/// Refuses a URL to a Postgres beyond this machine that does not say how
+/// to use TLS: sqlx's default (`prefer`) would fall back to plaintext, or
+/// accept any certificate, without a word.
+fn require_sslmode(url: &str, host: &str) -> anyhow::Result<()> {
+    let local =
+        host.starts_with('/') || matches!(host, "localhost" | "127.0.0.1" | "::1" | "[::1]");
+    if local || url.contains("sslmode=") {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the database URL names no sslmode for {host}: add sslmode=verify-full&sslrootcert=CA.pem \
+         (TLS, verified), sslmode=require (TLS, not verified) or sslmode=disable (plaintext)"
+    )
 }
 
 /// Runs the parsed command line.
@@ -286,10 +305,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let embedded = data.is_some();
     let result = async {
         let store = Store::connect_lazy(options, args.db_pool_size);
-        if args.migrate == "wait" {
-            store.wait_for_schema().await;
-        } else {
-            store.migrate().await.context("migration failed")?;
+        // SIGTERM is heard from here on (as PID 1 in a container, nothing
+        // else would stop a replica waiting for its schema).
+        let prepare = async {
+            if args.migrate == "wait" {
+                store.wait_for_schema().await;
+                Ok(())
+            } else {
+                store.migrate().await.context("migration failed")
+            }
+        };
+        tokio::select! {
+            r = prepare => r?,
+            () = server::shutdown_signal() => return Ok(()),
         }
         let listener = TcpListener::bind(args.listen)
             .await
@@ -436,4 +464,26 @@ fn print_welcome(addr: SocketAddr, key: &str) {
          \x20   grpcurl -plaintext -d '{{\"service\":\"\"}}' {addr} grpc.health.v1.Health/Check\n\
          \x20   grpcurl -plaintext -H \"authorization: Bearer $CLEF_KEY\" -d '{{\"display_name\":\"Acme\"}}' {addr} clef.v1.AccountService/CreateOrganization\n"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::require_sslmode;
+
+    #[test]
+    fn a_remote_postgres_must_say_how_to_use_tls() {
+        assert!(require_sslmode("postgres://u@db.example.com/clef", "db.example.com").is_err());
+        for ok in [
+            (
+                "postgres://u@db.example.com/clef?sslmode=verify-full",
+                "db.example.com",
+            ),
+            ("postgres://u@db/clef?sslmode=disable", "db"),
+            ("postgres://u@127.0.0.1:5432/clef", "127.0.0.1"),
+            ("postgres://u@localhost/clef", "localhost"),
+            ("postgres:///clef?host=/run/pg", "/run/pg"),
+        ] {
+            assert!(require_sslmode(ok.0, ok.1).is_ok(), "{ok:?}");
+        }
+    }
 }

@@ -174,7 +174,7 @@ pub async fn watch(
     let (out, items) = mpsc::channel(WATCH_IN_FLIGHT);
     let store = store.clone();
     let actor = actor.clone();
-    tokio::spawn(async move {
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
         let watcher = Watcher {
             store,
             actor,
@@ -188,7 +188,7 @@ pub async fn watch(
         if let Err(e) = watcher.run(first).await {
             let _ = watcher.out.send(Err(e)).await;
         }
-    });
+    }));
     Ok(items)
 }
 

@@ -39,7 +39,7 @@ pub async fn start(
     let (accounts, teams, catalog) = (scope.accounts, scope.teams, scope.catalog);
     let store = store.clone();
     let (out, chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    tokio::spawn(async move {
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
         let result: Result<(), Error> = async {
             let mut writer = ExportWriter::new(dialect, &catalog).map_err(csv_error)?;
             let mut snapshot = store.snapshot().await?;
@@ -81,7 +81,7 @@ pub async fn start(
         if let Err(e) = result {
             let _ = out.send(Err(e)).await;
         }
-    });
+    }));
     Ok(chunks)
 }
 

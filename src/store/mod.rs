@@ -143,22 +143,27 @@ impl Store {
     /// Waits until the schema is current, saying so once (replicas that
     /// leave migrating to a Job, `--migrate wait`).
     pub async fn wait_for_schema(&self) {
-        let mut said = false;
+        // What was said last: each change of state is said once.
+        let mut said: Option<bool> = None;
         loop {
             match self.schema_is_current().await {
-                Ok(true) => return,
-                Ok(false) if !said => {
+                Ok(true) => {
+                    if said.is_some() {
+                        tracing::info!("the schema is current: starting");
+                    }
+                    return;
+                }
+                Ok(false) if said != Some(true) => {
                     tracing::info!(
                         "waiting for the schema: run `clef migrate` (the migration Job)"
                     );
-                    said = true;
+                    said = Some(true);
                 }
-                Ok(false) => {}
-                Err(e) if !said => {
+                Err(e) if said != Some(false) => {
                     tracing::warn!(error = %e, "waiting for the database");
-                    said = true;
+                    said = Some(false);
                 }
-                Err(_) => {}
+                _ => {}
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }

@@ -227,7 +227,19 @@ async fn every_rpc_leaves_one_access_line_with_its_code_and_caller_and_no_secret
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A call whose deadline passes while the server works (a password hash
+    // takes longer than 1 ms): its future is dropped, its line still written.
+    let mut portal = pb::credential_service_client::CredentialServiceClient::with_interceptor(
+        ch.clone(),
+        Bearer::new(Some(&op_key)),
+    );
+    let mut late = tonic::Request::new(pb::AuthenticatePasswordRequest {
+        login: "nobody@example.com".into(),
+        password: "not a real password".into(),
+    });
+    late.set_timeout(std::time::Duration::from_millis(1));
+    assert!(portal.authenticate_password(late).await.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     assert!(terminate(server).await.success());
     let logs = err_task.await.unwrap();
@@ -266,6 +278,15 @@ async fn every_rpc_leaves_one_access_line_with_its_code_and_caller_and_no_secret
     let unauthenticated = line("clef.v1.AccountService/ListAccounts", "UNAUTHENTICATED");
     assert_eq!(unauthenticated.len(), 1, "{logs}");
     assert_eq!(unauthenticated[0]["fields"]["principal"], "-");
+    let late = access
+        .iter()
+        .filter(|v| v["fields"]["method"] == "clef.v1.CredentialService/AuthenticatePassword")
+        .collect::<Vec<_>>();
+    assert_eq!(late.len(), 1, "{logs}");
+    assert!(
+        ["CANCELLED", "DEADLINE_EXCEEDED"].contains(&late[0]["fields"]["code"].as_str().unwrap()),
+        "{logs}"
+    );
     // Health probes (wait_serving's) are not access lines at info.
     assert!(
         !access.iter().any(|v| v["fields"]["method"]

@@ -90,9 +90,36 @@ async fn the_metrics_endpoint_counts_rpcs_by_method_and_code_and_decisions_by_ou
         nobody.check(ask("shipping.ws")).await.unwrap_err().code(),
         Code::Unauthenticated
     );
+    // Made-up paths: one `unknown` series, however many there are.
+    for path in [
+        "/clef.v1.AccountService/Nope",
+        "/x.Y/Z",
+        "/clef.v1.AccountService/Nope2",
+    ] {
+        let mut grpc = tonic::client::Grpc::new(app.channel().await);
+        grpc.ready().await.unwrap();
+        let e = grpc
+            .unary::<pb::ListAccountsRequest, pb::ListAccountsResponse, _>(
+                tonic::Request::new(pb::ListAccountsRequest::default()),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented);
+    }
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
     let (status, body) = get(metrics, "/metrics").await;
+    assert_eq!(
+        sample(
+            &body,
+            "clef_rpc_requests_total{method=\"unknown\",code=\"UNIMPLEMENTED\"}"
+        ),
+        Some(3.0),
+        "{body}"
+    );
+    assert!(!body.contains("Nope"), "{body}");
     assert!(status.contains("200"), "{status}");
     let check = "clef.v1.AuthorizationService/Check";
     let rpcs = |code: &str| {
