@@ -81,6 +81,7 @@ pub struct Metrics {
     outbox: Family<StateLabels, Gauge>,
     pool: Family<StateLabels, Gauge>,
     postgres_up: Gauge,
+    db_begin: Histogram,
     hot: Hot,
 }
 
@@ -105,6 +106,8 @@ impl Metrics {
             outbox: Family::default(),
             pool: Family::default(),
             postgres_up: Gauge::default(),
+            // 100 µs to ~3 s.
+            db_begin: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
             registry: Registry::default(),
         };
         // Every status shown from the start (at 0), so that rates exist
@@ -190,6 +193,11 @@ impl Metrics {
             "1 when the last health probe reached Postgres",
             m.postgres_up.clone(),
         );
+        r.register(
+            "db_begin_seconds",
+            "Time to get a pooled connection and begin a transaction (waits for the pool show here)",
+            m.db_begin.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -263,6 +271,12 @@ pub fn rpc(method: &str, code: &str, seconds: f64) {
             method: method.to_owned(),
         })
         .observe(seconds);
+}
+
+/// One transaction begun, after `seconds` (waiting for a connection
+/// included).
+pub fn db_begin(seconds: f64) {
+    global().db_begin.observe(seconds);
 }
 
 /// One decision (a counter handle per label set, made once: the hot path

@@ -80,11 +80,20 @@ pub struct Tx {
 }
 
 impl Store {
+    /// A connection from the pool with a transaction begun, timed: a pool
+    /// that runs short shows as waits in `clef_db_begin_seconds`.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, Error> {
+        let started = std::time::Instant::now();
+        let tx = self.pool().begin().await.map_err(db_error);
+        crate::metrics::db_begin(started.elapsed().as_secs_f64());
+        tx
+    }
+
     /// A read-only transaction on one snapshot: a use case reading with
     /// several queries sees one state of the database.
     pub async fn read(&self) -> Result<Tx, Error> {
         self.fail_fast()?;
-        let mut inner = self.pool().begin().await.map_err(db_error)?;
+        let mut inner = self.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *inner)
             .await
@@ -106,7 +115,7 @@ impl Store {
         // The transaction's time is when it began, as Postgres' `now()`,
         // not when it got the revision counter (which may wait for others).
         let now = self.clock().now();
-        let mut inner = self.pool().begin().await.map_err(db_error)?;
+        let mut inner = self.begin().await?;
         let revision = super::next_revision(&mut inner).await?;
         // Who writes and when, for the rules Postgres checks at commit (the
         // last admin: migration `last_admin`); no actor: the command line.
@@ -124,7 +133,7 @@ impl Store {
     /// neither waits for other writers nor holds them up.
     pub async fn rehearsal(&self, actor: Option<Uuid>) -> Result<Tx, Error> {
         self.fail_fast()?;
-        let mut inner = self.pool().begin().await.map_err(db_error)?;
+        let mut inner = self.begin().await?;
         let revision = sqlx::query_scalar!("SELECT value + 1 AS \"next!\" FROM revision_counter")
             .fetch_one(&mut *inner)
             .await

@@ -183,6 +183,10 @@ async fn the_metrics_endpoint_counts_rpcs_by_method_and_code_and_decisions_by_ou
         body.contains("clef_change_feed_proof_age_seconds"),
         "{body}"
     );
+    assert!(
+        sample(&body, "clef_db_begin_seconds_count").unwrap() >= 1.0,
+        "{body}"
+    );
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
     // Every series the Grafana dashboard queries exists.
     let dashboard = std::fs::read_to_string(concat!(
