@@ -211,66 +211,84 @@ pub fn global() -> &'static Metrics {
 /// The methods clef serves (`package.Service/Method`), from the descriptor
 /// sets reflection serves: a label takes one of them or `unknown`, so that
 /// requests to made-up paths cannot grow the series without bound.
-fn known(method: &str) -> bool {
+fn served() -> &'static std::collections::HashSet<String> {
     static KNOWN: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
-    KNOWN
-        .get_or_init(|| {
-            use prost::Message;
-            let mut names = std::collections::HashSet::new();
-            for set in [
-                crate::pb::FILE_DESCRIPTOR_SET,
-                tonic_health::pb::FILE_DESCRIPTOR_SET,
-            ] {
-                let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
-                    continue;
-                };
-                for file in set.file {
-                    let package = file.package.unwrap_or_default();
-                    for service in file.service {
-                        let service_name = service.name.unwrap_or_default();
-                        for m in service.method {
-                            names.insert(format!(
-                                "{package}.{service_name}/{}",
-                                m.name.unwrap_or_default()
-                            ));
-                        }
+    KNOWN.get_or_init(|| {
+        use prost::Message;
+        let mut names = std::collections::HashSet::new();
+        for set in [
+            crate::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+                continue;
+            };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let service_name = service.name.unwrap_or_default();
+                    for m in service.method {
+                        names.insert(format!(
+                            "{package}.{service_name}/{}",
+                            m.name.unwrap_or_default()
+                        ));
                     }
                 }
             }
-            for reflection in ["v1", "v1alpha"] {
-                names.insert(format!(
-                    "grpc.reflection.{reflection}.ServerReflection/ServerReflectionInfo"
-                ));
-            }
-            names
-        })
-        .contains(method)
+        }
+        for reflection in ["v1", "v1alpha"] {
+            names.insert(format!(
+                "grpc.reflection.{reflection}.ServerReflection/ServerReflectionInfo"
+            ));
+        }
+        names
+    })
 }
 
 /// The label of a method: itself when clef serves it, else `unknown`.
-pub fn method_label(method: &str) -> &str {
-    if known(method) {
-        method
-    } else {
-        "unknown"
-    }
+pub fn method_label(method: &str) -> &'static str {
+    served().get(method).map_or("unknown", String::as_str)
 }
 
-/// One RPC answered.
-pub fn rpc(method: &str, code: &str, seconds: f64) {
-    let m = global();
-    let method = method_label(method);
-    m.rpcs
-        .get_or_create(&RpcLabels {
-            method: method.to_owned(),
-            code: code.to_owned(),
-        })
-        .inc();
-    m.latency
-        .get_or_create(&MethodLabels {
-            method: method.to_owned(),
-        })
-        .observe(seconds);
+/// Handles on the RPC series already met, by (method label, code): an RPC
+/// pays a read lock and a lookup, no allocation.
+type RpcHandles =
+    std::sync::RwLock<std::collections::HashMap<(&'static str, i32), (Counter, Histogram)>>;
+
+/// One RPC answered: `method` as `method_label` gives it, `code` the gRPC
+/// code's number and `name` its name.
+pub fn rpc(method: &'static str, code: i32, name: &str, seconds: f64) {
+    static HANDLES: OnceLock<RpcHandles> = OnceLock::new();
+    let handles = HANDLES.get_or_init(Default::default);
+    let found = handles
+        .read()
+        .ok()
+        .and_then(|h| h.get(&(method, code)).cloned());
+    let (count, latency) = match found {
+        Some(h) => h,
+        None => {
+            let m = global();
+            let h = (
+                m.rpcs
+                    .get_or_create(&RpcLabels {
+                        method: method.to_owned(),
+                        code: name.to_owned(),
+                    })
+                    .clone(),
+                m.latency
+                    .get_or_create(&MethodLabels {
+                        method: method.to_owned(),
+                    })
+                    .clone(),
+            );
+            if let Ok(mut w) = handles.write() {
+                w.insert((method, code), h.clone());
+            }
+            h
+        }
+    };
+    count.inc();
+    latency.observe(seconds);
 }
 
 /// One transaction begun, after `seconds` (waiting for a connection

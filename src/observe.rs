@@ -80,6 +80,8 @@ fn traceparent_trace_id(headers: &http::HeaderMap) -> Option<String> {
 /// What the access line says, gathered as the RPC goes.
 struct Access {
     method: String,
+    /// `metrics::method_label` of it.
+    label: &'static str,
     quiet: bool,
     peer: String,
     trace_id: String,
@@ -112,7 +114,7 @@ impl Access {
             .get()
             .map_or_else(|| "-".to_owned(), Uuid::to_string);
         let seconds = self.start.elapsed().as_secs_f64();
-        crate::metrics::rpc(&self.method, &name, seconds);
+        crate::metrics::rpc(self.label, code, &name, seconds);
         let ms = seconds * 1000.0;
         self.span.record("rpc.grpc.status_code", code);
         if server_error(code) {
@@ -254,6 +256,7 @@ where
             span.record("trace_id", trace_id.as_str());
         }
         let mut access = Access {
+            label,
             method,
             quiet,
             peer,
