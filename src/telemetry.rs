@@ -81,8 +81,29 @@ pub fn tracing_exported() -> bool {
 
 /// Where access lines go: the logs' own writer, in their format.
 struct AccessWriter {
-    writer: tracing_appender::non_blocking::NonBlocking,
+    /// Lines not written yet: appended under a short lock by the RPCs,
+    /// written to stderr by a thread of their own every 50 ms (and at
+    /// exit), so that an RPC neither makes a syscall nor wakes a thread.
+    pending: std::sync::Mutex<Vec<u8>>,
     json: bool,
+}
+
+/// How often access lines are written out.
+const ACCESS_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Writes the access lines gathered so far to stderr.
+fn flush_access() {
+    use std::io::Write;
+    let Some(out) = ACCESS.get() else {
+        return;
+    };
+    let lines = match out.pending.lock() {
+        Ok(mut p) if !p.is_empty() => std::mem::take(&mut *p),
+        _ => return,
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(&lines);
+    let _ = err.flush();
 }
 
 static ACCESS: std::sync::OnceLock<AccessWriter> = std::sync::OnceLock::new();
@@ -108,9 +129,10 @@ struct JsonLine<'a> {
 }
 
 /// Writes an access line in the logs' format (text or JSON, as
-/// `tracing-subscriber` writes its own lines), straight to their writer: an
-/// RPC pays a few hundred nanoseconds for it, not the general formatter's
-/// microseconds (measured: `bench/README.md`). `false` when the logs are
+/// `tracing-subscriber` writes its own lines) into the pending lines, which
+/// a thread writes out every 50 ms: an RPC pays a few hundred nanoseconds
+/// for it, not the general formatter's microseconds nor a syscall
+/// (measured: `bench/README.md`). `false` when the logs are
 /// not set up here (the library in tests): the caller logs through
 /// `tracing` then. The filter (`RUST_LOG`, target `clef::access`) is the
 /// caller's to check.
@@ -150,12 +172,29 @@ pub fn write_access(line: &AccessLine) -> bool {
         );
     }
     buf.push(b'\n');
-    let mut w = out.writer.clone();
-    w.write_all(&buf).is_ok()
+    match out.pending.lock() {
+        Ok(mut p) => {
+            // Bounded: past 16 MiB unwritten (stderr blocked), lines wait
+            // for the writer rather than grow memory.
+            if p.len() > 16 << 20 {
+                drop(p);
+                flush_access();
+                return out
+                    .pending
+                    .lock()
+                    .map(|mut p| p.extend_from_slice(&buf))
+                    .is_ok();
+            }
+            p.extend_from_slice(&buf);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
+        flush_access();
         if let Some(provider) = self.provider.take() {
             let _ = provider.shutdown();
         }
@@ -177,10 +216,20 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
             64 * 1024,
             std::io::stderr(),
         ));
-    let _ = ACCESS.set(AccessWriter {
-        writer: writer.clone(),
-        json,
-    });
+    if ACCESS
+        .set(AccessWriter {
+            pending: std::sync::Mutex::new(Vec::with_capacity(64 * 1024)),
+            json,
+        })
+        .is_ok()
+    {
+        std::thread::Builder::new()
+            .name("clef-access-log".into())
+            .spawn(|| loop {
+                std::thread::sleep(ACCESS_FLUSH);
+                flush_access();
+            })?;
+    }
     let fmt = if json {
         tracing_subscriber::fmt::layer()
             .json()
