@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::require_admin_everywhere;
+use super::users::may_set_status;
 use crate::{
     domain::{
         principal::Actor,
@@ -278,21 +278,17 @@ pub async fn deactivate_members(
             user_id: id,
             reason,
         };
-        if id == actor.user_id {
-            skipped.push(skip("you cannot change your own status".into()));
-            continue;
-        }
         let Some(user) = tx.user(id).await? else {
             continue;
         };
         let accounts = tx.linked_accounts(id, actor.user_id).await?;
-        if let Err(e) = require_admin_everywhere(actor, &accounts) {
-            skipped.push(skip(e.to_string()));
-            continue;
-        }
-        if let Err(why) = user.status.transition(UserStatus::Deactivated) {
-            skipped.push(skip(why));
-            continue;
+        match may_set_status(actor, &user, &accounts, UserStatus::Deactivated) {
+            Ok(()) => {}
+            Err(Error::FailedPrecondition(why) | Error::PermissionDenied(why)) => {
+                skipped.push(skip(why));
+                continue;
+            }
+            Err(e) => return Err(e),
         }
         tx.set_user_status(id, UserStatus::Deactivated).await?;
         done.push(id);

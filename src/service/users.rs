@@ -349,6 +349,28 @@ pub(crate) async fn rewrite_profile(
         .await
 }
 
+/// Whether `actor` may move `user` (linked to `accounts`) to `to`: never
+/// himself, only with `admin.users` on every account of the user (a status
+/// is the user's everywhere), and only by a transition the status allows.
+/// The one rule of `DeactivateUsers`, by ids or by team, and the other
+/// status changes.
+pub(crate) fn may_set_status(
+    actor: &Actor,
+    user: &User,
+    accounts: &[crate::domain::user::LinkedAccount],
+    to: UserStatus,
+) -> Result<(), Error> {
+    if actor.user_id == user.id {
+        return Err(Error::FailedPrecondition(
+            "you cannot change your own status".into(),
+        ));
+    }
+    require_admin_everywhere(actor, accounts)?;
+    user.status
+        .transition(to)
+        .map_err(|why| Error::FailedPrecondition(format!("user {}: {why}", user.id)))
+}
+
 /// Moves users to `to` in one transaction: all or none.
 pub async fn set_status(
     store: &Store,
@@ -367,15 +389,7 @@ pub async fn set_status(
             continue;
         }
         let (user, accounts) = visible_user(&mut tx, actor, id).await?;
-        if actor.user_id == id {
-            return Err(Error::FailedPrecondition(
-                "you cannot change your own status".into(),
-            ));
-        }
-        require_admin_everywhere(actor, &accounts)?;
-        user.status
-            .transition(to)
-            .map_err(|why| Error::FailedPrecondition(format!("user {id}: {why}")))?;
+        may_set_status(actor, &user, &accounts, to)?;
         // Reactivating a user who never completed his invitation puts him
         // back to invited, with a new invitation (a trigger, migration
         // `credentials_and_outbox`, so that an import's `actif` does too).
