@@ -201,7 +201,9 @@ pub(crate) struct Served {
 
 /// Starts `clef serve` (with `extra` arguments) on a fresh database, with
 /// an operator; returns once it listens (not necessarily SERVING yet).
-pub(crate) async fn serve_fresh(extra: &[&str]) -> Served {
+/// A fresh database with an operator made by `clef operator create`: its
+/// URL and the operator's key.
+pub(crate) async fn database_with_operator() -> (String, String) {
     let url = database_url(&fresh_database().await);
     let op = clef(&["operator", "create", "root", "--database-url", &url])
         .output()
@@ -218,6 +220,11 @@ pub(crate) async fn serve_fresh(extra: &[&str]) -> Served {
         .last()
         .unwrap()
         .to_owned();
+    (url, key)
+}
+
+pub(crate) async fn serve_fresh(extra: &[&str]) -> Served {
+    let (url, key) = database_with_operator().await;
     let mut args = vec!["serve", "--database-url", &url, "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut child = clef(&args).stderr(Stdio::null()).spawn().unwrap();

@@ -10,23 +10,7 @@ use crate::{
 
 #[tokio::test]
 async fn no_secret_is_logged_at_debug_level() {
-    let db = fresh_database().await;
-    let url = database_url(&db);
-    let op = clef(&["operator", "create", "root", "--database-url", &url])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        op.status.success(),
-        "{}",
-        String::from_utf8_lossy(&op.stderr)
-    );
-    let op_key = String::from_utf8(op.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
+    let (url, op_key) = crate::embedded::database_with_operator().await;
     let mut cmd = clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"]);
     cmd.env("RUST_LOG", "debug");
     let mut server = cmd.spawn().unwrap();
@@ -109,7 +93,7 @@ async fn no_secret_is_logged_at_debug_level() {
         );
     assert!(refused.who_am_i(pb::WhoAmIRequest {}).await.is_err());
     // The outbox worker has logged every message (it polls on its own time).
-    let pool = sqlx::PgPool::connect_with(db.clone()).await.unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let (pending, logged): (i64, i64) = sqlx::query_as(
@@ -150,18 +134,7 @@ async fn no_secret_is_logged_at_debug_level() {
 /// key too; never a key; health probes not at info.
 #[tokio::test]
 async fn every_rpc_leaves_one_access_line_with_its_code_and_caller_and_no_secret() {
-    let db = fresh_database().await;
-    let url = database_url(&db);
-    let op = clef(&["operator", "create", "root", "--database-url", &url])
-        .output()
-        .await
-        .unwrap();
-    let op_key = String::from_utf8(op.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
+    let (url, op_key) = crate::embedded::database_with_operator().await;
     let mut cmd = clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"]);
     cmd.env("RUST_LOG", "info").env("CLEF_LOG_FORMAT", "json");
     let mut server = cmd.spawn().unwrap();

@@ -73,18 +73,7 @@ async fn spans_follow_the_grpc_conventions_and_the_callers_traceparent() {
             .unwrap();
     });
 
-    let db = fresh_database().await;
-    let url = database_url(&db);
-    let op = clef(&["operator", "create", "root", "--database-url", &url])
-        .output()
-        .await
-        .unwrap();
-    let op_key = String::from_utf8(op.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
+    let (url, op_key) = crate::embedded::database_with_operator().await;
     let mut cmd = clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"]);
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
         .env("OTEL_SERVICE_NAME", "clef-under-test")
