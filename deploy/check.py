@@ -12,6 +12,7 @@
    types the profile allows; plus a read-only root filesystem.
 Exits non-zero naming each problem.
 """
+import re
 import sys
 from pathlib import Path
 
@@ -100,6 +101,12 @@ def main():
             if spec is not None:
                 problems += restricted(name, spec)
             checked += 1
+    # The image is built from base images pinned by digest, not by a tag
+    # that can move under the same name.
+    dockerfile = Path(__file__).resolve().parent / "Dockerfile"
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("FROM ") and not re.search(r"@sha256:[0-9a-f]{64}\b", line):
+            problems.append(f"Dockerfile: {line!r} is not pinned by digest")
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     print(f"{checked} objects checked against Kubernetes {KUBERNETES}, {len(problems)} problems")

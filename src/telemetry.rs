@@ -2,7 +2,7 @@
 //! `CLEF_LOG_FORMAT=json`), filtered by `RUST_LOG` (default `info`; the
 //! access lines have the target `clef::access`). When
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans (one per RPC, see
-//! `observe`) are also exported over OTLP/gRPC.
+//! `observe`) are also exported over OTLP (gRPC, or HTTP with protobuf).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
@@ -276,39 +276,40 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
     })
 }
 
-/// The OTLP/gRPC exporter behind the traces. The SDK reads the
-/// `OTEL_EXPORTER_OTLP_*` and `OTEL_TRACES_SAMPLER*` variables;
-/// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` name the service
-/// (`clef` when neither does). An `https://` endpoint is spoken to over TLS
-/// (the system's roots, or `OTEL_EXPORTER_OTLP_CERTIFICATE`), never in clear.
+/// The OTLP exporter behind the traces: OTLP/gRPC unless
+/// `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` says `http/protobuf`. The SDK reads
+/// the `OTEL_EXPORTER_OTLP_*` and `OTEL_TRACES_SAMPLER*` variables (over
+/// HTTP, `OTEL_EXPORTER_OTLP_ENDPOINT` gets `/v1/traces` appended, the
+/// traces' own endpoint is used as it is); `OTEL_SERVICE_NAME` and
+/// `OTEL_RESOURCE_ATTRIBUTES` name the service (`clef` when neither does).
+/// An `https://` endpoint is spoken to over TLS (the system's roots, or
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`), never in clear.
 fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
-    use opentelemetry_otlp::WithTonicConfig as _;
     let var = |traces: &str, all: &str| std::env::var(traces).or_else(|_| std::env::var(all));
-    if let Ok(protocol) = var(
+    let ca = match var(
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    ) {
+        Ok(ca) if endpoint.starts_with("https://") => Some(
+            std::fs::read(&ca)
+                .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_CERTIFICATE {ca}: {e}"))?,
+        ),
+        _ => None,
+    };
+    let protocol = var(
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ) {
-        if protocol != "grpc" {
-            anyhow::bail!(
-                "OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: clef exports traces over OTLP/gRPC (grpc)"
-            );
-        }
-    }
-    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-    if endpoint.starts_with("https://") {
-        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
-        if let Ok(ca) = var(
-            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-            "OTEL_EXPORTER_OTLP_CERTIFICATE",
-        ) {
-            let pem = std::fs::read(&ca)
-                .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_CERTIFICATE {ca}: {e}"))?;
-            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-        }
-        builder = builder.with_tls_config(tls);
-    }
+    )
+    .unwrap_or_default();
+    let exporter = match protocol.as_str() {
+        "" | "grpc" => grpc_exporter(endpoint, ca)?,
+        "http/protobuf" => http_exporter(ca)?,
+        other => anyhow::bail!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported: clef exports traces over grpc or http/protobuf"
+        ),
+    };
     let exporter = Reported {
-        inner: builder.build()?,
+        inner: exporter,
         failing: std::sync::atomic::AtomicBool::new(false),
     };
     let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|n| !n.is_empty())
@@ -322,6 +323,55 @@ fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+/// OTLP/gRPC (tonic), over TLS for an `https://` endpoint.
+fn grpc_exporter(
+    endpoint: &str,
+    ca: Option<Vec<u8>>,
+) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    use opentelemetry_otlp::WithTonicConfig as _;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if endpoint.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(pem) = ca {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        builder = builder.with_tls_config(tls);
+    }
+    Ok(builder.build()?)
+}
+
+/// OTLP/HTTP with protobuf bodies. The batch processor exports from a
+/// thread of its own, outside the runtime, hence reqwest's blocking client
+/// (rustls, the system's roots); it is built on a thread of its own too,
+/// as a blocking client may not be built inside the runtime.
+fn http_exporter(ca: Option<Vec<u8>>) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+    let timeout = std::env::var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_TIMEOUT"))
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_millis,
+        );
+    let client = std::thread::spawn(move || -> anyhow::Result<reqwest::blocking::Client> {
+        let mut client = reqwest::blocking::Client::builder().timeout(timeout);
+        if let Some(pem) = ca {
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                client = client.add_root_certificate(cert);
+            }
+        }
+        Ok(client.build()?)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the OTLP/HTTP client could not be built"))??;
+    Ok(opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_http_client(client)
+        .build()?)
 }
 
 /// The OTLP exporter, saying when exporting starts to fail (once, with the

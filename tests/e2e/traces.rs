@@ -286,3 +286,106 @@ async fn a_failing_trace_export_is_logged_once() {
     let failures = logs.matches("trace export failing").count();
     assert_eq!(failures, 1, "{logs}");
 }
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`: spans are POSTed to
+/// `/v1/traces` under the endpoint, as protobuf, to a real HTTP receiver.
+/// A protocol clef does not speak is refused at start, not ignored.
+#[tokio::test]
+async fn spans_go_over_otlp_http_when_the_protocol_says_so() {
+    use http_body_util::BodyExt as _;
+    use prost::Message as _;
+    type Got = Arc<Mutex<Vec<(String, String, ExportTraceServiceRequest)>>>;
+    let got: Got = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = listener.local_addr().unwrap();
+    let seen = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let serve = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let path = req.uri().path().to_owned();
+                            let kind = req
+                                .headers()
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let body = req.into_body().collect().await?.to_bytes();
+                            let decoded =
+                                ExportTraceServiceRequest::decode(body).unwrap_or_default();
+                            seen.lock().unwrap().push((path, kind, decoded));
+                            let ok = ExportTraceServiceResponse {
+                                partial_success: None,
+                            };
+                            Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(ok.encode_to_vec()),
+                            )))
+                        }
+                    },
+                );
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, serve)
+                    .await;
+            });
+        }
+    });
+
+    let (url, _) = crate::embedded::database_with_operator().await;
+    let mut cmd = clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"]);
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let mut server = cmd.spawn().unwrap();
+    let (addr, _, _) = started(&mut server).await;
+    wait_serving(addr).await;
+    let ch = connect(addr).await;
+    let e = pb::account_service_client::AccountServiceClient::new(ch.clone())
+        .list_accounts(pb::ListAccountsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert!(terminate(server).await.success());
+
+    let got = got.lock().unwrap().clone();
+    assert!(!got.is_empty(), "nothing was posted");
+    for (path, kind, _) in &got {
+        assert_eq!(path, "/v1/traces");
+        assert_eq!(kind, "application/x-protobuf");
+    }
+    let spans: Vec<Span> = got
+        .iter()
+        .flat_map(|(_, _, e)| &e.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| s.spans.clone())
+        .collect();
+    let refused: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "clef.v1.AccountService/ListAccounts")
+        .collect();
+    assert_eq!(refused.len(), 1, "{spans:#?}");
+    assert_eq!(refused[0].kind, SpanKind::Server as i32);
+    assert_eq!(
+        int(attr(&refused[0].attributes, "rpc.grpc.status_code")),
+        Some(16)
+    );
+
+    // http/json is not spoken: said at start, and the server does not run.
+    let db = fresh_database().await;
+    let url = database_url(&db);
+    let mut cmd = clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"]);
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json");
+    let out = cmd.output().await.unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("OTEL_EXPORTER_OTLP_PROTOCOL=http/json is not supported"),
+        "{said}"
+    );
+}
