@@ -3,8 +3,9 @@
 //! - `dataset` fills an empty, migrated database with a realistic spread of
 //!   users, accounts and grants using `COPY` (minutes for 1 M users and 10 M
 //!   grants), and writes a sample of subjects (connection key, account, right
-//!   held) for the load generator.
+//!   held, user id, a right not held) for the load generator.
 //! - `body` encodes a gRPC request frame (`Check` or health) for `h2load -d`.
+//! - `load` and `churn` (`load.rs`): many subjects, fixed rate, rights changing.
 
 use std::{io::Write, path::PathBuf, time::Instant};
 
@@ -26,6 +27,11 @@ pub enum BenchCommand {
     Dataset(DatasetArgs),
     /// Writes a length-prefixed gRPC frame for `h2load -d`.
     Body(BodyArgs),
+    /// Drives Check (or health) over many subjects and connections, closed
+    /// loop or at a fixed rate, and prints throughput and latencies.
+    Load(super::load::LoadArgs),
+    /// Grants and takes back a spare right of the subjects at a fixed rate.
+    Churn(super::load::ChurnArgs),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +80,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Dataset(args) => dataset(args).await,
         BenchCommand::Body(args) => body(args),
+        BenchCommand::Load(args) => super::load::load(args).await,
+        BenchCommand::Churn(args) => super::load::churn(args).await,
     }
 }
 
@@ -362,12 +370,19 @@ async fn dataset(args: DatasetArgs) -> anyhow::Result<()> {
                 } else {
                     STANDARD_RIGHTS
                 };
-                // The first of the user's rights, held on his first account.
+                // The first of the user's rights, held on his first account,
+                // and a right he is not granted there (unscoped, not
+                // `admin.users`), for `bench churn`; `-` when he holds all.
                 let right = rights[(i as usize) % rights.len()];
+                let spare = (u.rights_per_link..rights.len())
+                    .map(|k| rights[(i as usize + k) % rights.len()])
+                    .find(|r| !r.starts_with("tracking.tool") && *r != "admin.users")
+                    .unwrap_or("-");
                 subjects.push(format!(
-                    "{}\t{}\t{right}",
+                    "{}\t{}\t{right}\t{}\t{spare}",
                     key.expose_secret(),
-                    account_code(u.accounts[0])
+                    account_code(u.accounts[0]),
+                    user_id(i)
                 ));
             }
         },

@@ -51,7 +51,7 @@ impl Endpoint {
         std::time::Duration::from_secs(self.timeout.max(1))
     }
 
-    async fn channel(&self) -> anyhow::Result<(Channel, MetadataValue<Ascii>)> {
+    pub(super) async fn channel(&self) -> anyhow::Result<(Channel, MetadataValue<Ascii>)> {
         let key = self
             .key
             .as_deref()
@@ -65,7 +65,7 @@ impl Endpoint {
     }
 
     /// A channel to the server, without a key (health).
-    async fn connect(&self) -> anyhow::Result<Channel> {
+    pub(super) async fn connect(&self) -> anyhow::Result<Channel> {
         let mut endpoint = Channel::from_shared(self.endpoint.clone())
             .with_context(|| format!("invalid --endpoint {:?}", self.endpoint))?
             .connect_timeout(std::time::Duration::from_secs(10))

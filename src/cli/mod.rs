@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod client;
+mod load;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -118,6 +119,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CLEF_STALENESS_BOUND_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub staleness_bound_ms: u64,
+    /// Size of the decision cache: the total weight of the entitlements it
+    /// keeps (about one unit per key, account and grant: a user with eight
+    /// rights on one account weighs about ten). Subjects beyond it are
+    /// evicted, least recently and least frequently used first, and loaded
+    /// again from Postgres when asked about.
+    #[arg(long, env = "CLEF_DECISION_CACHE_WEIGHT", default_value_t = 4_000_000,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    pub decision_cache_weight: u64,
     /// `auto`: apply pending migrations at start-up (under sqlx's advisory
     /// lock); `wait`: never migrate, wait until `clef migrate` (a Job) has
     /// brought the schema to this version.
@@ -358,6 +367,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let options = server::ServeOptions {
             engine: EngineConfig {
                 staleness_bound: Duration::from_millis(args.staleness_bound_ms),
+                weight_capacity: args.decision_cache_weight,
                 ..EngineConfig::default()
             },
             tls,
