@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# Check throughput against the gRPC transport floor, measured in the same run.
+# Check throughput and latency against the gRPC transport floor (the health
+# check), measured in the same run on the same server.
 #
 #   bench/run.sh [small|large|both]      (default: both)
 #
-# For each dataset: generates it with `clef bench dataset` (COPY), starts
-# `clef serve` on it, drives grpc.health.v1.Health/Check and then
-# clef.v1.AuthorizationService/Check (by connection key, one subject per
-# h2load process) with h2load at the same concurrency, and prints req/s of
-# each, their ratio, and Check latency percentiles at full and at half the
-# peak load; then runs the Criterion benchmark of the in-process decision.
-# Environment: CLIENTS (total connections, default 32), PROCS (h2load
-# processes = distinct subjects, default 16), DURATION (seconds, default 10),
+# For each dataset (`clef bench dataset`, COPY): starts `clef serve` on it and
+#  1. with h2load (no code of ours on the client side): health, then Check by
+#     connection key over PROCS subjects (one body per h2load process), at
+#     full load and at half of it;
+#  2. with `clef bench load` (many subjects per connection): health, Check
+#     over the same 16 subjects (the two generators should agree), over
+#     SUBJECTS distinct subjects uniformly, and by a Zipf law (s = 1);
+#     p50/p99/p99.9/max at half the uniform peak and at a fixed RATE;
+#  3. the same fixed-rate load while `clef import` writes IMPORT new users
+#     into an account of their own, and while `clef bench churn` grants and
+#     takes back rights of the subjects being checked (CHURN changes/s);
+#  4. again with a decision cache a fifth of the population's weight
+#     (`--decision-cache-weight`), the hit ratio read from the metrics;
+# then the Criterion benchmark of the in-process decision.
+# Environment: CLIENTS (connections, default 32), PROCS (h2load processes,
+# default 16), DURATION (seconds per measure, default 10), SUBJECTS (default
+# 100000), RATE (default 2000), IMPORT (default 200000), CHURN (default 50),
 # CRITERION=0 to skip the in-process benchmark; the server inherits RUST_LOG
 # (default info: one access line per RPC).
 set -euo pipefail
@@ -22,10 +32,15 @@ CLIENTS=${CLIENTS:-32}
 PROCS=${PROCS:-16}
 DURATION=${DURATION:-10}
 PER_PROC=$(( CLIENTS / PROCS ))
+SUBJECTS=${SUBJECTS:-100000}
+RATE=${RATE:-2000}
+IMPORT=${IMPORT:-200000}
+CHURN=${CHURN:-50}
 
 ensure_tools
 command -v h2load >/dev/null 2>&1 || { echo "installing h2load..."; apt_install nghttp2-client; }
 command -v bc >/dev/null 2>&1 || apt_install bc
+command -v curl >/dev/null 2>&1 || apt_install curl
 SQLX_OFFLINE=true cargo build --release --quiet --bin clef
 CLEF=target/release/clef
 
@@ -67,24 +82,46 @@ pct() { # pct FILE P -> the P-th percentile in ms
   awk -v p="$2" '{a[NR]=$1} END {i=int(NR*p/100); if (i<1) i=1; printf "%.3f", a[i]/1000}' "$1"
 }
 
+# serve URL [ARGS]: `clef serve` on URL with metrics; sets SERVER_PID, ADDR
+# and METRICS.
+serve() {
+  local url=$1; shift
+  $CLEF serve --database-url "$url" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "$@" \
+    >"$WORK/serve.out" 2>"$WORK/serve.err" &
+  SERVER_PID=$!
+  for _ in $(seq 100); do grep -q "clef serving on" "$WORK/serve.out" && break; sleep 0.1; done
+  ADDR=$(sed -n 's/^clef serving on //p' "$WORK/serve.out")
+  METRICS=$(sed -n 's/^clef metrics on //p' "$WORK/serve.out")
+  sleep 1
+}
+
+stop_server() {
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+}
+
+# lg ARGS: `clef bench load` against the server; prints its key=value line.
+lg() {
+  CLEF_KEY=$SVC $CLEF bench load --endpoint "http://$ADDR" --connections "$CLIENTS" \
+    --duration "$DURATION" --metrics "$METRICS" "$@"
+}
+# f NAME LINE: the value of NAME in a key=value line.
+f() { sed -E "s/(^| )$1=([^ ]+).*/\n\2/; s/.*\n//" <<<"$2"; }
+ratio() { echo "scale=3; $1 / $2" | bc; }
+
 run() {
   local name=$1 users=$2 accounts=$3 grants=$4 partners=$5
   echo "== dataset $name: $users users, $accounts accounts, ~$grants grants"
   psql -q "$PGURL" -c "CREATE DATABASE bench_$name"
   local url="${PGURL%/postgres}/bench_$name"
   $CLEF bench dataset --database-url "$url" --users "$users" --accounts "$accounts" \
-    --grants "$grants" --partners "$partners" --out "$WORK/$name"
+    --grants "$grants" --partners "$partners" --out "$WORK/$name" --sample "$SUBJECTS"
   SVC=$(cat "$WORK/$name/service.key")
 
-  $CLEF serve --database-url "$url" --listen 127.0.0.1:0 >"$WORK/serve.out" 2>"$WORK/serve.err" &
-  SERVER_PID=$!
-  for _ in $(seq 100); do grep -q "clef serving on" "$WORK/serve.out" && break; sleep 0.1; done
-  ADDR=$(sed -n 's/^clef serving on //p' "$WORK/serve.out")
-  sleep 1
+  serve "$url"
 
   mkdir -p "$WORK/bodies"; $CLEF bench body health -o "$WORK/bodies/health.bin"
   local bodies=() i=0
-  while IFS=$'\t' read -r key account right; do
+  while IFS=$'\t' read -r key account right _; do
     $CLEF bench body check --key "$key" --account "$account" --right "$right" -o "$WORK/bodies/check.$i.bin"
     bodies+=("$WORK/bodies/check.$i.bin"); i=$((i + 1))
     [ "$i" -ge "$PROCS" ] && break
@@ -92,7 +129,7 @@ run() {
   local healths=(); for _ in "${bodies[@]}"; do healths+=("$WORK/bodies/health.bin"); done
 
   # Sanity: the subjects are allowed (h2load counts any HTTP 200 as success).
-  IFS=$'\t' read -r key account right < <(shuf --random-source=<(yes) "$WORK/$name/subjects.tsv" | head -1)
+  IFS=$'\t' read -r key account right _ < <(shuf --random-source=<(yes) "$WORK/$name/subjects.tsv" | head -1)
   grpcurl -plaintext -H "authorization: Bearer $SVC" \
     -d "{\"subject\":{\"connection_key\":\"$key\"},\"account_code\":\"$account\",\"right\":\"$right\"}" \
     "$ADDR" clef.v1.AuthorizationService/Check | grep -q '"allowed": true' \
@@ -118,7 +155,58 @@ run() {
   hhmax=$(pct "$WORK/halfhealth.lat" 100)
   local rss
   rss=$(awk '/VmHWM/ {print $2/1024 " MiB"}' /proc/$SERVER_PID/status)
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+
+  # 2. Many subjects, with our own load generator.
+  local S="$WORK/$name/subjects.tsv" n
+  n=$(wc -l <"$S"); [ "$n" -lt "$SUBJECTS" ] || n=$SUBJECTS
+  local lh l16 lu lz lhalf lfix
+  lh=$(lg --rpc health)
+  l16=$(lg --subjects "$S" --distinct 16)
+  lu=$(lg --subjects "$S" --distinct "$n")
+  lz=$(lg --subjects "$S" --distinct "$n" --spread zipf)
+  local weight entries
+  weight=$(curl -s "$METRICS" | sed -n 's/^clef_decision_cache_weight //p')
+  entries=$(curl -s "$METRICS" | sed -n 's/^clef_decision_cache_entries{cache="subjects"} //p')
+  lhalf=$(lg --subjects "$S" --distinct "$n" --rate "$(( $(printf '%.0f' "$(f rps "$lu")") / 2 ))")
+  lfix=$(lg --subjects "$S" --distinct "$n" --connections 16 --rate "$RATE")
+
+  # 3. The same fixed rate while writes happen.
+  local op org acc limp lchurn churned imported
+  op=$($CLEF operator create "bench-$name" --database-url "$url" 2>/dev/null | tail -n1)
+  org=$(grpcurl -plaintext -H "authorization: Bearer $op" -d '{"display_name":"Imported"}' \
+    "$ADDR" clef.v1.AccountService/CreateOrganization | sed -n 's/.*"id": "\(.*\)".*/\1/p' | head -n1)
+  grpcurl -plaintext -H "authorization: Bearer $op" \
+    -d "{\"account\":{\"code\":\"IMPORT-$name\",\"display_name\":\"Imported\",\"organization_id\":\"$org\"}}" \
+    "$ADDR" clef.v1.AccountService/CreateAccount >/dev/null
+  # The rows of bench/import.sh.
+  awk -v n="$IMPORT" -v t="$name" 'BEGIN {
+    print "NOM;PRENOM;FONCTION;EMAIL;TELEPHONE;ADRESSE;CODE POSTAL;VILLE;shipping.ws;tracking.tool";
+    for (i = 1; i <= n; i++)
+      printf "Martin%d;Zoé;Logisticienne;user%d@%s.import.example;+33 1 02 03 %02d %02d;%d rue de la Gare;88000;Épinal;oui;%s\n",
+        i, i, t, i % 100, (i / 100) % 100, i % 200 + 1, (i % 3 == 0) ? "tag" : "non"
+  }' >"$WORK/import.csv"
+  ( sleep 2; s0=$(date +%s.%N)
+    CLEF_KEY=$op CLEF_ENDPOINT="http://$ADDR" $CLEF import "$WORK/import.csv" --account "IMPORT-$name" \
+      -o "$WORK/import.results" 2>"$WORK/import.err"
+    echo "$(grep -c ',created,' "$WORK/import.results") $(echo "$(date +%s.%N) - $s0" | bc)" >"$WORK/import.done" ) &
+  local import_pid=$!
+  limp=$(lg --subjects "$S" --distinct "$n" --connections 16 --rate "$RATE" --warm-up 1 --duration "$(( DURATION * 2 ))")
+  wait "$import_pid" || { echo "import failed" >&2; tail "$WORK/import.err" >&2; exit 1; }
+  imported=$(cat "$WORK/import.done")
+  CLEF_KEY=$op $CLEF bench churn --endpoint "http://$ADDR" --subjects "$S" --distinct "$n" \
+    --rate "$CHURN" --duration "$(( DURATION + 3 ))" >"$WORK/churn.out" &
+  local churn_pid=$!
+  lchurn=$(lg --subjects "$S" --distinct "$n" --connections 16 --rate "$RATE")
+  wait "$churn_pid" || { echo "churn failed" >&2; exit 1; }
+  churned=$(cat "$WORK/churn.out")
+  stop_server
+
+  # 4. A cache a fifth of the population's weight.
+  local small lsmall
+  small=$(echo "$weight / 5" | bc)
+  serve "$url" --decision-cache-weight "$small"
+  lsmall=$(lg --subjects "$S" --distinct "$n")
+  stop_server
 
   printf '%s\n' \
     "dataset=$name cores=$(nproc) clients=$CLIENTS subjects=$PROCS duration=${DURATION}s" \
@@ -127,14 +215,25 @@ run() {
     "  ratio check/health: $(echo "scale=3; $c / $h" | bc)" \
     "  check at half peak ($(printf '%.0f' "$ch") req/s): p50 ${hp50} ms, p99 ${hp99} ms, p99.9 ${hp999} ms, max ${hpmax} ms" \
     "  health at the same rate ($(printf '%.0f' "$hh") req/s): p50 ${hh50} ms, p99 ${hh99} ms, max ${hhmax} ms" \
-    "  server peak RSS: $rss" | tee -a "$WORK/summary"
+    "  server peak RSS: $rss" \
+    "  clef bench load, $CLIENTS connections (ratios to its own health run):" \
+    "    health:                   $(f rps "$lh") req/s (p99 $(f p99_ms "$lh") ms)" \
+    "    check, 16 subjects:       $(f rps "$l16") req/s, ratio $(ratio "$(f rps "$l16")" "$(f rps "$lh")") (h2load said $(echo "scale=3; $c / $h" | bc); load/h2load check $(ratio "$(f rps "$l16")" "$c"))" \
+    "    check, $n uniform:    $(f rps "$lu") req/s, ratio $(ratio "$(f rps "$lu")" "$(f rps "$lh")"), hit ratio $(f hit_ratio "$lu"), from Postgres $(f from_postgres "$lu")" \
+    "    check, $n Zipf(1):    $(f rps "$lz") req/s, ratio $(ratio "$(f rps "$lz")" "$(f rps "$lh")"), hit ratio $(f hit_ratio "$lz")" \
+    "    check at half peak ($(f rps "$lhalf") req/s): p50 $(f p50_ms "$lhalf") ms, p99 $(f p99_ms "$lhalf") ms, p99.9 $(f p999_ms "$lhalf") ms, max $(f max_ms "$lhalf") ms" \
+    "    check at $RATE req/s, 16 connections: p50 $(f p50_ms "$lfix") ms, p99 $(f p99_ms "$lfix") ms, p99.9 $(f p999_ms "$lfix") ms, max $(f max_ms "$lfix") ms" \
+    "    the same during an import ($imported: lines created, seconds): $(f rps "$limp") req/s, p99 $(f p99_ms "$limp") ms, p99.9 $(f p999_ms "$limp") ms, max $(f max_ms "$limp") ms, hit ratio $(f hit_ratio "$limp")" \
+    "    the same during churn ($churned): $(f rps "$lchurn") req/s, p99 $(f p99_ms "$lchurn") ms, p99.9 $(f p999_ms "$lchurn") ms, max $(f max_ms "$lchurn") ms, denied $(f denied "$lchurn")" \
+    "    cache of weight $small (a fifth of $weight for $entries subjects): $(f rps "$lsmall") req/s, ratio $(ratio "$(f rps "$lsmall")" "$(f rps "$lh")"), hit ratio $(f hit_ratio "$lsmall"), from Postgres $(f from_postgres "$lsmall"), p99 $(f p99_ms "$lsmall") ms" \
+    | tee -a "$WORK/summary"
   LAST_URL=$url; LAST_SUBJECTS="$WORK/$name/subjects.tsv"
 }
 
 case "$WHICH" in
-  small) run small 10000 1000 100000 2 ;;
+  small) run small 120000 12000 1200000 2 ;;
   large) run large 1000000 100000 10000000 20 ;;
-  both)  run small 10000 1000 100000 2; run large 1000000 100000 10000000 20 ;;
+  both)  run small 120000 12000 1200000 2; run large 1000000 100000 10000000 20 ;;
   *) echo "usage: bench/run.sh [small|large|both]" >&2; exit 2 ;;
 esac
 

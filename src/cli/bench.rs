@@ -28,7 +28,9 @@ pub enum BenchCommand {
     /// Writes a length-prefixed gRPC frame for `h2load -d`.
     Body(BodyArgs),
     /// Drives Check (or health) over many subjects and connections, closed
-    /// loop or at a fixed rate, and prints throughput and latencies.
+    /// loop or at a fixed rate, and prints throughput and latencies. A flag
+    /// given twice takes its last value (scripts add to their defaults).
+    #[command(args_override_self = true)]
     Load(super::load::LoadArgs),
     /// Grants and takes back a spare right of the subjects at a fixed rate.
     Churn(super::load::ChurnArgs),

@@ -22,9 +22,9 @@ use std::{
 };
 
 use anyhow::Context;
-use prost::bytes::{Buf, BufMut, Bytes};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
+use prost::bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
