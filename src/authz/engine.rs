@@ -114,6 +114,8 @@ pub struct Engine {
     invalidations: AtomicU64,
     stripes: Box<[AtomicU64]>,
     cleared: AtomicU64,
+    /// Like `cleared`, for the account states alone (a new account).
+    accounts_cleared: AtomicU64,
     /// The change feed's last proof of life: when (micros since `origin`)
     /// the latest ping that came back through the listening connection was
     /// sent. Every change committed before then has been applied.
@@ -155,6 +157,7 @@ impl Engine {
             invalidations: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             cleared: AtomicU64::new(0),
+            accounts_cleared: AtomicU64::new(0),
             proven_at: AtomicU64::new(0),
             origin: Instant::now(),
             bound_micros: config.staleness_bound.as_micros() as u64,
@@ -350,6 +353,10 @@ impl Engine {
             self.clear();
         } else {
             let stamp = self.invalidations.fetch_add(1, Ordering::SeqCst) + 1;
+            if changes.accounts {
+                self.accounts_cleared.fetch_max(stamp, Ordering::SeqCst);
+                self.accounts.clear();
+            }
             for u in &changes.users {
                 self.stripe(u).fetch_max(stamp, Ordering::SeqCst);
                 self.subjects.remove(u);
@@ -472,10 +479,12 @@ impl Engine {
     }
 
     /// Caches an account's state read after invalidation number `since`
-    /// (account changes drop everything, so only `cleared` matters).
+    /// (account changes drop everything, a new account the account states).
     fn remember_account(&self, code: &str, state: AccountState, since: u64) {
         self.accounts.insert(code.to_owned(), state);
-        if self.cleared.load(Ordering::SeqCst) > since {
+        if self.cleared.load(Ordering::SeqCst) > since
+            || self.accounts_cleared.load(Ordering::SeqCst) > since
+        {
             self.accounts.remove(code);
         }
     }

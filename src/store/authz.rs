@@ -76,11 +76,16 @@ impl Store {
             SubjectRef::UserKey(k) => (None, None, Some(k.as_str())),
         };
         let row = sqlx::query!(
+            // One of $1, $2, $3 is given. One index condition whatever it
+            // is, so that Postgres settles on the generic plan after a few
+            // executions: planning this query (the `held_rights` view)
+            // costs more than running it, and an OR of "$n IS NOT NULL"
+            // branches kept it re-planning every cold load.
             r#"WITH subject AS (
                  SELECT u.id, u.kind, u.status, u.user_key FROM users u
-                  WHERE ($1::bytea IS NOT NULL AND u.id = (SELECT user_id FROM connection_keys WHERE secret_hash = $1))
-                     OR ($2::uuid IS NOT NULL AND u.id = $2)
-                     OR ($3::text IS NOT NULL AND u.user_key = $3)
+                  WHERE u.id = COALESCE((SELECT user_id FROM connection_keys WHERE secret_hash = $1::bytea),
+                                        $2::uuid,
+                                        (SELECT id FROM users WHERE user_key = $3::text))
                )
                SELECT s.id AS "id?", s.kind AS "kind?", s.status AS "status?", s.user_key,
                  (SELECT COALESCE(json_agg(json_build_object(

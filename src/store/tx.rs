@@ -16,15 +16,22 @@ use crate::domain::Error;
 /// replica's decision cache drops what the write changed.
 pub const CHANGES_CHANNEL: &str = "clef_changes";
 
+/// Stands for "a new account" among the users a write touched (migration
+/// `new_accounts_keep_caches`).
+const ACCOUNTS: Uuid = Uuid::max();
+
 /// What a committed write changed, as far as decisions are concerned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     pub revision: i64,
     /// Users whose keys, status, links or grants changed.
     pub users: Vec<Uuid>,
-    /// Something that affects every decision (an account's status, a new
-    /// account).
+    /// Something that affects every decision (an account's code or
+    /// status, the rights catalog).
     pub everything: bool,
+    /// A new account: cached account states are dropped (its code may be
+    /// cached as unknown), no subject's entitlements are.
+    pub accounts: bool,
     /// A notice that more notices of the same revision follow (a write that
     /// lists many users sends several, in order; only the last one tells
     /// that the revision is complete).
@@ -52,7 +59,10 @@ impl Changes {
             if p == "*" {
                 changes.everything = true;
             } else {
-                changes.users.push(p.parse().ok()?);
+                match p.parse().ok()? {
+                    ACCOUNTS => changes.accounts = true,
+                    user => changes.users.push(user),
+                }
             }
         }
         Some(changes)
@@ -218,10 +228,16 @@ impl Tx {
         self.inner.commit().await.map_err(commit_error)?;
         if let Some(observer) = &self.observer {
             let everything = touched.contains(&Uuid::nil());
+            let accounts = touched.contains(&ACCOUNTS);
             observer.committed(&Changes {
                 revision,
                 everything,
-                users: if everything { Vec::new() } else { touched },
+                accounts,
+                users: if everything {
+                    Vec::new()
+                } else {
+                    touched.into_iter().filter(|u| *u != ACCOUNTS).collect()
+                },
                 continued: false,
             });
         }
@@ -297,6 +313,9 @@ mod tests {
         );
         let everything = Changes::parse("9 *").expect("readable");
         assert!(everything.everything && !everything.continued);
+        let account = Changes::parse(&format!("10 {user} {}", Uuid::max())).expect("readable");
+        assert!(account.accounts && !account.everything);
+        assert_eq!(account.users, [user]);
         assert_eq!(Changes::parse("x+ y"), None);
         assert_eq!(Changes::parse("9 not-a-user"), None);
     }

@@ -28,8 +28,8 @@ fn sample(body: &str, series: &str) -> Option<f64> {
         .map(|v| v.trim().parse().unwrap())
 }
 
-#[tokio::test]
-async fn the_metrics_endpoint_counts_rpcs_by_method_and_code_and_decisions_by_outcome() {
+/// A server on a fresh database, with its metrics endpoint.
+async fn app_with_metrics() -> (TestApp, std::net::SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics = listener.local_addr().unwrap();
     let app = spawn_app_with_options(
@@ -41,6 +41,12 @@ async fn the_metrics_endpoint_counts_rpcs_by_method_and_code_and_decisions_by_ou
         },
     )
     .await;
+    (app, metrics)
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_counts_rpcs_by_method_and_code_and_decisions_by_outcome() {
+    let (app, metrics) = app_with_metrics().await;
     org_with_account(&app, "Org Metrics", "ME1").await;
     let mut ops = app.operator().await;
     let (_, key) = create_user(
@@ -217,4 +223,64 @@ async fn the_metrics_endpoint_counts_rpcs_by_method_and_code_and_decisions_by_ou
     }
     // Anything else is 404.
     assert!(get(metrics, "/").await.0.contains("404"));
+}
+
+/// A new account changes no subject's rights: creating one keeps the
+/// decision cache (a replica does not reload every subject from Postgres,
+/// which under load is a storm of cold loads), yet a code asked about
+/// before it existed is known at once afterwards.
+#[tokio::test]
+async fn a_new_account_keeps_cached_subjects_and_is_known_at_once() {
+    let (app, metrics) = app_with_metrics().await;
+    let org = org_with_account(&app, "Org Cache", "CA1").await;
+    let mut ops = app.operator().await;
+    let (_, key) = create_user(
+        &mut ops,
+        standard("Carl", "Cache"),
+        "CA1",
+        &[],
+        vec![right("shipping.ws")],
+    )
+    .await
+    .unwrap();
+    let mut decide = app.decider().await;
+    let ask = |account: &str| pb::CheckRequest {
+        subject: by_key(&key),
+        account_code: account.into(),
+        right: "shipping.ws".into(),
+        ..Default::default()
+    };
+    let from = |body: &str, source: &str| {
+        ["allowed", "denied"]
+            .iter()
+            .filter_map(|o| {
+                sample(
+                    body,
+                    &format!("clef_decisions_total{{outcome=\"{o}\",source=\"{source}\"}}"),
+                )
+            })
+            .sum::<f64>()
+    };
+    // Warm: the subject, and the code CA2 known not to exist.
+    for account in ["CA1", "CA1", "CA2", "CA2"] {
+        decide.check(ask(account)).await.unwrap();
+    }
+    let unknown = decide.check(ask("CA2")).await.unwrap().into_inner();
+    assert_eq!(unknown.reason, pb::DenialReason::UnknownAccount as i32);
+    let (_, before) = get(metrics, "/metrics").await;
+
+    let mut accounts = app.operator_accounts().await;
+    create_account(&mut accounts, &org, "CA2").await;
+    // The subject is still answered from memory.
+    assert!(decide.check(ask("CA1")).await.unwrap().into_inner().allowed);
+    let (_, after) = get(metrics, "/metrics").await;
+    assert_eq!(
+        from(&after, "postgres"),
+        from(&before, "postgres"),
+        "creating an account reloaded the subject:\n{after}"
+    );
+    assert_eq!(from(&after, "memory"), from(&before, "memory") + 1.0);
+    // CA2 exists now: the subject is not linked to it, no longer "unknown".
+    let now = decide.check(ask("CA2")).await.unwrap().into_inner();
+    assert_eq!(now.reason, pb::DenialReason::NotLinked as i32, "{now:?}");
 }
