@@ -82,8 +82,13 @@ impl Default for Delivery {
 const LEASE: Duration = Duration::from_secs(300);
 /// How often a worker prunes old messages, tokens and login attempts.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
-/// Messages claimed at once.
+/// Messages claimed at once when they are sent (each holds the lease while
+/// the ones before it are sent)...
 const BATCH: i64 = 16;
+/// ...and when they are only logged (no SMTP): an import inviting a million
+/// users queues a million of them, claimed and closed a few hundred per
+/// statement rather than one by one.
+const LOGGED_BATCH: i64 = 256;
 
 type Smtp = AsyncSmtpTransport<Tokio1Executor>;
 
@@ -157,34 +162,53 @@ impl Worker {
     /// Delivers what is due, checking `stop` between messages; returns how
     /// many messages it claimed.
     async fn round(&self, stop: &watch::Receiver<bool>) -> Result<usize, Error> {
-        let due = self.store.claim_messages(self.id, BATCH, LEASE).await?;
+        let batch = if self.transport.is_some() {
+            BATCH
+        } else {
+            LOGGED_BATCH
+        };
+        let due = self.store.claim_messages(self.id, batch, LEASE).await?;
+        // Messages done without leaving the process (logged, cancelled),
+        // closed together at the end of the round; a sent one is closed at
+        // once, since it has gone out.
+        let mut closed: Vec<(i64, &'static str)> = Vec::new();
         for m in &due {
             if *stop.borrow() {
                 // Left to their lease: due again for another worker.
                 break;
             }
-            if let Err(e) = self.deliver(m).await {
+            match self.deliver(m).await {
+                Ok(Some(state)) => closed.push((m.id, state)),
+                Ok(None) => {}
                 // The database went away mid-round: the lease brings the
                 // message back.
-                tracing::warn!(error = %e, id = m.id, "outbox: cannot record a delivery");
+                Err(e) => {
+                    tracing::warn!(error = %e, id = m.id, "outbox: cannot record a delivery")
+                }
             }
+        }
+        if !closed.is_empty() {
+            self.store.messages_done(self.id, &closed).await?;
         }
         Ok(due.len())
     }
 
-    async fn deliver(&self, m: &Due) -> Result<(), Error> {
+    /// Delivers `m`; `Some(state)` when it is done but not yet recorded
+    /// (`logged`, `cancelled`).
+    async fn deliver(&self, m: &Due) -> Result<Option<&'static str>, Error> {
         let Some(email) = m.email.as_deref().filter(|_| still_meant(m)) else {
-            return self.store.message_done(self.id, m.id, "cancelled").await;
+            return Ok(Some("cancelled"));
         };
         let Some(transport) = &self.transport else {
             tracing::info!(kind = m.kind.as_str(), to = %email, "message not sent (no CLEF_SMTP_URL)");
-            return self.store.message_done(self.id, m.id, "logged").await;
+            return Ok(Some("logged"));
         };
         let to: Mailbox = match email.parse() {
             Ok(to) => to,
             Err(e) => {
                 let why = format!("recipient address: {e}");
-                return self.store.message_failed(self.id, m.id, &why, None).await;
+                self.store.message_failed(self.id, m.id, &why, None).await?;
+                return Ok(None);
             }
         };
         // The message stays this worker's for a whole lease from here, and
@@ -199,7 +223,7 @@ impl Worker {
             .prepare_send(self.id, m.id, m.user_id, LEASE, token)
             .await?
         else {
-            return Ok(());
+            return Ok(None);
         };
         let token = drawn.map(|t| (t, token.map(|(_, e)| e).unwrap_or(now)));
         let rendered = self.render(m, token.as_ref()).await?;
@@ -213,7 +237,8 @@ impl Worker {
         match transport.send(message).await {
             Ok(_) => {
                 tracing::info!(kind = m.kind.as_str(), to = %email, "message sent");
-                self.store.message_done(self.id, m.id, "sent").await
+                self.store.message_done(self.id, m.id, "sent").await?;
+                Ok(None)
             }
             Err(e) => {
                 let attempts = m.attempts + 1;
@@ -222,7 +247,8 @@ impl Worker {
                 tracing::warn!(kind = m.kind.as_str(), to = %email, attempts, parked = retry.is_none(), error = %e, "message not delivered");
                 self.store
                     .message_failed(self.id, m.id, &e.to_string(), retry)
-                    .await
+                    .await?;
+                Ok(None)
             }
         }
     }

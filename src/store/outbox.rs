@@ -200,6 +200,25 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::message_done`] for many messages of `worker`, in one
+    /// statement.
+    pub async fn messages_done(&self, worker: Uuid, done: &[(i64, &str)]) -> Result<(), Error> {
+        let (ids, states): (Vec<i64>, Vec<String>) =
+            done.iter().map(|(id, s)| (*id, s.to_string())).unzip();
+        sqlx::query!(
+            "UPDATE outbox o SET state = d.state, done_at = now(), attempts = o.attempts + 1
+               FROM unnest($1::bigint[], $2::text[]) AS d(id, state)
+              WHERE o.id = d.id AND o.state = 'pending' AND o.claimed_by = $3",
+            &ids,
+            &states,
+            worker
+        )
+        .execute(self.pool())
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
     /// Records a failed delivery: due again after `retry`, or parked
     /// (`None`) for an operator to look at.
     pub async fn message_failed(
