@@ -29,6 +29,7 @@ SIZE=$(stat -c %s "$WORK/users.csv")
 bench_serve
 
 R0=$(psql -At "$URL" -c "SELECT value FROM revision_counter")
+O0=$(psql -At "$URL" -c "SELECT COALESCE(max(id), 0) FROM outbox")
 s0=$(cpu $SERVER_PID); p0=$(pg_cpu)
 t0=$(now)
 CLEF_KEY=$KEY CLEF_ENDPOINT="http://$ADDR" /usr/bin/time -f '%U %S' -o "$WORK/client.time" $CLEF import "$WORK/users.csv" --account "$ACCOUNT" \
@@ -48,7 +49,7 @@ psql -q "$URL" -c "\\copy copy_baseline (last_name, first_name, job_title, email
 t3=$(now)
 
 # Second baseline: the rows the import wrote (users, links, grants, keys,
-# audit events: every row with a revision after R0), COPYed raw into copies
+# audit events, outbox messages: every row with a revision after R0), COPYed raw into copies
 # of their tables with the same columns, defaults, checks, indexes and
 # foreign keys. This is the database's share of the import; what the import
 # adds on top is reading, checking and deciding the lines.
@@ -59,8 +60,10 @@ declare -A ROWS_OF=(
   [grants]="SELECT * FROM grants WHERE revision > $R0"
   [connection_keys]="SELECT * FROM connection_keys WHERE user_id IN $WROTE"
   [audit_events]="SELECT * FROM audit_events WHERE revision > $R0"
+  [outbox]="SELECT * FROM outbox WHERE id > $O0"
 )
-TABLES="users links grants connection_keys audit_events"
+# The outbox: one invitation per advanced user, written with him.
+TABLES="users links grants connection_keys audit_events outbox"
 WRITTEN=0
 for t in $TABLES; do
   psql -q "$URL" -c "\\copy (${ROWS_OF[$t]}) TO '$WORK/$t.copy'"
@@ -75,7 +78,7 @@ DECLARE defs text[];
 BEGIN
   SELECT array_agg(format('ALTER TABLE baseline.%s ADD %s', conrelid::regclass, pg_get_constraintdef(oid)))
     INTO defs FROM pg_constraint
-   WHERE contype = 'f' AND conrelid::regclass::text IN ('users', 'links', 'grants', 'connection_keys', 'audit_events');
+   WHERE contype = 'f' AND conrelid::regclass::text IN ('users', 'links', 'grants', 'connection_keys', 'audit_events', 'outbox');
   SET LOCAL search_path = baseline, public;
   FOR i IN 1 .. array_length(defs, 1) LOOP EXECUTE defs[i]; END LOOP;
 END \$\$;
