@@ -21,7 +21,13 @@ raw_copy() {
     u.email, u.phone, u.address_lines, u.postal_code, u.city, u.country, u.civility, u.language, l.tags,
     (SELECT array_agg(g.right_code || ':' || COALESCE(g.scope, '')) FROM grants g
       WHERE g.user_id = l.user_id AND g.account_id = l.account_id
-        AND (g.expires_at IS NULL OR g.expires_at > now()))
+        AND (g.expires_at IS NULL OR g.expires_at > now())),
+    (SELECT array_agg(r.code ORDER BY r.code) FROM role_grants rg JOIN roles r ON r.id = rg.role_id
+      WHERE rg.user_id = l.user_id AND rg.account_id = l.account_id
+        AND (rg.expires_at IS NULL OR rg.expires_at > now())),
+    (SELECT array_agg(clef_team_path(m.team_id) ORDER BY clef_team_path(m.team_id))
+       FROM team_members m JOIN teams t ON t.id = m.team_id
+      WHERE m.user_id = l.user_id AND t.organization_id = a.organization_id)
     FROM links l JOIN accounts a ON a.id = l.account_id JOIN users u ON u.id = l.user_id
     WHERE u.status <> 'archived' AND u.kind IN ('standard', 'advanced')
     ORDER BY a.code, u.id) TO '$WORK/copy.csv' WITH (FORMAT csv)"
