@@ -6,7 +6,9 @@
 //!   uniformly or by a Zipf law. Requests are encoded once, before the
 //!   clock starts, and sent as raw frames. Closed loop by default (each
 //!   stream sends its next request when the last one is answered); with
-//!   `--rate`, a fixed total rate, each stream on its own schedule.
+//!   `--rate`, a fixed total rate, each stream on its own schedule
+//!   (latencies from the actual send, and `sched_*` from the scheduled one,
+//!   which counts the time spent behind schedule).
 //!   Latencies go to an HDR histogram; with `--metrics`, the server's
 //!   decision-cache hit ratio over the measured window is read from its
 //!   Prometheus endpoint.
@@ -219,6 +221,9 @@ struct Tally {
     latency: Histogram<u64>,
     /// How late sends were against their schedule (fixed rate only).
     lag: Histogram<u64>,
+    /// From the scheduled send to the answer (fixed rate only): what a
+    /// caller on that schedule waits, time spent behind it included.
+    scheduled: Histogram<u64>,
     errors: u64,
     first_error: Option<String>,
     allowed: u64,
@@ -230,6 +235,7 @@ impl Tally {
         Ok(Self {
             latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             lag: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            scheduled: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             errors: 0,
             first_error: None,
             allowed: 0,
@@ -240,6 +246,7 @@ impl Tally {
     fn add(&mut self, other: Tally) -> anyhow::Result<()> {
         self.latency.add(&other.latency)?;
         self.lag.add(&other.lag)?;
+        self.scheduled.add(&other.scheduled)?;
         self.errors += other.errors;
         self.allowed += other.allowed;
         self.denied += other.denied;
@@ -351,7 +358,13 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
         total.latency.max() as f64 / 1000.0,
     );
     if period.is_some() {
-        line += &format!(" max_send_lag_ms={:.3}", total.lag.max() as f64 / 1000.0);
+        line += &format!(
+            " max_send_lag_ms={:.3} sched_p99_ms={:.3} sched_p999_ms={:.3} sched_max_ms={:.3}",
+            total.lag.max() as f64 / 1000.0,
+            ms(&total.scheduled, 0.99),
+            ms(&total.scheduled, 0.999),
+            total.scheduled.max() as f64 / 1000.0
+        );
     }
     if let Some(scrape) = scrape {
         let (hit, postgres) = scrape.await??;
@@ -444,6 +457,9 @@ async fn stream(
                 tally
                     .lag
                     .saturating_record((sent - next).as_micros().max(1) as u64);
+                tally
+                    .scheduled
+                    .saturating_record((done - next).as_micros().max(1) as u64);
             }
             match result {
                 Ok(response) if plan.rpc == Rpc::Check => {

@@ -188,7 +188,10 @@ impl Worker {
             }
         }
         if !closed.is_empty() {
-            self.store.messages_done(self.id, &closed).await?;
+            if let Err(e) = self.store.messages_done(self.id, &closed).await {
+                // Their lease brings them back: logged again, not lost.
+                tracing::warn!(error = %e, messages = closed.len(), "outbox: cannot record deliveries");
+            }
         }
         Ok(due.len())
     }
