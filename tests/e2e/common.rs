@@ -199,6 +199,19 @@ pub async fn connect(addr: SocketAddr) -> Channel {
 #[derive(Clone)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);
 
+/// `message` as the holder of `key` sends it, under the W3C trace context
+/// `traceparent`.
+pub fn traced<T>(message: T, key: &str, traceparent: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    request
+}
+
 impl Bearer {
     pub fn new(key: Option<&str>) -> Self {
         Self(key.map(|k| format!("Bearer {k}").parse().expect("ascii key")))

@@ -33,6 +33,36 @@ pub fn clef(args: &[&str]) -> Command {
     cmd
 }
 
+/// A `clef serve` started by [`serving`].
+pub struct Serving {
+    pub child: Child,
+    /// A channel to its gRPC address.
+    pub channel: tonic::transport::Channel,
+    /// Everything it writes to stderr, read to the end in the background
+    /// (handed over once it has stopped).
+    pub stderr: tokio::task::JoinHandle<String>,
+}
+
+/// Starts `cmd` (a `clef serve` listening on `127.0.0.1:0`) and waits until
+/// its health says `SERVING`.
+pub async fn serving(mut cmd: Command) -> Serving {
+    use tokio::io::AsyncReadExt;
+    let mut child = cmd.spawn().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let stderr = tokio::spawn(async move {
+        let mut s = String::new();
+        err.read_to_string(&mut s).await.ok();
+        s
+    });
+    let (addr, _, _) = started(&mut child).await;
+    wait_serving(addr).await;
+    Serving {
+        child,
+        channel: connect(addr).await,
+        stderr,
+    }
+}
+
 /// Waits for the health check of `addr` to answer `SERVING`.
 pub async fn wait_serving(addr: SocketAddr) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

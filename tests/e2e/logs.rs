@@ -1,11 +1,10 @@
 //! Secrets never reach the logs, even at debug level.
 
 use clef::pb;
-use tokio::io::AsyncReadExt;
 
 use crate::{
     common::*,
-    embedded::{clef, started, terminate, wait_serving},
+    embedded::{clef, serving, terminate, Serving},
 };
 
 #[tokio::test]
@@ -13,17 +12,12 @@ async fn no_secret_is_logged_at_debug_level() {
     let (url, op_key) = crate::embedded::database_with_operator().await;
     let mut cmd = clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"]);
     cmd.env("RUST_LOG", "debug");
-    let mut server = cmd.spawn().unwrap();
-    let mut stderr = server.stderr.take().unwrap();
-    let err_task = tokio::spawn(async move {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).await.ok();
-        s
-    });
-    let (addr, _, _) = started(&mut server).await;
-    wait_serving(addr).await;
+    let Serving {
+        child: server,
+        channel: ch,
+        stderr: err_task,
+    } = serving(cmd).await;
 
-    let ch = connect(addr).await;
     let b = Bearer::new(Some(&op_key));
     let mut accounts =
         pb::account_service_client::AccountServiceClient::with_interceptor(ch.clone(), b.clone());
@@ -137,30 +131,22 @@ async fn every_rpc_leaves_one_access_line_with_its_code_and_caller_and_no_secret
     let (url, op_key) = crate::embedded::database_with_operator().await;
     let mut cmd = clef(&["serve", "--database-url", &url, "--listen", "127.0.0.1:0"]);
     cmd.env("RUST_LOG", "info").env("CLEF_LOG_FORMAT", "json");
-    let mut server = cmd.spawn().unwrap();
-    let mut stderr = server.stderr.take().unwrap();
-    let err_task = tokio::spawn(async move {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).await.ok();
-        s
-    });
-    let (addr, _, _) = started(&mut server).await;
-    wait_serving(addr).await;
-    let ch = connect(addr).await;
+    let Serving {
+        child: server,
+        channel: ch,
+        stderr: err_task,
+    } = serving(cmd).await;
 
     // Allowed, with the caller's trace context.
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut accounts = pb::account_service_client::AccountServiceClient::new(ch.clone());
-    let mut request = tonic::Request::new(pb::CreateOrganizationRequest {
-        display_name: "Access".into(),
-        ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {op_key}").parse().unwrap());
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
+    let request = traced(
+        pb::CreateOrganizationRequest {
+            display_name: "Access".into(),
+            ..Default::default()
+        },
+        &op_key,
+        &format!("00-{trace}-00f067aa0ba902b7-01"),
     );
     accounts.create_organization(request).await.unwrap();
     // Refused: a service principal may not create organizations.

@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::{
 
 use crate::{
     common::*,
-    embedded::{clef, started, terminate, wait_serving},
+    embedded::{clef, serving, terminate, Serving},
 };
 
 #[derive(Clone, Default)]
@@ -78,23 +78,21 @@ async fn spans_follow_the_grpc_conventions_and_the_callers_traceparent() {
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
         .env("OTEL_SERVICE_NAME", "clef-under-test")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let mut server = cmd.spawn().unwrap();
-    let (addr, _, _) = started(&mut server).await;
-    wait_serving(addr).await;
-    let ch = connect(addr).await;
+    let Serving {
+        child: server,
+        channel: ch,
+        ..
+    } = serving(cmd).await;
 
     // Allowed, under the caller's trace.
     let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
-    let mut request = tonic::Request::new(pb::CreateOrganizationRequest {
-        display_name: "Traced".into(),
-        ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {op_key}").parse().unwrap());
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace}-{parent}-01").parse().unwrap(),
+    let request = traced(
+        pb::CreateOrganizationRequest {
+            display_name: "Traced".into(),
+            ..Default::default()
+        },
+        &op_key,
+        &format!("00-{trace}-{parent}-01"),
     );
     pb::account_service_client::AccountServiceClient::new(ch.clone())
         .create_organization(request)
@@ -250,7 +248,6 @@ fn hex(bytes: &[u8]) -> String {
 /// every batch, and the server serves on.
 #[tokio::test]
 async fn a_failing_trace_export_is_logged_once() {
-    use tokio::io::AsyncReadExt;
     // A port nobody listens on.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -262,16 +259,11 @@ async fn a_failing_trace_export_is_logged_once() {
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{closed}"))
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env("OTEL_EXPORTER_OTLP_TIMEOUT", "500");
-    let mut server = cmd.spawn().unwrap();
-    let mut stderr = server.stderr.take().unwrap();
-    let logs = tokio::spawn(async move {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).await.ok();
-        s
-    });
-    let (addr, _, _) = started(&mut server).await;
-    wait_serving(addr).await;
-    let ch = connect(addr).await;
+    let Serving {
+        child: server,
+        channel: ch,
+        stderr: logs,
+    } = serving(cmd).await;
     // Spans in several batches, over more than a second.
     for _ in 0..6 {
         let e = pb::account_service_client::AccountServiceClient::new(ch.clone())
@@ -341,10 +333,11 @@ async fn spans_go_over_otlp_http_when_the_protocol_says_so() {
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let mut server = cmd.spawn().unwrap();
-    let (addr, _, _) = started(&mut server).await;
-    wait_serving(addr).await;
-    let ch = connect(addr).await;
+    let Serving {
+        child: server,
+        channel: ch,
+        ..
+    } = serving(cmd).await;
     let e = pb::account_service_client::AccountServiceClient::new(ch.clone())
         .list_accounts(pb::ListAccountsRequest::default())
         .await
