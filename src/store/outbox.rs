@@ -187,17 +187,7 @@ impl Store {
     /// Records that `worker`'s message is done: `sent`, `logged` (no SMTP
     /// configured) or `cancelled` (no longer meant for anyone).
     pub async fn message_done(&self, worker: Uuid, id: i64, state: &str) -> Result<(), Error> {
-        sqlx::query!(
-            "UPDATE outbox SET state = $2, done_at = now(), attempts = attempts + 1
-              WHERE id = $1 AND state = 'pending' AND claimed_by = $3",
-            id,
-            state,
-            worker
-        )
-        .execute(self.pool())
-        .await
-        .map_err(db_error)?;
-        Ok(())
+        self.messages_done(worker, &[(id, state)]).await
     }
 
     /// [`Store::message_done`] for many messages of `worker`, in one
