@@ -249,14 +249,7 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    // The traces' own endpoint first, as the SDK reads them.
-    let endpoint = [
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-    ]
-    .iter()
-    .find_map(|v| std::env::var(v).ok().filter(|e| !e.is_empty()));
-    let provider = match endpoint {
+    let provider = match otlp_var("ENDPOINT") {
         Some(endpoint) => Some(tracer_provider(&endpoint)?),
         None => None,
     };
@@ -276,6 +269,18 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
     })
 }
 
+/// An OTLP exporter setting, as the SDK reads it: the traces' own variable
+/// (`OTEL_EXPORTER_OTLP_TRACES_<NAME>`) first, then the general one
+/// (`OTEL_EXPORTER_OTLP_<NAME>`); empty counts as unset.
+fn otlp_var(name: &str) -> Option<String> {
+    [
+        format!("OTEL_EXPORTER_OTLP_TRACES_{name}"),
+        format!("OTEL_EXPORTER_OTLP_{name}"),
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok().filter(|value| !value.is_empty()))
+}
+
 /// The OTLP exporter behind the traces: OTLP/gRPC unless
 /// `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` says `http/protobuf`. The SDK reads
 /// the `OTEL_EXPORTER_OTLP_*` and `OTEL_TRACES_SAMPLER*` variables (over
@@ -285,22 +290,14 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
 /// An `https://` endpoint is spoken to over TLS (the system's roots, or
 /// `OTEL_EXPORTER_OTLP_CERTIFICATE`), never in clear.
 fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
-    let var = |traces: &str, all: &str| std::env::var(traces).or_else(|_| std::env::var(all));
-    let ca = match var(
-        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-        "OTEL_EXPORTER_OTLP_CERTIFICATE",
-    ) {
-        Ok(ca) if endpoint.starts_with("https://") => Some(
+    let ca = match otlp_var("CERTIFICATE") {
+        Some(ca) if endpoint.starts_with("https://") => Some(
             std::fs::read(&ca)
                 .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_CERTIFICATE {ca}: {e}"))?,
         ),
         _ => None,
     };
-    let protocol = var(
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-    )
-    .unwrap_or_default();
+    let protocol = otlp_var("PROTOCOL").unwrap_or_default();
     let exporter = match protocol.as_str() {
         "" | "grpc" => grpc_exporter(endpoint, ca)?,
         "http/protobuf" => http_exporter(ca)?,
@@ -348,14 +345,10 @@ fn grpc_exporter(
 /// as a blocking client may not be built inside the runtime.
 fn http_exporter(ca: Option<Vec<u8>>) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
     use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
-    let timeout = std::env::var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
-        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_TIMEOUT"))
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map_or(
-            std::time::Duration::from_secs(10),
-            std::time::Duration::from_millis,
-        );
+    let timeout = otlp_var("TIMEOUT").and_then(|ms| ms.parse().ok()).map_or(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis,
+    );
     let client = std::thread::spawn(move || -> anyhow::Result<reqwest::blocking::Client> {
         let mut client = reqwest::blocking::Client::builder().timeout(timeout);
         if let Some(pem) = ca {
