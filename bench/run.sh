@@ -106,8 +106,8 @@ lg() {
   CLEF_KEY=$SVC $CLEF bench load --endpoint "http://$ADDR" --connections "$CLIENTS" \
     --duration "$DURATION" --metrics "$METRICS" "$@"
 }
-# f NAME LINE: the value of NAME in a key=value line.
-f() { sed -E "s/(^| )$1=([^ ]+).*/\n\2/; s/.*\n//" <<<"$2"; }
+# f NAME LINE: the value of NAME in a key=value line (nothing when absent).
+f() { sed -nE "s/(^|.* )$1=([^ ]+).*/\2/p" <<<"$2"; }
 ratio() { echo "scale=3; $1 / $2" | bc; }
 
 run() {

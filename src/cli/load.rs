@@ -205,15 +205,39 @@ impl Picker {
 
 /// What every stream shares.
 struct Plan {
-    frames: Vec<Bytes>,
+    target: Arc<Target>,
     picker: Picker,
-    path: PathAndQuery,
-    bearer: Option<MetadataValue<Ascii>>,
     rpc: Rpc,
     /// Per stream, when a rate is set.
     period: Option<Duration>,
     measure_from: Instant,
     end: Instant,
+}
+
+/// What every request carries: one of the frames, to the RPC's path, with
+/// the caller's key.
+struct Target {
+    frames: Vec<Bytes>,
+    path: PathAndQuery,
+    bearer: Option<MetadataValue<Ascii>>,
+}
+
+impl Target {
+    /// Sends frame `i` once the connection can take it.
+    async fn send(
+        &self,
+        grpc: &mut tonic::client::Grpc<Channel>,
+        i: usize,
+    ) -> anyhow::Result<Result<tonic::Response<Bytes>, Status>> {
+        let mut request = tonic::Request::new(self.frames[i].clone());
+        if let Some(bearer) = &self.bearer {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        grpc.ready().await.context("connection lost")?;
+        Ok(grpc.unary(request, self.path.clone(), Raw).await)
+    }
 }
 
 /// What one stream saw in the measured window.
@@ -304,17 +328,21 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
     for _ in 0..args.connections.max(1) {
         channels.push(args.endpoint.connect().await?);
     }
+    let picker = args.population.picker(frames.len())?;
+    let target = Arc::new(Target {
+        frames,
+        path: PathAndQuery::from_static(path),
+        bearer,
+    });
     if args.prewarm {
-        prewarm(&channels, &frames, path, bearer.as_ref()).await?;
+        prewarm(&channels, &target).await?;
     }
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warm_up.max(0.0));
     let end = measure_from + Duration::from_secs_f64(args.duration.max(0.1));
     let plan = Arc::new(Plan {
-        picker: args.population.picker(frames.len())?,
-        frames,
-        path: PathAndQuery::from_static(path),
-        bearer,
+        target,
+        picker,
         rpc: args.rpc,
         period,
         measure_from,
@@ -382,29 +410,17 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
 }
 
 /// Asks about every frame once, over every connection, errors refused.
-async fn prewarm(
-    channels: &[Channel],
-    frames: &[Bytes],
-    path: &'static str,
-    bearer: Option<&MetadataValue<Ascii>>,
-) -> anyhow::Result<()> {
-    let frames: Arc<[Bytes]> = frames.into();
+async fn prewarm(channels: &[Channel], target: &Arc<Target>) -> anyhow::Result<()> {
     let streams = channels.len() * 4;
     let mut tasks = Vec::with_capacity(streams);
     for id in 0..streams {
         let mut grpc = tonic::client::Grpc::new(channels[id % channels.len()].clone());
-        let (frames, bearer) = (frames.clone(), bearer.cloned());
+        let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            for frame in frames.iter().skip(id).step_by(streams) {
-                let mut request = tonic::Request::new(frame.clone());
-                if let Some(bearer) = &bearer {
-                    request
-                        .metadata_mut()
-                        .insert("authorization", bearer.clone());
-                }
-                grpc.ready().await.context("connection lost")?;
-                grpc.unary(request, PathAndQuery::from_static(path), Raw)
-                    .await
+            for i in (id..target.frames.len()).step_by(streams) {
+                target
+                    .send(&mut grpc, i)
+                    .await?
                     .map_err(|s| anyhow::anyhow!("prewarm: {:?}: {}", s.code(), s.message()))?;
             }
             anyhow::Ok(())
@@ -439,15 +455,11 @@ async fn stream(
         if next >= plan.end {
             return Ok(tally);
         }
-        let mut request = tonic::Request::new(plan.frames[plan.picker.pick(&mut rng)].clone());
-        if let Some(bearer) = &plan.bearer {
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-        }
-        grpc.ready().await.context("connection lost")?;
         let sent = Instant::now();
-        let result = grpc.unary(request, plan.path.clone(), Raw).await;
+        let result = plan
+            .target
+            .send(&mut grpc, plan.picker.pick(&mut rng))
+            .await?;
         let done = Instant::now();
         if next >= plan.measure_from {
             tally
