@@ -4,11 +4,14 @@
 # (the file's columns, a primary key and a unique index on lower(email), as
 # `users` has), measured in the same run on the same Postgres.
 #   bench/import.sh [ROWS]     (default 1000000)
+#   PROFILE=1 bench/import.sh [ROWS]   also prints where Postgres spent the
+#   import's time (pg_stat_statements, pg_stat_user_functions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 ROWS=${1:-1000000}
 
+[ "${PROFILE:-0}" = 1 ] && export SCRATCH_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c track_functions=all"
 bench_setup import_bench
 # A few accounts to import into, and an operator.
 $CLEF bench dataset --database-url "$URL" --users 1000 --accounts 10 --grants 8000 \
@@ -30,6 +33,9 @@ bench_serve
 
 R0=$(psql -At "$URL" -c "SELECT value FROM revision_counter")
 O0=$(psql -At "$URL" -c "SELECT COALESCE(max(id), 0) FROM outbox")
+if [ "${PROFILE:-0}" = 1 ]; then
+  psql -q "$URL" -c "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset(), pg_stat_reset();" >/dev/null
+fi
 s0=$(cpu $SERVER_PID); p0=$(pg_cpu)
 t0=$(now)
 CLEF_KEY=$KEY CLEF_ENDPOINT="http://$ADDR" /usr/bin/time -f '%U %S' -o "$WORK/client.time" $CLEF import "$WORK/users.csv" --account "$ACCOUNT" \
@@ -38,6 +44,14 @@ t1=$(now)
 s1=$(cpu $SERVER_PID); p1=$(pg_cpu)
 RSS=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$SERVER_PID/status)
 tail -n1 "$WORK/import.err"
+if [ "${PROFILE:-0}" = 1 ]; then
+  echo "statements, by total time (ms; nested ones included in their callers' time):"
+  psql -q "$URL" -c "SELECT round(total_exec_time) AS ms, calls, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
+    FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 20"
+  echo "functions, by their own time (ms):"
+  psql -q "$URL" -c "SELECT round(self_time) AS self_ms, round(total_time) AS total_ms, calls, funcname
+    FROM pg_stat_user_functions ORDER BY self_time DESC LIMIT 15"
+fi
 CREATED=$(grep -c ',created,' "$WORK/results.csv" || true)
 
 psql -q "$URL" -c "CREATE TABLE copy_baseline (

@@ -74,7 +74,7 @@ start_scratch_postgres() {
     ssl="-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
     SCRATCH_PG_CA="$t/ca.crt"
   fi
-  as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-k $dir -p $port -h 127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off $ssl" start >/dev/null
+  as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-k $dir -p $port -h 127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off $ssl ${SCRATCH_PG_OPTIONS:-}" start >/dev/null
   SCRATCH_DATABASE_URL="postgres://clef@127.0.0.1:$port/postgres"
   SCRATCH_PGDATA="$dir/data"
   SCRATCH_PG_BIN="$bin"
