@@ -42,9 +42,8 @@ pub(crate) async fn issue_invitation(
     account: Option<Uuid>,
 ) -> Result<Invitation, Error> {
     tx.retire_tokens(user, TokenPurpose::Invitation).await?;
-    let token = Token::generate(TokenPurpose::Invitation).map_err(rng_error)?;
-    let expires_at = tx.now() + validity(TokenPurpose::Invitation);
-    tx.insert_token(user, &token, expires_at).await?;
+    // The message first: its audit event, which names the account, is the
+    // transaction's one (the token's would not).
     let by = tx.actor();
     tx.enqueue(
         MessageKind::Invitation,
@@ -53,6 +52,9 @@ pub(crate) async fn issue_invitation(
         serde_json::json!({ "granted_by": by }),
     )
     .await?;
+    let token = Token::generate(TokenPurpose::Invitation).map_err(rng_error)?;
+    let expires_at = tx.now() + validity(TokenPurpose::Invitation);
+    tx.insert_token(user, &token, expires_at).await?;
     Ok(Invitation { token, expires_at })
 }
 

@@ -719,3 +719,80 @@ async fn an_advanced_user_imported_deactivated_is_invited_when_reactivated() {
         .into_inner();
     assert_eq!(back.status, pb::UserStatus::Invited as i32);
 }
+
+/// An invitation writes a token and a message, each with its trigger: the
+/// trail holds one `invitation_issued` per user and transaction, whether
+/// it came from `CreateUser`, `ResendInvitation` or an import's batch.
+#[tokio::test]
+async fn an_invitation_is_one_event_per_transaction() {
+    let app = spawn_app().await;
+    let (key, mut admin) = tenant_key(&app, "INV1", &["tracking.ws"]).await;
+    let created = invite(
+        &mut admin,
+        advanced("One", "Event", "one@partner.example"),
+        "INV1",
+        &[],
+    )
+    .await;
+    let invited = created.user.unwrap().id;
+    admin
+        .portal
+        .resend_invitation(pb::ResendInvitationRequest {
+            user_id: invited.clone(),
+        })
+        .await
+        .expect("resend");
+    let csv = "NOM;PRENOM;FONCTION;EMAIL;TELEPHONE;ADRESSE;CODE POSTAL;VILLE;tracking.ws\n\
+               Durand;Léa;Logisticienne;lea@partner.example;0102030405;1 rue Haute;88000;Épinal;oui\n\
+               Petit;Jean;Chauffeur;jean@partner.example;0102030406;2 rue Basse;88000;Épinal;non\n";
+    let run = crate::import::import(
+        &app,
+        &key,
+        crate::import::opts("INV1"),
+        csv.as_bytes(),
+        1 << 16,
+    )
+    .await;
+    assert_eq!(
+        run.statuses().iter().map(|s| s.1).collect::<Vec<_>>(),
+        ["created", "created"],
+        "{:?}",
+        run.results
+    );
+
+    let mut ops = crate::audit::audit_at(app.addr, &app.operator_key).await;
+    let events = ops
+        .list_events(pb::ListEventsRequest {
+            filter: Some(pb::EventFilter {
+                actions: vec![pb::AuditAction::InvitationIssued as i32],
+                ..Default::default()
+            }),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let mut per_user = std::collections::BTreeMap::<String, Vec<i64>>::new();
+    for e in &events {
+        per_user
+            .entry(e.target.as_ref().unwrap().id.clone())
+            .or_default()
+            .push(e.revision);
+    }
+    assert_eq!(per_user.len(), 3, "{events:?}");
+    // The kept event is the message's: it names the account invited to.
+    let first = events
+        .iter()
+        .find(|e| e.target.as_ref().unwrap().id == invited)
+        .unwrap();
+    assert_eq!(first.account, "INV1", "{first:?}");
+    for (user, revisions) in &per_user {
+        let expected = if *user == invited { 2 } else { 1 };
+        assert_eq!(revisions.len(), expected, "{user}: {events:?}");
+        let mut distinct = revisions.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), expected, "one per transaction: {events:?}");
+    }
+}
