@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 ROWS=${1:-1000000}
+PROFILE=${PROFILE:-0}
 
-[ "${PROFILE:-0}" = 1 ] && export SCRATCH_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c track_functions=all"
+[ "$PROFILE" = 1 ] && export SCRATCH_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c track_functions=all"
 bench_setup import_bench
 # A few accounts to import into, and an operator.
 $CLEF bench dataset --database-url "$URL" --users 1000 --accounts 10 --grants 8000 \
@@ -33,7 +34,7 @@ bench_serve
 
 R0=$(psql -At "$URL" -c "SELECT value FROM revision_counter")
 O0=$(psql -At "$URL" -c "SELECT COALESCE(max(id), 0) FROM outbox")
-if [ "${PROFILE:-0}" = 1 ]; then
+if [ "$PROFILE" = 1 ]; then
   psql -q "$URL" -c "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset(), pg_stat_reset();" >/dev/null
 fi
 s0=$(cpu $SERVER_PID); p0=$(pg_cpu)
@@ -44,7 +45,7 @@ t1=$(now)
 s1=$(cpu $SERVER_PID); p1=$(pg_cpu)
 RSS=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$SERVER_PID/status)
 tail -n1 "$WORK/import.err"
-if [ "${PROFILE:-0}" = 1 ]; then
+if [ "$PROFILE" = 1 ]; then
   echo "statements, by total time (ms; nested ones included in their callers' time):"
   psql -q "$URL" -c "SELECT round(total_exec_time) AS ms, calls, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
     FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 20"

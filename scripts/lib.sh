@@ -46,7 +46,8 @@ ensure_tools() {
 }
 
 # start_scratch_postgres DIR: a Postgres owned by this run on a free TCP port of
-# 127.0.0.1; sets SCRATCH_DATABASE_URL.
+# 127.0.0.1; sets SCRATCH_DATABASE_URL. SCRATCH_PG_OPTIONS, when set, adds
+# server options (`-c name=value ...`).
 # start_scratch_postgres DIR [tls]: a throwaway cluster on a free port. With
 # `tls`, it also speaks TLS (ssl=on) with a certificate for localhost and
 # 127.0.0.1 signed by a CA made for it: SCRATCH_PG_CA is that CA's file.
