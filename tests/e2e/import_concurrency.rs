@@ -195,3 +195,46 @@ async fn one_import_per_account_at_a_time() {
     assert_eq!(late, 0, "C wrote lines after it was replaced");
     assert_eq!(deactivated, 0, "C's sync ran after it was replaced");
 }
+
+#[tokio::test]
+async fn a_client_waiting_for_a_batchs_results_hears_of_them_and_goes_on() {
+    // A batch commits while the import reads on: a client that sends a
+    // batch and a little more, then waits for the batch's results before
+    // sending the rest, hears of them once they are committed, not when it
+    // next sends (it would wait until the import gives up on it).
+    let app = spawn_app().await;
+    org_with_account(&app, "Org", "WAIT").await;
+    let (tx, mut s) = open_import(
+        app.channel().await,
+        &app.operator_key,
+        opts("WAIT"),
+        "wait",
+        600,
+    )
+    .await;
+    let first = s.message().await.unwrap().expect("the first batch");
+    assert_eq!(first.results.len(), 500);
+    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE login LIKE 'wait%'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(committed, 500, "told once committed");
+    let rest: String = (600..700)
+        .map(|i| format!("Nom{i},Prénom,wait{i},standard\n"))
+        .collect();
+    tx.send(pb::ImportUsersRequest {
+        msg: Some(pb::import_users_request::Msg::Chunk(rest.into_bytes())),
+    })
+    .await
+    .unwrap();
+    drop(tx);
+    let (mut told, mut summary) = (first.results.len(), None);
+    while let Some(m) = s.message().await.unwrap() {
+        told += m.results.len();
+        summary = m.summary.or(summary);
+    }
+    let summary = summary.expect("a summary");
+    assert_eq!(told, 700);
+    assert_eq!(summary.counts.get("created"), Some(&700), "{summary:?}");
+    assert!(summary.committed);
+}
