@@ -37,12 +37,12 @@ O0=$(psql -At "$URL" -c "SELECT COALESCE(max(id), 0) FROM outbox")
 if [ "$PROFILE" = 1 ]; then
   psql -q "$URL" -c "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset(), pg_stat_reset();" >/dev/null
 fi
-s0=$(cpu $SERVER_PID); p0=$(pg_cpu)
+s0=$(cpu $SERVER_PID); p0=$(pg_cpu); m0=$(machine_ticks)
 t0=$(now)
 CLEF_KEY=$KEY CLEF_ENDPOINT="http://$ADDR" /usr/bin/time -f '%U %S' -o "$WORK/client.time" $CLEF import "$WORK/users.csv" --account "$ACCOUNT" \
   -o "$WORK/results.csv" 2>"$WORK/import.err"
 t1=$(now)
-s1=$(cpu $SERVER_PID); p1=$(pg_cpu)
+s1=$(cpu $SERVER_PID); p1=$(pg_cpu); m1=$(machine_ticks)
 RSS=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$SERVER_PID/status)
 tail -n1 "$WORK/import.err"
 if [ "$PROFILE" = 1 ]; then
@@ -102,9 +102,11 @@ INSERT INTO baseline.users SELECT * FROM public.users WHERE revision <= $R0;
 INSERT INTO baseline.links SELECT * FROM public.links WHERE revision <= $R0;
 VACUUM ANALYZE baseline.users, baseline.links;
 SQL
+m4=$(machine_ticks)
 t4=$(now)
 for t in $TABLES; do echo "\\copy baseline.$t FROM '$WORK/$t.copy'"; done | psql -q -v ON_ERROR_STOP=1 "$URL"
 t5=$(now)
+m5=$(machine_ticks)
 
 IMPORT_S=$(echo "$t1 - $t0" | bc); COPY_S=$(echo "$t3 - $t2" | bc); ROWS_COPY_S=$(echo "$t5 - $t4" | bc)
 printf 'import: %s rows (%s created, %s bytes) in %.2f s = %.0f rows/s\n' "$ROWS" "$CREATED" "$SIZE" "$IMPORT_S" "$(echo "$ROWS / $IMPORT_S" | bc)"
@@ -114,4 +116,12 @@ printf 'raw COPY of the %s rows the import wrote, into copies of their tables (i
 printf 'import / COPY of the rows it wrote: %.2f\n' "$(echo "$ROWS_COPY_S / $IMPORT_S" | bc -l)"
 printf 'CPU seconds during the import: server %.1f, Postgres %.1f, client %.1f\n' \
   "$(cpu_seconds $((s1 - s0)))" "$(cpu_seconds $((p1 - p0)))" "$(awk '{print $1 + $2}' "$WORK/client.time")"
+# The whole machine over each measured window (both cores; the baseline's
+# psql and its backend come and go inside it): busy, waiting on the disk,
+# and taken by the hypervisor for others (steal).
+read -r bu0 _ iw0 st0 <<<"$m0"; read -r bu1 _ iw1 st1 <<<"$m1"
+read -r bu4 _ iw4 st4 <<<"$m4"; read -r bu5 _ iw5 st5 <<<"$m5"
+printf 'machine CPU seconds, import / baseline: busy %.1f / %.1f, iowait %.1f / %.1f, steal %.1f / %.1f\n' \
+  "$(cpu_seconds $((bu1 - bu0)))" "$(cpu_seconds $((bu5 - bu4)))" "$(cpu_seconds $((iw1 - iw0)))" \
+  "$(cpu_seconds $((iw5 - iw4)))" "$(cpu_seconds $((st1 - st0)))" "$(cpu_seconds $((st5 - st4)))"
 psql -At "$URL" -c "SELECT 'database afterwards: ' || (SELECT count(*) FROM users) || ' users, ' || (SELECT count(*) FROM links) || ' links, ' || (SELECT count(*) FROM grants) || ' grants, ' || (SELECT count(*) FROM connection_keys) || ' keys'"

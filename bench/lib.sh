@@ -39,5 +39,8 @@ cpu() { awk '{print $14 + $15}' /proc/$1/stat; }   # utime + stime, in ticks
 # Postgres processes come and go (autovacuum workers): one that ended
 # between pgrep and the read counts for nothing.
 pg_cpu() { for p in $(pgrep -u postgres); do cpu "$p" || true; done 2>/dev/null | awk '{s += $1} END {print s}'; }
+# machine_ticks: the whole machine's busy (user, nice, system, irq,
+# softirq), idle, iowait and steal ticks (all cores, /proc/stat).
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5, $6, $9}' /proc/stat; }
 # cpu_seconds TICKS: ticks as seconds.
 cpu_seconds() { echo "$1 / $(getconf CLK_TCK)" | bc -l; }

@@ -51,24 +51,13 @@ impl Import {
                 Err(o) => slots.push(Some(o)),
             }
         }
-        if pending.is_empty() {
-            return Ok(slots.into_iter().flatten().collect());
-        }
-        // Identities met in an earlier batch are duplicates too. The ledger
-        // is asked on its own connection while the transaction looks the
-        // lines up: the lookups of a line found a duplicate are not used.
+        // Identities met in an earlier batch are duplicates too.
         let identities: Vec<i64> = pending.iter().map(|(_, c)| c.identity_hash).collect();
-        let (first, known) = tokio::join!(
-            store.ledger_first_seen(report, &identities),
-            Lookups::fetch(
-                tx,
-                &self.actor,
-                &self.account,
-                pending.iter().map(|(_, c)| c),
-            )
-        );
-        let first: HashSet<i64> = first?.into_iter().collect();
-        let known = known?;
+        let first: HashSet<i64> = store
+            .ledger_first_seen(report, &identities)
+            .await?
+            .into_iter()
+            .collect();
         pending.retain(|(slot, c)| {
             let keep = first.contains(&c.identity_hash);
             if !keep {
@@ -79,6 +68,13 @@ impl Import {
         if pending.is_empty() {
             return Ok(slots.into_iter().flatten().collect());
         }
+        let known = Lookups::fetch(
+            tx,
+            &self.actor,
+            &self.account,
+            pending.iter().map(|(_, c)| c),
+        )
+        .await?;
         // Users the batch may meet that earlier batches named.
         let met: Vec<uuid::Uuid> = known.users.keys().copied().collect();
         self.named = store
@@ -176,22 +172,18 @@ impl Import {
             };
             slots[slot] = Some(outcome);
         }
+        // Those already in the ledger are skipped there.
+        let named: Vec<uuid::Uuid> = self.named.iter().copied().collect();
+        store.ledger_name(report, &named).await?;
         // Teams the lines join that do not exist yet are created with the
         // writes, under the same savepoint: a line refused leaves none.
         let (org, dry) = (self.account.organization_id, self.options.dry_run);
         let all: Vec<&ImportWrite> = writes.iter().map(|(_, w)| w).collect();
         tx.savepoint().await?;
-        // The ledger learns whom the batch named (those already in it are
-        // skipped there) on its own connection while the batch writes; a
-        // ledger that cannot learn it stops the import, the writes with it.
-        let named: Vec<uuid::Uuid> = self.named.iter().copied().collect();
-        let (learnt, result) = tokio::join!(store.ledger_name(report, &named), async {
-            match create_teams(tx, org, &teams, all.iter().copied(), dry).await {
-                Ok(known) => tx.write_import(&self.account, &all, &known).await,
-                Err(e) => Err(e),
-            }
-        });
-        learnt?;
+        let result = match create_teams(tx, org, &teams, all.iter().copied(), dry).await {
+            Ok(known) => tx.write_import(&self.account, &all, &known).await,
+            Err(e) => Err(e),
+        };
         match result {
             Ok(()) => tx.release_savepoint().await?,
             Err(Error::Unavailable(e)) => return Err(Error::Unavailable(e)),

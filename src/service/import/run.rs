@@ -5,9 +5,7 @@
 //! - Records come from `bulk::stream`; lines are applied and committed in
 //!   batches of 500 (one transaction for `atomic` and `dry_run`, rolled back
 //!   when any line of an atomic import fails); each batch is reported after
-//!   it commits, and commits while the next batch's lines are read (its
-//!   results are told before the next transaction opens, so they keep
-//!   their order). A batch that wrote nothing rolls back rather than take a
+//!   it commits. A batch that wrote nothing rolls back rather than take a
 //!   revision.
 //! - A write transaction holds the revision counter, and so every other
 //!   writer, until it ends: an import opens it only once a batch is parsed,
@@ -125,16 +123,13 @@ pub async fn run(store: Store, import: Import, chunks: Chunks, out: ProgressSend
         staged_results: 0,
         processed: 0,
         failed: 0,
-        committing: None,
     };
     if let Err(e) = run.go(chunks).await {
         // What was not committed rolls back (everything, when atomic); the
-        // lines reported done stay, and so do those of a batch still
-        // committing, told before the error.
+        // lines reported done stay.
         if let Some(tx) = run.tx.take() {
             let _ = tx.rollback().await;
         }
-        let _ = run.settle().await;
         let reason = super::stop_reason(&e);
         let _ = run.out.send(Err(e)).await;
         run.record_stop(&reason).await;
@@ -173,27 +168,6 @@ struct Run {
     processed: u64,
     /// Lines refused so far (for `max_failed_lines`).
     failed: i64,
-    /// The batch whose commit runs while the next lines are read, hashed
-    /// and checked against the ledger; its results are told once it has
-    /// committed, before the next batch's transaction opens.
-    committing: Option<Committing>,
-}
-
-struct Committing {
-    commit: tokio::task::JoinHandle<Result<i64, Error>>,
-    results: Vec<Outcome>,
-}
-
-/// A batch's commit as it ended (its revision), and its results.
-type Committed = (Result<Result<i64, Error>, tokio::task::JoinError>, Vec<Outcome>);
-
-/// Waits for the batch in `committing` to commit, and takes it: `None` at
-/// once when no batch is committing. Cancel safe: a batch still committing
-/// when the wait is dropped stays in `committing`.
-async fn committed(committing: &mut Option<Committing>) -> Option<Committed> {
-    let revision = (&mut committing.as_mut()?.commit).await;
-    let Committing { results, .. } = committing.take()?;
-    Some((revision, results))
 }
 
 type Lines = Vec<(u64, Result<ImportLine, LineProblem>)>;
@@ -240,23 +214,18 @@ impl Run {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             // A client that sends nothing for IDLE, or whose call was
-            // cancelled, is gone: its pending lines roll back. A batch that
-            // commits meanwhile is told at once.
-            let idle = tokio::time::Instant::now() + IDLE;
-            let next = loop {
-                tokio::select! {
-                    next = tokio::time::timeout_at(idle, records.recv()) => break match next {
-                        Ok(next) => next,
-                        Err(_) => Some(Parsed::Failed(Error::Unavailable(format!(
-                            "no data from the client for {} s",
-                            IDLE.as_secs()
-                        )))),
-                    },
-                    () = self.out.closed() => break Some(Parsed::Failed(Error::Unavailable(
-                        "the client cancelled the call".into(),
-                    ))),
-                    Some(committed) = committed(&mut self.committing) => self.told(committed).await?,
-                }
+            // cancelled, is gone: its pending lines roll back.
+            let next = tokio::select! {
+                next = tokio::time::timeout(IDLE, records.recv()) => match next {
+                    Ok(next) => next,
+                    Err(_) => Some(Parsed::Failed(Error::Unavailable(format!(
+                        "no data from the client for {} s",
+                        IDLE.as_secs()
+                    )))),
+                },
+                () = self.out.closed() => Some(Parsed::Failed(Error::Unavailable(
+                    "the client cancelled the call".into(),
+                ))),
             };
             match next {
                 // Empty lines are skipped.
@@ -331,7 +300,6 @@ impl Run {
         if let Some(tx) = self.tx.take() {
             return Ok(tx);
         }
-        self.settle().await?;
         let actor = Some(self.import.actor.user_id);
         let mut tx = if self.import.options.dry_run {
             self.store.rehearsal(actor).await?
@@ -456,9 +424,9 @@ impl Run {
         Ok(())
     }
 
-    /// Applies a batch and, unless the import runs in one transaction,
-    /// starts its commit (told by `settle`); a batch in the one transaction,
-    /// or one that wrote nothing, is told at once.
+    /// Applies a batch, commits it unless the import runs in one
+    /// transaction, reports it, and tells the client (an error once the
+    /// client has gone: the batch was reported done, the rest is not read).
     async fn apply(&mut self, mut batch: Lines) -> Result<(), Error> {
         // Before the transaction: hashing takes a while (argon2id).
         self.import.hash_passwords(&mut batch).await?;
@@ -472,41 +440,12 @@ impl Run {
         if !one_tx {
             if let Some(tx) = self.tx.take() {
                 if std::mem::take(&mut self.dirty) {
-                    // Told once committed (`settle`), while the next lines
-                    // are read.
-                    self.committing = Some(Committing {
-                        commit: tokio::spawn(tx.commit()),
-                        results,
-                    });
-                    return Ok(());
+                    self.last_revision = tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
                 }
-                tx.rollback().await?;
             }
         }
-        self.tell(results).await
-    }
-
-    /// Waits for the batch still committing, if any, then tells its
-    /// results.
-    async fn settle(&mut self) -> Result<(), Error> {
-        match committed(&mut self.committing).await {
-            Some(committed) => self.told(committed).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Tells the results of the batch that has just committed.
-    async fn told(&mut self, committed: Committed) -> Result<(), Error> {
-        let (revision, results) = committed;
-        self.last_revision = revision
-            .map_err(|e| Error::Internal(format!("an import's commit did not finish: {e}")))??;
-        self.tell(results).await
-    }
-
-    /// Reports the results of a batch (committed, or written in the
-    /// import's one transaction) and tells the client; an error once the
-    /// client has gone, or once too many lines have failed.
-    async fn tell(&mut self, results: Vec<Outcome>) -> Result<(), Error> {
         // The client hears of committed lines even when the report cannot
         // take them (its import then stops).
         let reported = self.import.report(&self.store, &results).await;
@@ -538,7 +477,6 @@ impl Run {
     /// deactivations (once they are committed, like every result), finishes
     /// the report and sends the summary.
     async fn finish(&mut self, deactivated: Vec<Outcome>) -> Result<(), Error> {
-        self.settle().await?;
         let options = &self.import.options;
         // Atomic: all lines or none; one failed line undoes every other.
         let undo = options.dry_run || (options.atomic && self.failed_lines);
