@@ -198,10 +198,10 @@ async fn one_import_per_account_at_a_time() {
 
 #[tokio::test]
 async fn a_client_waiting_for_a_batchs_results_hears_of_them_and_goes_on() {
-    // A batch commits while the import reads on: a client that sends a
-    // batch and a little more, then waits for the batch's results before
-    // sending the rest, hears of them once they are committed, not when it
-    // next sends (it would wait until the import gives up on it).
+    // A client that sends a batch and a little more, then waits for the
+    // batch's results before sending the rest, hears of them once they are
+    // committed, not only when it next sends (it would wait until the
+    // import gives up on it, after its idle limit).
     let app = spawn_app().await;
     org_with_account(&app, "Org", "WAIT").await;
     let (tx, mut s) = open_import(
