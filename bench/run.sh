@@ -15,6 +15,8 @@
 #  3. the same fixed-rate load while `clef import` writes IMPORT new users
 #     into an account of their own, and while `clef bench churn` grants and
 #     takes back rights of the subjects being checked (CHURN changes/s);
+#     each fixed-rate Check measure is paired with the health check at the
+#     same rate in the same conditions (quiet, importing, churning);
 #  4. again with a decision cache a fifth of the population's weight
 #     (`--decision-cache-weight`), uniformly and by Zipf; the hit ratio (the
 #     share of decisions answered from memory) is read from the metrics;
@@ -109,6 +111,14 @@ lg() {
 # f NAME LINE: the value of NAME in a key=value line (nothing when absent).
 f() { sed -nE "s/(^|.* )$1=([^ ]+).*/\2/p" <<<"$2"; }
 ratio() { echo "scale=3; $1 / $2" | bc; }
+# tail_of CHECK HEALTH: Check's latencies at a fixed rate, then the health
+# check's at the same rate and in the same conditions, and their p99 ratio.
+tail_of() {
+  echo "p50 $(f p50_ms "$1") ms, p99 $(f p99_ms "$1") ms, p99.9 $(f p999_ms "$1") ms, max $(f max_ms "$1") ms" \
+    "(from the schedule: p99 $(f sched_p99_ms "$1") ms, max $(f sched_max_ms "$1") ms);" \
+    "health at the same rate: p99 $(f p99_ms "$2") ms, p99.9 $(f p999_ms "$2") ms, max $(f max_ms "$2") ms;" \
+    "p99 check/health $(ratio "$(f p99_ms "$1")" "$(f p99_ms "$2")")"
+}
 
 run() {
   local name=$1 users=$2 accounts=$3 grants=$4 partners=$5
@@ -161,7 +171,7 @@ run() {
   # 2. Many subjects, with our own load generator.
   local S="$WORK/$name/subjects.tsv" n
   n=$(wc -l <"$S"); [ "$n" -lt "$SUBJECTS" ] || n=$SUBJECTS
-  local lh l16 lu lz lhalf lfix
+  local lh l16 lu lz lhalf lfix lfixh
   lh=$(lg --rpc health)
   l16=$(lg --subjects "$S" --distinct 16)
   # Every subject asked once first: the cache holds them all, measured warm.
@@ -172,9 +182,11 @@ run() {
   entries=$(curl -s "$METRICS" | sed -n 's/^clef_decision_cache_entries{cache="subjects"} //p')
   lhalf=$(lg --subjects "$S" --distinct "$n" --rate "$(( $(printf '%.0f' "$(f rps "$lu")") / 2 ))")
   lfix=$(lg --subjects "$S" --distinct "$n" --connections 16 --rate "$RATE")
+  # The transport floor at the same rate: what the machine gives any RPC.
+  lfixh=$(lg --rpc health --connections 16 --rate "$RATE")
 
   # 3. The same fixed rate while writes happen.
-  local op org acc limp lchurn churned imported
+  local op org acc limp limph lchurn lchurnh churned imported
   op=$($CLEF operator create "bench-$name" --database-url "$url" 2>/dev/null | tail -n1)
   # Keys stay out of argument lists: grpcurl reads this one from the environment.
   org=$(CLEF_KEY=$op grpcurl -plaintext -expand-headers -H 'authorization: Bearer ${CLEF_KEY}' -d '{"display_name":"Imported"}' \
@@ -194,12 +206,16 @@ run() {
       -o "$WORK/import.results" 2>"$WORK/import.err"
     echo "$(grep -c ',created,' "$WORK/import.results") $(echo "$(date +%s.%N) - $s0" | bc)" >"$WORK/import.done" ) &
   local import_pid=$!
-  limp=$(lg --subjects "$S" --distinct "$n" --connections 16 --rate "$RATE" --warm-up 1 --duration "$(( DURATION * 2 ))")
+  # The health check first, then Check, both while the import runs: what
+  # the import's load costs any RPC, and what it costs Check beyond that.
+  limph=$(lg --rpc health --connections 16 --rate "$RATE" --warm-up 1)
+  limp=$(lg --subjects "$S" --distinct "$n" --connections 16 --rate "$RATE" --warm-up 1)
   wait "$import_pid" || { echo "import failed" >&2; tail "$WORK/import.err" >&2; exit 1; }
   imported=$(cat "$WORK/import.done")
   CLEF_KEY=$op $CLEF bench churn --endpoint "http://$ADDR" --subjects "$S" --distinct "$n" \
-    --rate "$CHURN" --duration "$(( DURATION + 3 ))" >"$WORK/churn.out" &
+    --rate "$CHURN" --duration "$(( DURATION * 2 + 5 ))" >"$WORK/churn.out" &
   local churn_pid=$!
+  lchurnh=$(lg --rpc health --connections 16 --rate "$RATE")
   lchurn=$(lg --subjects "$S" --distinct "$n" --connections 16 --rate "$RATE")
   wait "$churn_pid" || { echo "churn failed" >&2; exit 1; }
   churned=$(cat "$WORK/churn.out")
@@ -228,9 +244,9 @@ run() {
     "    check, $n uniform:    $(f rps "$lu") req/s, ratio $(ratio "$(f rps "$lu")" "$(f rps "$lh")"), hit ratio $(f hit_ratio "$lu")" \
     "    check, $n Zipf(1):    $(f rps "$lz") req/s, ratio $(ratio "$(f rps "$lz")" "$(f rps "$lh")"), hit ratio $(f hit_ratio "$lz")" \
     "    check at half peak ($(f rps "$lhalf") req/s): p50 $(f p50_ms "$lhalf") ms, p99 $(f p99_ms "$lhalf") ms, p99.9 $(f p999_ms "$lhalf") ms, max $(f max_ms "$lhalf") ms (from the schedule: p99 $(f sched_p99_ms "$lhalf") ms, max $(f sched_max_ms "$lhalf") ms)" \
-    "    check at $RATE req/s, 16 connections: p50 $(f p50_ms "$lfix") ms, p99 $(f p99_ms "$lfix") ms, p99.9 $(f p999_ms "$lfix") ms, max $(f max_ms "$lfix") ms (from the schedule: p99 $(f sched_p99_ms "$lfix") ms, max $(f sched_max_ms "$lfix") ms)" \
-    "    the same during an import ($imported: lines created, seconds): $(f rps "$limp") req/s, p99 $(f p99_ms "$limp") ms, p99.9 $(f p999_ms "$limp") ms, max $(f max_ms "$limp") ms (from the schedule: p99 $(f sched_p99_ms "$limp") ms, max $(f sched_max_ms "$limp") ms), hit ratio $(f hit_ratio "$limp")" \
-    "    the same during churn ($churned): $(f rps "$lchurn") req/s, p99 $(f p99_ms "$lchurn") ms, p99.9 $(f p999_ms "$lchurn") ms, max $(f max_ms "$lchurn") ms (from the schedule: p99 $(f sched_p99_ms "$lchurn") ms, max $(f sched_max_ms "$lchurn") ms), denied $(f denied "$lchurn")" \
+    "    check at $RATE req/s, 16 connections: $(tail_of "$lfix" "$lfixh")" \
+    "    the same during an import ($imported: lines created, seconds): $(f rps "$limp") req/s, $(tail_of "$limp" "$limph"), hit ratio $(f hit_ratio "$limp")" \
+    "    the same during churn ($churned): $(f rps "$lchurn") req/s, $(tail_of "$lchurn" "$lchurnh"), denied $(f denied "$lchurn")" \
     "    cache of weight $small (a fifth of $weight for $entries subjects): $(f rps "$lsmall") req/s, ratio $(ratio "$(f rps "$lsmall")" "$(f rps "$lh")"), hit ratio $(f hit_ratio "$lsmall"), p99 $(f p99_ms "$lsmall") ms; by Zipf(1): $(f rps "$lsmallz") req/s, ratio $(ratio "$(f rps "$lsmallz")" "$(f rps "$lh")"), hit ratio $(f hit_ratio "$lsmallz"), p99 $(f p99_ms "$lsmallz") ms" \
     | tee -a "$WORK/summary"
   LAST_URL=$url; LAST_SUBJECTS="$WORK/$name/subjects.tsv"
