@@ -1,13 +1,18 @@
 # Shared by bench/import.sh and bench/export.sh. Sourced, not run.
 source scripts/lib.sh
 
-# bench_setup NAME: a release build, a work dir, a throwaway Postgres with a
-# database NAME (more server options in SCRATCH_PG_OPTIONS); sets CLEF, WORK
-# and URL, and cleans everything up on exit.
+# bench_setup NAME: a release build (or the binary CLEF_BIN names, to
+# compare two builds), a work dir, a throwaway Postgres with a database NAME
+# (more server options in SCRATCH_PG_OPTIONS); sets CLEF, WORK and URL, and
+# cleans everything up on exit.
 bench_setup() {
   ensure_tools
-  SQLX_OFFLINE=true cargo build --release --quiet --bin clef
-  CLEF=target/release/clef
+  if [ -n "${CLEF_BIN:-}" ]; then
+    CLEF=$CLEF_BIN
+  else
+    SQLX_OFFLINE=true cargo build --release --quiet --bin clef
+    CLEF=target/release/clef
+  fi
   WORK=$(mktemp -d "/tmp/clef-$1.XXXXXX"); chmod 755 "$WORK"
   SERVER_PID=
   trap 'bench_cleanup' EXIT

@@ -203,19 +203,30 @@ pub struct Event {
 }
 
 impl Event {
-    /// The changes as `{field: {"before": ..., "after": ...}}`, as stored.
+    /// The changes as stored: `{field: {"before": ..., "after": ...}}`, or,
+    /// for a user's creation since migration `flat_user_created_events`,
+    /// `{field: value}` (a value that is not an object is what the field was
+    /// created with; no field's value is an object).
     pub fn changes_from_json(value: &serde_json::Value) -> Vec<FieldChange> {
         let Some(map) = value.as_object() else {
             return Vec::new();
         };
         let side = |v: &serde_json::Value, k: &str| v.get(k).filter(|v| !v.is_null()).cloned();
-        // A field absent on both sides (a creation's empty ones) is no change.
+        // A field absent on both sides (a creation's empty ones, `{}` or
+        // null) is no change.
         let mut changes: Vec<FieldChange> = map
             .iter()
-            .map(|(field, v)| FieldChange {
-                field: field.clone(),
-                before: side(v, "before"),
-                after: side(v, "after"),
+            .map(|(field, v)| match v {
+                serde_json::Value::Object(_) => FieldChange {
+                    field: field.clone(),
+                    before: side(v, "before"),
+                    after: side(v, "after"),
+                },
+                created => FieldChange {
+                    field: field.clone(),
+                    before: None,
+                    after: Some(created.clone()).filter(|v| !v.is_null()),
+                },
             })
             .filter(|c| c.before.is_some() || c.after.is_some())
             .collect();
@@ -368,6 +379,26 @@ mod tests {
         for bad in ["", "x", "-1", "3.", "3.x", "3.-2", "1.2.3"] {
             assert!(Cursor::from_token(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_flat_creation_reads_as_the_nested_one() {
+        let nested = Event::changes_from_json(&serde_json::json!({
+            "status": {"after": "active"},
+            "address_lines": {"after": ["1 rue", "bât. B"]},
+            "email": {},
+        }));
+        let flat = Event::changes_from_json(&serde_json::json!({
+            "status": "active",
+            "address_lines": ["1 rue", "bât. B"],
+            "email": null,
+        }));
+        assert_eq!(flat, nested);
+        assert_eq!(
+            flat.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(),
+            ["address_lines", "status"]
+        );
+        assert!(flat.iter().all(|c| c.before.is_none() && c.after.is_some()));
     }
 
     #[test]
