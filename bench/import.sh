@@ -37,6 +37,7 @@ O0=$(psql -At "$URL" -c "SELECT COALESCE(max(id), 0) FROM outbox")
 if [ "$PROFILE" = 1 ]; then
   psql -q "$URL" -c "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset(), pg_stat_reset();" >/dev/null
 fi
+settle "before the import"
 s0=$(cpu $SERVER_PID); p0=$(pg_cpu); m0=$(machine_ticks)
 t0=$(now)
 CLEF_KEY=$KEY CLEF_ENDPOINT="http://$ADDR" /usr/bin/time -f '%U %S' -o "$WORK/client.time" $CLEF import "$WORK/users.csv" --account "$ACCOUNT" \
@@ -59,6 +60,7 @@ psql -q "$URL" -c "CREATE TABLE copy_baseline (
     id bigserial PRIMARY KEY, last_name text, first_name text, job_title text, email text, phone text,
     address text, postal_code text, city text, shipping_ws text, tracking_tool text);
   CREATE UNIQUE INDEX copy_baseline_email ON copy_baseline (lower(email));"
+settle "before the raw COPY of the file"
 t2=$(now)
 psql -q "$URL" -c "\\copy copy_baseline (last_name, first_name, job_title, email, phone, address, postal_code, city, shipping_ws, tracking_tool) FROM '$WORK/users.csv' WITH (FORMAT csv, HEADER, DELIMITER ';')"
 t3=$(now)
@@ -102,6 +104,7 @@ INSERT INTO baseline.users SELECT * FROM public.users WHERE revision <= $R0;
 INSERT INTO baseline.links SELECT * FROM public.links WHERE revision <= $R0;
 VACUUM ANALYZE baseline.users, baseline.links;
 SQL
+settle "before the baseline"
 m4=$(machine_ticks)
 t4=$(now)
 for t in $TABLES; do echo "\\copy baseline.$t FROM '$WORK/$t.copy'"; done | psql -q -v ON_ERROR_STOP=1 "$URL"
