@@ -35,7 +35,7 @@ bench_cleanup() {
 bench_serve() {
   $CLEF serve --database-url "$URL" --listen 127.0.0.1:0 >"$WORK/serve.out" 2>"$WORK/serve.err" &
   SERVER_PID=$!
-  for _ in $(seq 100); do grep -q "clef serving on" "$WORK/serve.out" && break; sleep 0.1; done
+  for _ in $(seq 100); do grep -qs "clef serving on" "$WORK/serve.out" && break; sleep 0.1; done
   ADDR=$(sed -n 's/^clef serving on //p' "$WORK/serve.out")
 }
 

@@ -93,7 +93,7 @@ serve() {
   $CLEF serve --database-url "$url" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "$@" \
     >"$WORK/serve.out" 2>"$WORK/serve.err" &
   SERVER_PID=$!
-  for _ in $(seq 100); do grep -q "clef serving on" "$WORK/serve.out" && break; sleep 0.1; done
+  for _ in $(seq 100); do grep -qs "clef serving on" "$WORK/serve.out" && break; sleep 0.1; done
   ADDR=$(sed -n 's/^clef serving on //p' "$WORK/serve.out")
   METRICS=$(sed -n 's/^clef metrics on //p' "$WORK/serve.out")
   sleep 1
