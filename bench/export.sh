@@ -40,16 +40,17 @@ raw_copy
 # ratio is that of their totals, so that a change of the machine's speed
 # during the run weighs on both sides alike.
 ROUNDS=${ROUNDS:-3}
+[ "$ROUNDS" -ge 1 ] || { echo "ROUNDS must be at least 1" >&2; exit 2; }
 EXPORT_S=0; COPY_S=0; S_CPU=0; P_CPU=0
 for r in $(seq "$ROUNDS"); do
-  settle "round $r, before the export" >/dev/null
+  settle "round $r, before the export"
   s0=$(cpu $SERVER_PID); p0=$(pg_cpu)
   t0=$(now)
   CLEF_KEY=$KEY CLEF_ENDPOINT="http://$ADDR" /usr/bin/time -f '%U %S' -o "$WORK/client.time" $CLEF export --organization "$ORG" -o "$WORK/export.csv" 2>"$WORK/export.err" \
     || { echo "clef export failed:" >&2; cat "$WORK/export.err" "$WORK/serve.err" >&2; exit 1; }
   t1=$(now)
   s1=$(cpu $SERVER_PID); p1=$(pg_cpu)
-  settle "round $r, before the COPY" >/dev/null
+  settle "round $r, before the COPY"
   t2=$(now)
   raw_copy
   t3=$(now)

@@ -213,7 +213,7 @@ run() {
   wait "$import_pid" || { echo "import failed" >&2; tail "$WORK/import.err" >&2; exit 1; }
   imported=$(cat "$WORK/import.done")
   CLEF_KEY=$op $CLEF bench churn --endpoint "http://$ADDR" --subjects "$S" --distinct "$n" \
-    --rate "$CHURN" --duration "$(( DURATION * 2 + 5 ))" >"$WORK/churn.out" &
+    --rate "$CHURN" --duration "$(( DURATION * 2 + 10 ))" >"$WORK/churn.out" &
   local churn_pid=$!
   lchurnh=$(lg --rpc health --connections 16 --rate "$RATE")
   lchurn=$(lg --subjects "$S" --distinct "$n" --connections 16 --rate "$RATE")
