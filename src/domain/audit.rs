@@ -206,7 +206,8 @@ impl Event {
     /// The changes as stored: `{field: {"before": ..., "after": ...}}`, or,
     /// for a user's creation since migration `flat_user_created_events`,
     /// `{field: value}` (a value that is not an object is what the field was
-    /// created with; no field's value is an object).
+    /// created with; no column of `users` can hold an object: test
+    /// `no_user_column_holds_what_a_creation_event_would_misread`).
     pub fn changes_from_json(value: &serde_json::Value) -> Vec<FieldChange> {
         let Some(map) = value.as_object() else {
             return Vec::new();

@@ -1109,3 +1109,27 @@ async fn a_watch_ends_unavailable_when_postgres_goes_and_resumes_when_it_is_back
     drop(app);
     pg.stop().await.unwrap();
 }
+
+/// A user's creation event is stored flat, `{field: value}`, and read back
+/// by type: a value that is an object is taken for the older nested form
+/// (`Event::changes_from_json`). That holds while no column of `users` can
+/// hold a JSON object; this fails the day one could, before its creation
+/// events are misread.
+#[tokio::test]
+async fn no_user_column_holds_what_a_creation_event_would_misread() {
+    let app = spawn_app().await;
+    let objects: Vec<String> = sqlx::query_scalar(
+        "SELECT a.attname::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+          WHERE a.attrelid = 'users'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+            AND (t.typtype = 'c' OR t.oid IN ('json'::regtype, 'jsonb'::regtype)
+                 OR t.typbasetype IN ('json'::regtype, 'jsonb'::regtype))
+          ORDER BY 1",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert!(
+        objects.is_empty(),
+        "users columns that can hold a JSON object: {objects:?}"
+    );
+}
