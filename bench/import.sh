@@ -12,7 +12,7 @@ source bench/lib.sh
 ROWS=${1:-1000000}
 PROFILE=${PROFILE:-0}
 
-[ "$PROFILE" = 1 ] && export SCRATCH_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c track_functions=all"
+[ "$PROFILE" = 1 ] && export SCRATCH_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c pg_stat_statements.track_planning=on -c track_functions=all"
 bench_setup import_bench
 # A few accounts to import into, and an operator.
 $CLEF bench dataset --database-url "$URL" --users 1000 --accounts 10 --grants 8000 \
@@ -52,6 +52,10 @@ if [ "$PROFILE" = 1 ]; then
   echo "statements, by total time (ms; nested ones included in their callers' time):"
   psql -q "$URL" -c "SELECT round(total_exec_time) AS ms, calls, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
     FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 20"
+  echo "planning, by total time (ms; statements planned again and again):"
+  psql -q "$URL" -c "SELECT round(total_plan_time) AS plan_ms, plans, calls, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
+    FROM pg_stat_statements ORDER BY total_plan_time DESC LIMIT 15"
+  psql -At "$URL" -c "SELECT 'planning in all: ' || round(sum(total_plan_time)) || ' ms, execution at top level: ' || round(sum(total_exec_time) FILTER (WHERE toplevel)) || ' ms' FROM pg_stat_statements"
   echo "functions, by their own time (ms):"
   psql -q "$URL" -c "SELECT round(self_time) AS self_ms, round(total_time) AS total_ms, calls, funcname
     FROM pg_stat_user_functions ORDER BY self_time DESC LIMIT 15"

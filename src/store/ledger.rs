@@ -32,6 +32,9 @@ impl Store {
 
     /// Which of `users` an import has named already.
     pub async fn ledger_named(&self, report: Uuid, users: &[Uuid]) -> Result<Vec<Uuid>, Error> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
         sqlx::query_scalar!(
             "SELECT user_id FROM import_named WHERE report_id = $1 AND user_id = ANY($2)",
             report,
@@ -44,6 +47,9 @@ impl Store {
 
     /// Records users an import named.
     pub async fn ledger_name(&self, report: Uuid, users: &[Uuid]) -> Result<(), Error> {
+        if users.is_empty() {
+            return Ok(());
+        }
         sqlx::query!(
             "INSERT INTO import_named (report_id, user_id)
              SELECT $1, u FROM unnest($2::uuid[]) u

@@ -316,9 +316,10 @@ async fn max_failed_lines_stops_the_import_and_keeps_the_lines_reported_before()
     let app = spawn_app().await;
     org_with_account(&app, "Org", "MAX1").await;
     let op = app.operator_key.clone();
-    // 1,200 lines, every tenth one without a last name.
+    // A batch and 700 lines more, every tenth one without a last name.
+    let lines = clef::service::import::BATCH + 700;
     let mut file = String::from("NOM,PRENOM,IDENTIFIANT,TYPE\n");
-    for line in 2..1202 {
+    for line in 2..lines + 2 {
         let last = if line % 10 == 0 { "" } else { "Max" };
         file.push_str(&format!("{last},Ana,mf{line},standard\n"));
     }
@@ -342,8 +343,8 @@ async fn max_failed_lines_stops_the_import_and_keeps_the_lines_reported_before()
     );
     assert!(e.message().contains("committed"), "{}", e.message());
     assert!(run.summary.is_none());
-    // It stops with the batch (500 lines) that reached the limit: the
-    // lines after it are never read.
+    // It stops with the batch that reached the limit: the lines after it
+    // are never read.
     let failed = run
         .results
         .iter()
@@ -351,7 +352,7 @@ async fn max_failed_lines_stops_the_import_and_keeps_the_lines_reported_before()
         .count();
     assert!(failed >= 5, "{failed} failed lines reported");
     assert!(
-        run.results.len() <= 500,
+        run.results.len() <= clef::service::import::BATCH,
         "{} lines reported",
         run.results.len()
     );
@@ -362,5 +363,5 @@ async fn max_failed_lines_stops_the_import_and_keeps_the_lines_reported_before()
     // Without the option the same file runs to its end.
     let run = import(&app, &op, opts("MAX1"), file.as_bytes(), 4096).await;
     assert!(run.error.is_none(), "{:?}", run.error);
-    assert_eq!(run.results.len(), 1200);
+    assert_eq!(run.results.len(), lines);
 }

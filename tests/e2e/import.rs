@@ -341,14 +341,14 @@ pub(crate) async fn until_staged(store: &clef::store::Store, n: i64) {
 }
 
 /// The first answer of an import (its first batch's results), or, for an
-/// atomic import, nothing once its first 500 lines are staged.
+/// atomic import, nothing once its first batch of lines is staged.
 pub(crate) async fn first_batch(
     store: &clef::store::Store,
     atomic: bool,
     s: &mut Responses,
 ) -> Vec<String> {
     if atomic {
-        until_staged(store, 500).await;
+        until_staged(store, clef::service::import::BATCH as i64).await;
         return Vec::new();
     }
     let first = s.message().await.unwrap().expect("a first batch");

@@ -2,7 +2,7 @@
 //! other writes while an import waits for its client, one import per
 //! account at a time.
 
-use clef::pb;
+use clef::{pb, service::import::BATCH};
 use tonic::Code;
 
 use crate::{
@@ -80,11 +80,17 @@ async fn an_import_waiting_for_its_client_does_not_hold_up_other_writes() {
             ..opts("WAIT")
         };
         let login = format!("wait{n}-");
-        let (tx, mut s) =
-            open_import(app.channel().await, &app.operator_key, options, &login, 700).await;
+        let (tx, mut s) = open_import(
+            app.channel().await,
+            &app.operator_key,
+            options,
+            &login,
+            BATCH + 200,
+        )
+        .await;
         // One batch done; the import now waits for more of the file.
         let first = s.message().await.unwrap().expect("a first batch");
-        assert_eq!(first.results.len(), 500);
+        assert_eq!(first.results.len(), BATCH);
         // Meanwhile, another caller writes, and is not kept waiting.
         let mut ops = app.operator().await;
         let write = create_user(
@@ -106,7 +112,7 @@ async fn an_import_waiting_for_its_client_does_not_hold_up_other_writes() {
             results += m.results.len();
             summary = summary.or(m.summary);
         }
-        assert_eq!(results, 700);
+        assert_eq!(results, BATCH + 200);
         assert_eq!(summary.unwrap().committed, !dry_run);
     }
     let imported: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE login LIKE 'wait%'")
@@ -114,7 +120,8 @@ async fn an_import_waiting_for_its_client_does_not_hold_up_other_writes() {
         .await
         .unwrap();
     assert_eq!(
-        imported, 700,
+        imported,
+        BATCH as i64 + 200,
         "the real import's lines, none of the dry run's"
     );
 }
@@ -132,8 +139,9 @@ async fn one_import_per_account_at_a_time() {
     };
 
     // A runs (its first batch done, its client still sending).
-    let (a, mut a_out) = open_import(app.channel().await, &key, opts("ONE1"), "a", 700).await;
-    assert_eq!(a_out.message().await.unwrap().unwrap().results.len(), 500);
+    let (a, mut a_out) =
+        open_import(app.channel().await, &key, opts("ONE1"), "a", BATCH + 200).await;
+    assert_eq!(a_out.message().await.unwrap().unwrap().results.len(), BATCH);
     let b = import(&app, &key, std_opts("ONE1"), file.as_bytes(), 100).await;
     let err = b.error.expect("refused while A runs");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -152,7 +160,7 @@ async fn one_import_per_account_at_a_time() {
     drop(a);
     while let Some(m) = a_out.message().await.unwrap() {
         if let Some(s) = m.summary {
-            assert_eq!(s.lines, 700);
+            assert_eq!(s.lines, BATCH as i64 + 200);
         }
     }
     let b = import(&app, &key, std_opts("ONE1"), file.as_bytes(), 100).await;
@@ -168,8 +176,8 @@ async fn one_import_per_account_at_a_time() {
         force: true,
         ..opts("ONE1")
     };
-    let (c, mut c_out) = open_import(app.channel().await, &key, c_opts, "c", 700).await;
-    assert_eq!(c_out.message().await.unwrap().unwrap().results.len(), 500);
+    let (c, mut c_out) = open_import(app.channel().await, &key, c_opts, "c", BATCH + 200).await;
+    assert_eq!(c_out.message().await.unwrap().unwrap().results.len(), BATCH);
     sqlx::query("UPDATE import_reports SET active_at = now() - interval '10 minutes'")
         .execute(app.store.pool())
         .await
@@ -185,10 +193,11 @@ async fn one_import_per_account_at_a_time() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("replaced"), "{}", err.message());
     let (late, deactivated): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE login ~ '^c[0-9]+$' AND substring(login from 2)::int >= 500),
+        "SELECT count(*) FILTER (WHERE login ~ '^c[0-9]+$' AND substring(login from 2)::int >= $1),
                 count(*) FILTER (WHERE status = 'deactivated')
            FROM users",
     )
+    .bind(BATCH as i32)
     .fetch_one(app.store.pool())
     .await
     .unwrap();
@@ -209,17 +218,17 @@ async fn a_client_waiting_for_a_batchs_results_hears_of_them_and_goes_on() {
         &app.operator_key,
         opts("WAIT"),
         "wait",
-        600,
+        BATCH + 100,
     )
     .await;
     let first = s.message().await.unwrap().expect("the first batch");
-    assert_eq!(first.results.len(), 500);
+    assert_eq!(first.results.len(), BATCH);
     let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE login LIKE 'wait%'")
         .fetch_one(app.store.pool())
         .await
         .unwrap();
-    assert_eq!(committed, 500, "told once committed");
-    let rest: String = (600..700)
+    assert_eq!(committed, BATCH as i64, "told once committed");
+    let rest: String = (BATCH + 100..BATCH + 200)
         .map(|i| format!("Nom{i},Prénom,wait{i},standard\n"))
         .collect();
     tx.send(pb::ImportUsersRequest {
@@ -234,7 +243,8 @@ async fn a_client_waiting_for_a_batchs_results_hears_of_them_and_goes_on() {
         summary = m.summary.or(summary);
     }
     let summary = summary.expect("a summary");
-    assert_eq!(told, 700);
-    assert_eq!(summary.counts.get("created"), Some(&700), "{summary:?}");
+    assert_eq!(told, BATCH + 200);
+    let all = BATCH as i64 + 200;
+    assert_eq!(summary.counts.get("created"), Some(&all), "{summary:?}");
     assert!(summary.committed);
 }

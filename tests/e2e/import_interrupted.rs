@@ -2,7 +2,7 @@
 //! server killed and Postgres stopping mid-import keep exactly the lines
 //! reported done, and record why the import stopped.
 
-use clef::pb;
+use clef::{pb, service::import::BATCH};
 use tonic::Code;
 
 use crate::{
@@ -64,14 +64,14 @@ async fn import_then_vanish(
 async fn a_client_gone_mid_stream_keeps_exactly_the_lines_reported_done() {
     let app = spawn_app().await;
     org_with_account(&app, "Org", "GONE").await;
-    let reported = import_then_vanish(&app, opts("GONE"), 700).await;
-    assert_eq!(reported.len(), 500, "one batch answered");
+    let reported = import_then_vanish(&app, opts("GONE"), BATCH + 200).await;
+    assert_eq!(reported.len(), BATCH, "one batch answered");
     assert_exactly_reported_committed(&app, "gone", &reported).await;
     // The report says so, that the import did not finish, and why.
     let (info, csv) = stopped_report(&app, &app.operator_key, "GONE").await;
     assert!(info.summary.is_none() && info.finish_time.is_none());
     assert!(info.stopped.contains("client"), "{:?}", info.stopped);
-    assert_eq!(csv.lines().count(), 501);
+    assert_eq!(csv.lines().count(), BATCH + 1);
 
     // Atomic: nothing at all.
     let before = snapshot(&app).await;
@@ -79,7 +79,7 @@ async fn a_client_gone_mid_stream_keeps_exactly_the_lines_reported_done() {
         atomic: true,
         ..opts("GONE")
     };
-    let reported = import_then_vanish(&app, atomic, 700).await;
+    let reported = import_then_vanish(&app, atomic, BATCH + 200).await;
     assert!(reported.is_empty(), "an atomic import answers at its end");
     assert_nothing_left(&app, &before).await;
 }
@@ -131,7 +131,8 @@ async fn a_server_killed_mid_import_keeps_exactly_the_lines_reported_done() {
         async move {
             let (addr, _, _) = crate::embedded::started(&mut child).await;
             let atomic = options.atomic;
-            let (tx, mut s) = open_import(connect(addr).await, &key, options, login, 700).await;
+            let (tx, mut s) =
+                open_import(connect(addr).await, &key, options, login, BATCH + 200).await;
             let first = first_batch(&store, atomic, &mut s).await;
             child.start_kill().unwrap();
             child.wait().await.unwrap();
@@ -141,7 +142,7 @@ async fn a_server_killed_mid_import_keeps_exactly_the_lines_reported_done() {
     };
 
     let reported = killed(opts("KILL"), "killed").await;
-    assert_eq!(reported.len(), 500);
+    assert_eq!(reported.len(), BATCH);
     // Postgres has rolled back the dead server's open transaction.
     assert_exactly_reported_committed(&app, "killed", &reported).await;
     // The dead import holds its account until it has shown no sign of life
@@ -170,7 +171,8 @@ async fn postgres_stopping_mid_import_keeps_the_reported_lines_and_frees_the_acc
     let app = spawn_app_on(pg.connect_options()).await;
     org_with_account(&app, "Org", "PGD").await;
     let key = app.operator_key.clone();
-    let (tx, mut s) = open_import(app.channel().await, &key, opts("PGD"), "down", 700).await;
+    let (tx, mut s) =
+        open_import(app.channel().await, &key, opts("PGD"), "down", BATCH + 200).await;
     let reported: Vec<String> = s
         .message()
         .await
@@ -180,7 +182,7 @@ async fn postgres_stopping_mid_import_keeps_the_reported_lines_and_frees_the_acc
         .into_iter()
         .map(|r| r.user_id)
         .collect();
-    assert_eq!(reported.len(), 500);
+    assert_eq!(reported.len(), BATCH);
 
     // Postgres goes; the file ends: its last 200 lines meet no database.
     pg.stop().await.unwrap();

@@ -99,8 +99,9 @@ async fn a_sync_deactivating_hundreds_of_users_reaches_the_other_replica() {
 
 #[tokio::test]
 async fn duplicates_and_sync_naming_span_batches() {
-    // What an import has met is kept across its batches of 500 lines (in
-    // its ledger, not in memory), and forgotten when it ends.
+    // What an import has met is kept across its batches (in its ledger,
+    // not in memory), and forgotten when it ends.
+    let n = clef::service::import::BATCH + 200;
     let app = spawn_app().await;
     org_with_account(&app, "Org", "LEDG").await;
     let (_, admin) = make_admin(&app, "LEDG", "Ada", vec![right("shipping.ws")]).await;
@@ -127,7 +128,7 @@ async fn duplicates_and_sync_naming_span_batches() {
     let refused = adv("Newbie", "new@example.com", "oui", "consolidé");
     let again = adv("Newbie", "new@example.com", "oui", "non");
     let mut first = vec![header.clone(), format!("{refused};")];
-    first.extend((0..700).map(|i| line(i, "")));
+    first.extend((0..n).map(|i| line(i, "")));
     first.push(format!("{again};"));
     let run = import(
         &app,
@@ -139,10 +140,10 @@ async fn duplicates_and_sync_naming_span_batches() {
     .await;
     assert!(run.error.is_none(), "{:?}", run.error);
     let statuses = run.statuses();
-    assert_eq!(statuses.len(), 702);
+    assert_eq!(statuses.len(), n + 2);
     assert_eq!(statuses[0], (2, "right_not_held"));
-    assert!(statuses[1..701].iter().all(|(_, s)| *s == "created"));
-    assert_eq!(statuses[701], (1404, "duplicate_in_file"));
+    assert!(statuses[1..n + 1].iter().all(|(_, s)| *s == "created"));
+    assert_eq!(statuses[n + 1], (2 * n as i64 + 4, "duplicate_in_file"));
     let u3 = run.results[4].user_id.clone();
     let key: String = sqlx::query_scalar("SELECT user_key FROM users WHERE id = $1::uuid")
         .bind(&u3)
@@ -161,23 +162,30 @@ async fn duplicates_and_sync_naming_span_batches() {
         &app,
         &admin,
         sync.clone(),
-        file(0..700, &extra).as_bytes(),
+        file(0..n, &extra).as_bytes(),
         8192,
     )
     .await;
     assert!(run.error.is_none(), "{:?}", run.error);
     let statuses = run.statuses();
-    assert_eq!(statuses.len(), 702, "no deactivation: every user was named");
-    assert!(statuses[..700].iter().all(|(_, s)| *s == "unchanged"));
+    assert_eq!(
+        statuses.len(),
+        n + 2,
+        "no deactivation: every user was named"
+    );
+    assert!(statuses[..n].iter().all(|(_, s)| *s == "unchanged"));
     // Each data line spans two physical lines (the address has a newline).
     assert_eq!(
-        statuses[700..],
-        [(1402, "duplicate_in_file"), (1404, "duplicate_in_file")]
+        statuses[n..],
+        [
+            (2 * n as i64 + 2, "duplicate_in_file"),
+            (2 * n as i64 + 4, "duplicate_in_file")
+        ]
     );
     assert!(
-        run.results[701].message.contains("user key"),
+        run.results[n + 1].message.contains("user key"),
         "{:?}",
-        run.results[701]
+        run.results[n + 1]
     );
     let ledger: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM import_seen) + (SELECT count(*) FROM import_named)",
@@ -188,13 +196,14 @@ async fn duplicates_and_sync_naming_span_batches() {
     assert_eq!(ledger, 0, "the ledger is forgotten once the import ends");
 
     // Users named in either batch are kept; exactly the others go.
-    let run = import(&app, &admin, sync, file(0..600, &[]).as_bytes(), 8192).await;
+    let run = import(&app, &admin, sync, file(0..n - 100, &[]).as_bytes(), 8192).await;
     assert!(run.error.is_none(), "{:?}", run.error);
     let gone = run.users_with("deactivated");
     let mut expected: Vec<String> = sqlx::query_scalar(
         "SELECT id::text FROM users WHERE email LIKE 'u%@example.com'
-            AND substring(email from 2 for position('@' in email) - 2)::int >= 600",
+            AND substring(email from 2 for position('@' in email) - 2)::int >= $1",
     )
+    .bind(n as i32 - 100)
     .fetch_all(app.store.pool())
     .await
     .unwrap();

@@ -446,13 +446,15 @@ async fn an_atomic_import_waiting_for_its_client_holds_up_no_other_account() {
     .await
     .unwrap();
 
-    // The client sends the options and 700 lines, then pauses 10 s.
+    // The client sends the options, a batch of lines and 200 more, then
+    // pauses 10 s.
+    let batch = clef::service::import::BATCH;
     let atomic = pb::ImportOptions {
         atomic: true,
         ..opts("LOCK-A")
     };
     let (tx, mut s) = paced_import(a.channel().await, &a.operator_key, atomic).await;
-    tx.send(chunk(0..700, true)).await.unwrap();
+    tx.send(chunk(0..batch + 200, true)).await.unwrap();
     let paused = std::time::Instant::now();
     // Until the server has had them: staged (an import that does not stage
     // has applied them in its transaction by then).
@@ -461,7 +463,7 @@ async fn an_atomic_import_waiting_for_its_client_holds_up_no_other_account() {
             .fetch_one(a.store.pool())
             .await
             .unwrap();
-        if staged >= 500 {
+        if staged >= batch as i64 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -509,7 +511,9 @@ async fn an_atomic_import_waiting_for_its_client_holds_up_no_other_account() {
 
     // The client sends the rest after its pause: the import completes.
     tokio::time::sleep(std::time::Duration::from_secs(10).saturating_sub(paused.elapsed())).await;
-    tx.send(chunk(700..1000, false)).await.unwrap();
+    tx.send(chunk(batch + 200..batch + 500, false))
+        .await
+        .unwrap();
     drop(tx);
     let mut statuses = Vec::new();
     let mut summary = None;
@@ -517,16 +521,16 @@ async fn an_atomic_import_waiting_for_its_client_holds_up_no_other_account() {
         statuses.extend(m.results.into_iter().map(|r| r.status_name()));
         summary = summary.or(m.summary);
     }
-    assert_eq!(statuses.len(), 1000);
+    assert_eq!(statuses.len(), batch + 500);
     assert!(statuses.iter().all(|s| *s == "created"), "{statuses:?}");
     let summary = summary.expect("a summary");
     assert!(summary.committed);
-    assert_eq!(summary.lines, 1000);
+    assert_eq!(summary.lines, batch as i64 + 500);
     let imported: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE login LIKE 'paced%'")
         .fetch_one(a.store.pool())
         .await
         .unwrap();
-    assert_eq!(imported, 1000);
+    assert_eq!(imported, batch as i64 + 500);
 }
 
 #[tokio::test]

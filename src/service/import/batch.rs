@@ -1,7 +1,8 @@
-//! A batch of lines in one transaction: precheck each line, drop those an
-//! earlier batch already named, look up the rest in a few queries, decide
-//! each line, and write what the good ones decided in one statement per
-//! table.
+//! A batch of lines in one transaction: precheck each line, look them up in
+//! a few queries while the ledger says which an earlier batch already named
+//! (those are dropped), decide each line, and write what the good ones
+//! decided in one statement per table while the ledger records whom the
+//! batch named.
 
 use std::collections::{HashMap, HashSet};
 
@@ -51,13 +52,21 @@ impl Import {
                 Err(o) => slots.push(Some(o)),
             }
         }
-        // Identities met in an earlier batch are duplicates too.
+        // Identities met in an earlier batch are duplicates too. The ledger
+        // says which while the transaction looks the batch up: every line
+        // prechecked, duplicates included, which only adds what a duplicate
+        // names to what the others' decisions may consult.
         let identities: Vec<i64> = pending.iter().map(|(_, c)| c.identity_hash).collect();
-        let first: HashSet<i64> = store
-            .ledger_first_seen(report, &identities)
-            .await?
-            .into_iter()
-            .collect();
+        let (first, known) = tokio::try_join!(
+            store.ledger_first_seen(report, &identities),
+            Lookups::fetch(
+                tx,
+                &self.actor,
+                &self.account,
+                pending.iter().map(|(_, c)| c)
+            ),
+        )?;
+        let first: HashSet<i64> = first.into_iter().collect();
         pending.retain(|(slot, c)| {
             let keep = first.contains(&c.identity_hash);
             if !keep {
@@ -68,13 +77,6 @@ impl Import {
         if pending.is_empty() {
             return Ok(slots.into_iter().flatten().collect());
         }
-        let known = Lookups::fetch(
-            tx,
-            &self.actor,
-            &self.account,
-            pending.iter().map(|(_, c)| c),
-        )
-        .await?;
         // Users the batch may meet that earlier batches named.
         let met: Vec<uuid::Uuid> = known.users.keys().copied().collect();
         self.named = store
@@ -172,48 +174,65 @@ impl Import {
             };
             slots[slot] = Some(outcome);
         }
-        // Those already in the ledger are skipped there.
+        // Those already in the ledger are skipped there; recorded while the
+        // transaction writes (a line whose write fails was named all the
+        // same, as its user was met).
         let named: Vec<uuid::Uuid> = self.named.iter().copied().collect();
-        store.ledger_name(report, &named).await?;
-        // Teams the lines join that do not exist yet are created with the
-        // writes, under the same savepoint: a line refused leaves none.
         let (org, dry) = (self.account.organization_id, self.options.dry_run);
-        let all: Vec<&ImportWrite> = writes.iter().map(|(_, w)| w).collect();
-        tx.savepoint().await?;
-        let result = match create_teams(tx, org, &teams, all.iter().copied(), dry).await {
-            Ok(known) => tx.write_import(&self.account, &all, &known).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => tx.release_savepoint().await?,
-            Err(Error::Unavailable(e)) => return Err(Error::Unavailable(e)),
-            Err(_) => {
-                tx.rollback_to_savepoint().await?;
-                for (slot, w) in &writes {
-                    tx.savepoint().await?;
-                    let result = match create_teams(tx, org, &teams, std::iter::once(w), dry).await
-                    {
-                        Ok(known) => tx
-                            .write_import(&self.account, &[w], &known)
-                            .await
-                            .map(|()| known),
-                        Err(e) => Err(e),
-                    };
-                    match result {
-                        Ok(known) => {
-                            tx.release_savepoint().await?;
-                            teams = known;
-                        }
-                        Err(e) => {
-                            tx.rollback_to_savepoint().await?;
-                            let line = slots[*slot].as_ref().map_or(0, |o| o.line);
-                            slots[*slot] = Some(Outcome::of_write_error(line, e)?);
-                        }
+        tokio::try_join!(
+            store.ledger_name(report, &named),
+            write(tx, &self.account, org, dry, teams, &writes, &mut slots),
+        )?;
+        Ok(slots.into_iter().flatten().collect())
+    }
+}
+
+/// Writes what a batch decided under a savepoint; should its statements
+/// fail (a concurrent writer took an email or a login meanwhile), writes
+/// the lines one by one under savepoints of their own, each failure the
+/// result of its line (`slots`). An `Err` is a fault of the system.
+async fn write(
+    tx: &mut Tx,
+    account: &crate::domain::account::Account,
+    org: uuid::Uuid,
+    dry: bool,
+    mut teams: HashMap<String, uuid::Uuid>,
+    writes: &[(usize, ImportWrite)],
+    slots: &mut [Option<Outcome>],
+) -> Result<(), Error> {
+    // Teams the lines join that do not exist yet are created with the
+    // writes, under the same savepoint: a line refused leaves none.
+    let all: Vec<&ImportWrite> = writes.iter().map(|(_, w)| w).collect();
+    tx.savepoint().await?;
+    let result = match create_teams(tx, org, &teams, all.iter().copied(), dry).await {
+        Ok(known) => tx.write_import(account, &all, &known).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => tx.release_savepoint().await,
+        Err(Error::Unavailable(e)) => Err(Error::Unavailable(e)),
+        Err(_) => {
+            tx.rollback_to_savepoint().await?;
+            for (slot, w) in writes {
+                tx.savepoint().await?;
+                let result = match create_teams(tx, org, &teams, std::iter::once(w), dry).await {
+                    Ok(known) => tx.write_import(account, &[w], &known).await.map(|()| known),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(known) => {
+                        tx.release_savepoint().await?;
+                        teams = known;
+                    }
+                    Err(e) => {
+                        tx.rollback_to_savepoint().await?;
+                        let line = slots[*slot].as_ref().map_or(0, |o| o.line);
+                        slots[*slot] = Some(Outcome::of_write_error(line, e)?);
                     }
                 }
             }
+            Ok(())
         }
-        Ok(slots.into_iter().flatten().collect())
     }
 }
 

@@ -96,6 +96,10 @@ impl Lookups {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        // A batch of new users met nobody: nothing more to ask.
+        if ids.is_empty() {
+            return Ok(found);
+        }
         for u in tx.users_by_ids(&ids).await? {
             found.users.insert(u.id, u);
         }

@@ -3,7 +3,7 @@
 //! sync step, and what the client is told as it goes.
 //!
 //! - Records come from `bulk::stream`; lines are applied and committed in
-//!   batches of 500 (one transaction for `atomic` and `dry_run`, rolled back
+//!   batches of [`BATCH`] (one transaction for `atomic` and `dry_run`, rolled back
 //!   when any line of an atomic import fails); each batch is reported after
 //!   it commits. A batch that wrote nothing rolls back rather than take a
 //!   revision.
@@ -69,8 +69,12 @@ fn reading_stopped(e: Error) -> Error {
     }
 }
 
-/// Lines applied per transaction (non-atomic imports).
-const BATCH: usize = 500;
+/// Lines applied per transaction (non-atomic imports), and read back per
+/// statement from an atomic import's stage. A batch holds the revision
+/// counter, and so every other writer, while it writes (~0.4 s at this
+/// size on two cores); fewer, larger transactions spend less per line on
+/// what every transaction costs (bench/README, 2026-12-04).
+pub const BATCH: usize = 2000;
 
 /// How long an import waits for the client's next bytes, holding its
 /// transaction open.
