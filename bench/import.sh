@@ -5,7 +5,7 @@
 # `users` has), measured in the same run on the same Postgres.
 #   bench/import.sh [ROWS]     (default 1000000)
 #   PROFILE=1 bench/import.sh [ROWS]   also prints where Postgres spent the
-#   import's time (pg_stat_statements, pg_stat_user_functions)
+#   import's time (pg_stat_statements, pg_stat_user_functions) and planning
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
