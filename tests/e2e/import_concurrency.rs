@@ -176,7 +176,9 @@ async fn one_import_per_account_at_a_time() {
         force: true,
         ..opts("ONE1")
     };
-    let (c, mut c_out) = open_import(app.channel().await, &key, c_opts, "c", BATCH + 200).await;
+    // One batch's worth, the rest sent once D has taken the account: C
+    // has nothing pending meanwhile.
+    let (c, mut c_out) = open_import(app.channel().await, &key, c_opts, "c", BATCH).await;
     assert_eq!(c_out.message().await.unwrap().unwrap().results.len(), BATCH);
     sqlx::query("UPDATE import_reports SET active_at = now() - interval '10 minutes'")
         .execute(app.store.pool())
@@ -188,6 +190,14 @@ async fn one_import_per_account_at_a_time() {
     // Should C come back to life, its next batch finds, in its own
     // transaction, that it no longer owns the account (fencing): it stops
     // before writing anything more, and its sync never runs.
+    let rest: String = (BATCH..BATCH + 200)
+        .map(|i| format!("Nom{i},Prénom,c{i},standard\n"))
+        .collect();
+    c.send(pb::ImportUsersRequest {
+        msg: Some(pb::import_users_request::Msg::Chunk(rest.into_bytes())),
+    })
+    .await
+    .unwrap();
     drop(c);
     let err = c_out.message().await.expect_err("C stops");
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -247,4 +257,46 @@ async fn a_client_waiting_for_a_batchs_results_hears_of_them_and_goes_on() {
     let all = BATCH as i64 + 200;
     assert_eq!(summary.counts.get("created"), Some(&all), "{summary:?}");
     assert!(summary.committed);
+}
+
+#[tokio::test]
+async fn a_client_sending_a_few_lines_hears_of_them_before_its_batch_fills() {
+    // Three lines, then the client waits without ending its file: the lines
+    // are applied and told after a few seconds, not when a batch's worth has
+    // come or the import gives up on the client (its idle limit).
+    let app = spawn_app().await;
+    org_with_account(&app, "Org", "SLOW").await;
+    let (tx, mut s) = open_import(
+        app.channel().await,
+        &app.operator_key,
+        opts("SLOW"),
+        "slow",
+        3,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), s.message())
+        .await
+        .expect("the lines were not told while the client waited")
+        .unwrap()
+        .expect("a first answer");
+    assert_eq!(first.results.len(), 3, "{first:?}");
+    assert!(first.results.iter().all(|r| r.status_name() == "created"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE login LIKE 'slow%'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(committed, 3, "told once committed");
+    drop(tx);
+    let mut summary = None;
+    while let Some(m) = s.message().await.unwrap() {
+        assert!(m.results.is_empty(), "told twice: {m:?}");
+        summary = m.summary.or(summary);
+    }
+    assert_eq!(summary.expect("a summary").lines, 3);
 }

@@ -778,3 +778,46 @@ async fn a_reset_link_dies_when_its_user_is_deactivated() {
         .await;
     expect_code(r, Code::FailedPrecondition);
 }
+
+#[tokio::test]
+async fn an_imports_passwords_are_hashed_a_few_hundred_per_batch() {
+    // Each password cell is hashed before its batch's transaction opens: a
+    // batch holds at most BATCH_PASSWORDS of them, so that the import shows
+    // signs of life (and its client hears of its lines) at a steady pace.
+    use clef::service::import::BATCH_PASSWORDS;
+    let app = spawn_app().await;
+    org_with_account(&app, "Org PWB", "PWB").await;
+    let (_, key) = make_admin(&app, "PWB", "Ines", vec![right("tracking.ws")]).await;
+    let n = BATCH_PASSWORDS + 50;
+    let mut file = String::from(
+        "NOM;PRENOM;FONCTION;EMAIL;TELEPHONE;ADRESSE;CODE POSTAL;VILLE;MOT DE PASSE;tracking.ws\n",
+    );
+    for i in 0..n {
+        file.push_str(&format!(
+            "Nom{i};Anne;Chef;u{i}@pwb.example;0102030405;1 rue A;88000;Épinal;imported password {i};oui\n"
+        ));
+    }
+    let mut c = pb::import_service_client::ImportServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&key)),
+    );
+    let requests = [
+        pb::import_users_request::Msg::Options(crate::import::opts("PWB")),
+        pb::import_users_request::Msg::Chunk(file.into_bytes()),
+    ]
+    .map(|msg| pb::ImportUsersRequest { msg: Some(msg) });
+    let mut s = c
+        .import_users(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut told = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        if !m.results.is_empty() {
+            let odd = m.results.iter().find(|r| r.status_name() != "created");
+            assert!(odd.is_none(), "{odd:?}");
+            told.push(m.results.len());
+        }
+    }
+    assert_eq!(told, [BATCH_PASSWORDS, 50]);
+}

@@ -41,7 +41,7 @@ mod sync;
 pub use crate::store::{ReportMeta, REPORT_DAYS};
 pub use outcome::Outcome;
 pub use report::{latest_report, stop_reason, stream_report};
-pub use run::{run, Progress, ProgressSender, Summary, BATCH};
+pub use run::{run, Progress, ProgressSender, Summary, BATCH, BATCH_PASSWORDS};
 
 use std::collections::HashSet;
 

@@ -3,9 +3,12 @@
 //! sync step, and what the client is told as it goes.
 //!
 //! - Records come from `bulk::stream`; lines are applied and committed in
-//!   batches of [`BATCH`] (one transaction for `atomic` and `dry_run`, rolled back
-//!   when any line of an atomic import fails); each batch is reported after
-//!   it commits. A batch that wrote nothing rolls back rather than take a
+//!   batches of [`BATCH`] lines at most (one transaction for `atomic` and
+//!   `dry_run`, rolled back when any line of an atomic import fails); a batch
+//!   is applied sooner once its first line has waited `BATCH_WAIT` (a slow
+//!   client hears of its lines, and the import shows signs of life, at that
+//!   pace) or it holds [`BATCH_PASSWORDS`] password cells; each batch is
+//!   reported after it commits. A batch that wrote nothing rolls back rather than take a
 //!   revision.
 //! - A write transaction holds the revision counter, and so every other
 //!   writer, until it ends: an import opens it only once a batch is parsed,
@@ -35,7 +38,7 @@ use tokio::sync::mpsc;
 use super::{Import, Outcome};
 use crate::{
     bulk::{
-        reader::{map_header, parse_line, Header, ImportLine, LineProblem},
+        reader::{map_header, parse_line, Header, ImportLine, LineProblem, Secret},
         stream::{records, Chunks, Parsed, MAX_CELLS, MAX_RECORD_BYTES},
     },
     domain::Error,
@@ -75,6 +78,14 @@ fn reading_stopped(e: Error) -> Error {
 /// size on two cores); fewer, larger transactions spend less per line on
 /// what every transaction costs (bench/README, 2026-12-04).
 pub const BATCH: usize = 2000;
+
+/// How long a line may wait for its batch to fill: a client sending slowly
+/// hears of its lines (and its import shows signs of life) at this pace.
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Password cells per batch at most: each is hashed (argon2id, tens of
+/// milliseconds) before the batch's transaction opens.
+pub const BATCH_PASSWORDS: usize = 200;
 
 /// How long an import waits for the client's next bytes, holding its
 /// transaction open.
@@ -216,11 +227,16 @@ impl Run {
         let default_kind = self.import.options.default_kind;
         let staging = self.staging();
         let mut batch = Vec::with_capacity(BATCH);
+        // When the batch's first line came, its password cells.
+        let (mut since, mut passwords) = (None, 0);
+        let mut heard = tokio::time::Instant::now();
         loop {
             // A client that sends nothing for IDLE, or whose call was
-            // cancelled, is gone: its pending lines roll back.
+            // cancelled, is gone: its pending lines roll back. A batch
+            // whose first line has waited BATCH_WAIT is applied as it is.
+            let due = since.map(|t: tokio::time::Instant| t + BATCH_WAIT);
             let next = tokio::select! {
-                next = tokio::time::timeout(IDLE, records.recv()) => match next {
+                next = tokio::time::timeout_at(heard + IDLE, records.recv()) => match next {
                     Ok(next) => next,
                     Err(_) => Some(Parsed::Failed(Error::Unavailable(format!(
                         "no data from the client for {} s",
@@ -230,7 +246,13 @@ impl Run {
                 () = self.out.closed() => Some(Parsed::Failed(Error::Unavailable(
                     "the client cancelled the call".into(),
                 ))),
+                () = tokio::time::sleep_until(due.unwrap_or(heard)), if due.is_some() => {
+                    (since, passwords) = (None, 0);
+                    self.apply(std::mem::take(&mut batch)).await?;
+                    continue;
+                }
             };
+            heard = tokio::time::Instant::now();
             match next {
                 // Empty lines are skipped.
                 Some(Parsed::Record { cells, end, .. })
@@ -249,8 +271,17 @@ impl Run {
                     self.processed = end;
                     let parsed =
                         parse_line(&header, &cells, line, self.import.catalog(), default_kind);
+                    if let Ok(ImportLine {
+                        password: Some(Secret::Clear(_)),
+                        ..
+                    }) = &parsed
+                    {
+                        passwords += 1;
+                    }
                     batch.push((line, parsed));
-                    if batch.len() >= BATCH {
+                    since.get_or_insert(heard);
+                    if batch.len() >= BATCH || passwords >= BATCH_PASSWORDS {
+                        (since, passwords) = (None, 0);
                         self.apply(std::mem::take(&mut batch)).await?;
                     }
                 }
@@ -265,7 +296,9 @@ impl Run {
                 Some(Parsed::TooLong { line, end }) => {
                     self.processed = end;
                     batch.push((line, Err(too_long())));
+                    since.get_or_insert(heard);
                     if batch.len() >= BATCH {
+                        (since, passwords) = (None, 0);
                         self.apply(std::mem::take(&mut batch)).await?;
                     }
                 }
