@@ -8,8 +8,8 @@
 //!   is applied sooner once its first line has waited `BATCH_WAIT` (a slow
 //!   client hears of its lines, and the import shows signs of life, at that
 //!   pace) or it holds [`BATCH_PASSWORDS`] password cells; each batch is
-//!   reported after it commits. A batch that wrote nothing rolls back rather than take a
-//!   revision.
+//!   reported after it commits. A batch that wrote nothing rolls back rather
+//!   than take a revision.
 //! - A write transaction holds the revision counter, and so every other
 //!   writer, until it ends: an import opens it only once a batch is parsed,
 //!   never while waiting for its client. A dry run uses a rehearsal
@@ -187,6 +187,49 @@ struct Run {
 
 type Lines = Vec<(u64, Result<ImportLine, LineProblem>)>;
 
+/// The lines read since the last batch was applied.
+#[derive(Default)]
+struct Pending {
+    lines: Lines,
+    /// When its first line came.
+    since: Option<tokio::time::Instant>,
+    /// Its password cells, each hashed before its transaction opens.
+    passwords: usize,
+}
+
+impl Pending {
+    fn push(
+        &mut self,
+        line: u64,
+        parsed: Result<ImportLine, LineProblem>,
+        at: tokio::time::Instant,
+    ) {
+        if let Ok(ImportLine {
+            password: Some(Secret::Clear(_)),
+            ..
+        }) = &parsed
+        {
+            self.passwords += 1;
+        }
+        self.since.get_or_insert(at);
+        self.lines.push((line, parsed));
+    }
+
+    /// Whether the batch is to be applied now, whatever comes next.
+    fn full(&self) -> bool {
+        self.lines.len() >= BATCH || self.passwords >= BATCH_PASSWORDS
+    }
+
+    /// When the batch is to be applied if no more lines come.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        self.since.map(|t| t + BATCH_WAIT)
+    }
+
+    fn take(&mut self) -> Lines {
+        std::mem::take(self).lines
+    }
+}
+
 impl Run {
     /// Records why the import stopped, retrying while Postgres is
     /// unreachable (the error that stopped it is often that): once
@@ -226,15 +269,13 @@ impl Run {
         self.import.set_header(&self.store, &header).await?;
         let default_kind = self.import.options.default_kind;
         let staging = self.staging();
-        let mut batch = Vec::with_capacity(BATCH);
-        // When the batch's first line came, its password cells.
-        let (mut since, mut passwords) = (None, 0);
+        let mut batch = Pending::default();
         let mut heard = tokio::time::Instant::now();
         loop {
             // A client that sends nothing for IDLE, or whose call was
             // cancelled, is gone: its pending lines roll back. A batch
             // whose first line has waited BATCH_WAIT is applied as it is.
-            let due = since.map(|t: tokio::time::Instant| t + BATCH_WAIT);
+            let due = batch.due();
             let next = tokio::select! {
                 next = tokio::time::timeout_at(heard + IDLE, records.recv()) => match next {
                     Ok(next) => next,
@@ -247,8 +288,7 @@ impl Run {
                     "the client cancelled the call".into(),
                 ))),
                 () = tokio::time::sleep_until(due.unwrap_or(heard)), if due.is_some() => {
-                    (since, passwords) = (None, 0);
-                    self.apply(std::mem::take(&mut batch)).await?;
+                    self.apply(batch.take()).await?;
                     continue;
                 }
             };
@@ -271,19 +311,7 @@ impl Run {
                     self.processed = end;
                     let parsed =
                         parse_line(&header, &cells, line, self.import.catalog(), default_kind);
-                    if let Ok(ImportLine {
-                        password: Some(Secret::Clear(_)),
-                        ..
-                    }) = &parsed
-                    {
-                        passwords += 1;
-                    }
-                    batch.push((line, parsed));
-                    since.get_or_insert(heard);
-                    if batch.len() >= BATCH || passwords >= BATCH_PASSWORDS {
-                        (since, passwords) = (None, 0);
-                        self.apply(std::mem::take(&mut batch)).await?;
-                    }
+                    batch.push(line, parsed, heard);
                 }
                 Some(Parsed::TooLong { line, end }) if staging => {
                     self.processed = end;
@@ -295,12 +323,7 @@ impl Run {
                 }
                 Some(Parsed::TooLong { line, end }) => {
                     self.processed = end;
-                    batch.push((line, Err(too_long())));
-                    since.get_or_insert(heard);
-                    if batch.len() >= BATCH {
-                        (since, passwords) = (None, 0);
-                        self.apply(std::mem::take(&mut batch)).await?;
-                    }
+                    batch.push(line, Err(too_long()), heard);
                 }
                 Some(Parsed::Failed(e)) => {
                     // Client gone or file unreadable: the pending batch is
@@ -309,12 +332,15 @@ impl Run {
                 }
                 None => break,
             }
+            if batch.full() {
+                self.apply(batch.take()).await?;
+            }
         }
         if staging {
             self.stage().await?;
             self.replay(&header).await?;
-        } else if !batch.is_empty() {
-            self.apply(batch).await?;
+        } else if !batch.lines.is_empty() {
+            self.apply(batch.take()).await?;
         }
         let mut deactivated = Vec::new();
         if self.import.options.sync {
