@@ -16,6 +16,7 @@ use super::{
 use crate::{
     bulk::reader::{ImportLine, LineProblem},
     domain::{
+        account::Account,
         import::{ImportWrite, LineStatus, NewUser, TeamJoin},
         key::NewKey,
         user::{UserKey, UserKind},
@@ -178,10 +179,10 @@ impl Import {
         // transaction writes (a line whose write fails was named all the
         // same, as its user was met).
         let named: Vec<uuid::Uuid> = self.named.iter().copied().collect();
-        let (org, dry) = (self.account.organization_id, self.options.dry_run);
+        let dry = self.options.dry_run;
         tokio::try_join!(
             store.ledger_name(report, &named),
-            write(tx, &self.account, org, dry, teams, &writes, &mut slots),
+            write(tx, &self.account, dry, teams, &writes, &mut slots),
         )?;
         Ok(slots.into_iter().flatten().collect())
     }
@@ -193,8 +194,7 @@ impl Import {
 /// result of its line (`slots`). An `Err` is a fault of the system.
 async fn write(
     tx: &mut Tx,
-    account: &crate::domain::account::Account,
-    org: uuid::Uuid,
+    account: &Account,
     dry: bool,
     mut teams: HashMap<String, uuid::Uuid>,
     writes: &[(usize, ImportWrite)],
@@ -202,6 +202,7 @@ async fn write(
 ) -> Result<(), Error> {
     // Teams the lines join that do not exist yet are created with the
     // writes, under the same savepoint: a line refused leaves none.
+    let org = account.organization_id;
     let all: Vec<&ImportWrite> = writes.iter().map(|(_, w)| w).collect();
     tx.savepoint().await?;
     let result = match create_teams(tx, org, &teams, all.iter().copied(), dry).await {
