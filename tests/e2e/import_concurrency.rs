@@ -274,7 +274,6 @@ async fn a_client_sending_a_few_lines_hears_of_them_before_its_batch_fills() {
         3,
     )
     .await;
-    let started = std::time::Instant::now();
     let first = tokio::time::timeout(std::time::Duration::from_secs(30), s.message())
         .await
         .expect("the lines were not told while the client waited")
@@ -282,11 +281,6 @@ async fn a_client_sending_a_few_lines_hears_of_them_before_its_batch_fills() {
         .expect("a first answer");
     assert_eq!(first.results.len(), 3, "{first:?}");
     assert!(first.results.iter().all(|r| r.status_name() == "created"));
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
-    );
     let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE login LIKE 'slow%'")
         .fetch_one(app.store.pool())
         .await
