@@ -20,6 +20,10 @@
 #  4. again with a decision cache a fifth of the population's weight
 #     (`--decision-cache-weight`), uniformly and by Zipf; the hit ratio (the
 #     share of decisions answered from memory) is read from the metrics;
+# and, for the closed-loop measures of 2, the CPU time a request cost the
+# server (its metrics) and the load generator: the ratio of the server's
+# figures is what the throughput ratio would be on a server that has its
+# cores to itself, where the two generators' figures share them with it;
 # then the Criterion benchmark of the in-process decision.
 # Environment: CLIENTS (connections, default 32), PROCS (h2load processes,
 # default 16), DURATION (seconds per measure, default 10), SUBJECTS (default
@@ -111,6 +115,11 @@ lg() {
 # f NAME LINE: the value of NAME in a key=value line (nothing when absent).
 f() { sed -nE "s/(^|.* )$1=([^ ]+).*/\2/p" <<<"$2"; }
 ratio() { echo "scale=3; $1 / $2" | bc; }
+# cpu_of LINE: what a request cost each side's CPU over the window (µs).
+cpu_of() { echo "server $(f server_cpu_us_per_req "$1") + load generator $(f client_cpu_us_per_req "$1") µs"; }
+# cpu_ratio HEALTH CHECK: the health check's server CPU per request over
+# Check's: the throughput ratio of a server bound by CPU on cores of its own.
+cpu_ratio() { ratio "$(f server_cpu_us_per_req "$1")" "$(f server_cpu_us_per_req "$2")"; }
 # tail_of CHECK HEALTH: Check's latencies at a fixed rate, then the health
 # check's at the same rate and in the same conditions, and their p99 ratio.
 tail_of() {
@@ -243,6 +252,8 @@ run() {
     "    check, 16 subjects:       $(f rps "$l16") req/s, ratio $(ratio "$(f rps "$l16")" "$(f rps "$lh")") (h2load said $(echo "scale=3; $c / $h" | bc); load/h2load check $(ratio "$(f rps "$l16")" "$c"))" \
     "    check, $n uniform:    $(f rps "$lu") req/s, ratio $(ratio "$(f rps "$lu")" "$(f rps "$lh")"), hit ratio $(f hit_ratio "$lu")" \
     "    check, $n Zipf(1):    $(f rps "$lz") req/s, ratio $(ratio "$(f rps "$lz")" "$(f rps "$lh")"), hit ratio $(f hit_ratio "$lz")" \
+    "    CPU per request: health $(cpu_of "$lh"); check, 16 subjects $(cpu_of "$l16"); $n uniform $(cpu_of "$lu"); Zipf(1) $(cpu_of "$lz")" \
+    "    server CPU per request, health / check (the ratio where the server has cores of its own): 16 subjects $(cpu_ratio "$lh" "$l16"), $n uniform $(cpu_ratio "$lh" "$lu"), Zipf(1) $(cpu_ratio "$lh" "$lz")" \
     "    check at half peak ($(f rps "$lhalf") req/s): p50 $(f p50_ms "$lhalf") ms, p99 $(f p99_ms "$lhalf") ms, p99.9 $(f p999_ms "$lhalf") ms, max $(f max_ms "$lhalf") ms (from the schedule: p99 $(f sched_p99_ms "$lhalf") ms, max $(f sched_max_ms "$lhalf") ms)" \
     "    check at $RATE req/s, 16 connections: $(tail_of "$lfix" "$lfixh")" \
     "    the same during an import ($imported: lines created, seconds): $(f rps "$limp") req/s, $(tail_of "$limp" "$limph"), hit ratio $(f hit_ratio "$limp")" \

@@ -6,9 +6,10 @@
 //! decisions by outcome and source, decision-cache hits and misses, import
 //! lines by status and imports running. Read at each scrape: cache sizes,
 //! the change feed's state and lag, the revision seen against the one
-//! committed, the outbox's backlog, the pool, Postgres's reachability.
+//! committed, the outbox's backlog, the pool, Postgres's reachability, the
+//! process's CPU time.
 
-use std::sync::{atomic::AtomicU64, OnceLock};
+use std::sync::{atomic::AtomicU64, Mutex, OnceLock};
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
@@ -82,6 +83,7 @@ pub struct Metrics {
     pool: Family<StateLabels, Gauge>,
     postgres_up: Gauge,
     db_begin: Histogram,
+    process_cpu: Counter<f64, AtomicU64>,
     hot: Hot,
 }
 
@@ -108,6 +110,7 @@ impl Metrics {
             postgres_up: Gauge::default(),
             // 100 µs to ~3 s.
             db_begin: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
+            process_cpu: Counter::default(),
             registry: Registry::default(),
         };
         // Every status shown from the start (at 0), so that rates exist
@@ -197,6 +200,11 @@ impl Metrics {
             "db_begin_seconds",
             "Time to get a pooled connection and begin a transaction (waits for the pool show here)",
             m.db_begin.clone(),
+        );
+        r.register(
+            "process_cpu_seconds",
+            "CPU time this process has used, user and system (what an RPC costs the server: its rate over the rate of RPCs)",
+            m.process_cpu.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -411,10 +419,29 @@ pub fn render(s: &Snapshot) -> String {
         .get_or_create(&StateLabels { state: "idle" })
         .set(s.pool_idle);
     m.postgres_up.set(i64::from(s.postgres_up));
+    {
+        // Two scrapes at once must not both add the same time.
+        static CPU: Mutex<()> = Mutex::new(());
+        let _one = CPU.lock();
+        if let Some(used) = cpu_seconds() {
+            let more = used - m.process_cpu.get();
+            if more > 0.0 {
+                m.process_cpu.inc_by(more);
+            }
+        }
+    }
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &m.registry);
     out
+}
+
+/// The CPU time this process has used so far (user and system), in seconds.
+pub fn cpu_seconds() -> Option<f64> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Some(seconds(usage.user_time()) + seconds(usage.system_time()))
 }
 
 #[cfg(test)]

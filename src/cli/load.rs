@@ -10,8 +10,9 @@
 //!   (latencies from the actual send, and `sched_*` from the scheduled one,
 //!   which counts the time spent behind schedule).
 //!   Latencies go to an HDR histogram; with `--metrics`, the server's
-//!   decision-cache hit ratio over the measured window is read from its
-//!   Prometheus endpoint.
+//!   decision-cache hit ratio and CPU time over the measured window are
+//!   read from its Prometheus endpoint, and both sides' CPU time per
+//!   request is shown (what an RPC costs, whoever shares the cores).
 //! - `churn` grants and takes back a spare right of the same subjects, at a
 //!   fixed rate, as an administrator changing rights while decisions run.
 //!
@@ -348,10 +349,7 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
         measure_from,
         end,
     });
-    let scrape = args
-        .metrics
-        .clone()
-        .map(|url| tokio::spawn(cache_window(url, measure_from, end)));
+    let window = tokio::spawn(window(args.metrics.clone(), measure_from, end));
     let mut tasks = Vec::with_capacity(streams);
     for id in 0..streams {
         let channel = channels[id % channels.len()].clone();
@@ -394,9 +392,19 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
             total.scheduled.max() as f64 / 1000.0
         );
     }
-    if let Some(scrape) = scrape {
-        let (hit, postgres) = scrape.await??;
-        line += &format!(" hit_ratio={hit:.3} from_postgres={postgres:.3}");
+    let window = window.await??;
+    let per_request = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
+    line += &format!(
+        " client_cpu_us_per_req={:.2}",
+        per_request(window.client_cpu)
+    );
+    if let Some(server) = window.server {
+        line += &format!(
+            " hit_ratio={:.3} from_postgres={:.3} server_cpu_us_per_req={:.2}",
+            server.hit,
+            server.postgres,
+            per_request(server.cpu)
+        );
     }
     println!("{line}");
     if total.errors > 0 {
@@ -501,22 +509,54 @@ async fn stream(
     }
 }
 
+/// What the measured window cost: this process's CPU time, and, when the
+/// server's metrics are read, what it saw.
+struct Window {
+    client_cpu: f64,
+    server: Option<ServerWindow>,
+}
+
 /// The share of decisions answered from memory (the decision cache's hit
-/// ratio) and from Postgres between `from` and `to`, from two scrapes of
-/// the server's metrics.
-async fn cache_window(url: String, from: Instant, to: Instant) -> anyhow::Result<(f64, f64)> {
+/// ratio) and from Postgres, and the server's CPU seconds.
+struct ServerWindow {
+    hit: f64,
+    postgres: f64,
+    cpu: f64,
+}
+
+/// Reads both sides at `from` and again at `to`.
+async fn window(metrics: Option<String>, from: Instant, to: Instant) -> anyhow::Result<Window> {
+    let cpu = || crate::metrics::cpu_seconds().unwrap_or(0.0);
     tokio::time::sleep_until(from.into()).await;
-    let before = scrape(&url).await?;
+    let (cpu0, before) = (cpu(), scrape_if(metrics.as_deref()).await?);
     tokio::time::sleep_until(to.into()).await;
-    let after = scrape(&url).await?;
-    let delta =
-        |metric: &str, label: &str| sum(&after, metric, label) - sum(&before, metric, label);
-    // Decisions, not cache lookups: the caller's own key is a lookup too,
-    // and it always hits.
-    let memory = delta("clef_decisions_total", "source=\"memory\"");
-    let all = delta("clef_decisions_total", "");
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    Ok((ratio(memory, all), ratio(all - memory, all)))
+    let (cpu1, after) = (cpu(), scrape_if(metrics.as_deref()).await?);
+    let server = before.zip(after).map(|(before, after)| {
+        let delta =
+            |metric: &str, label: &str| sum(&after, metric, label) - sum(&before, metric, label);
+        // Decisions, not cache lookups: the caller's own key is a lookup
+        // too, and it always hits.
+        let memory = delta("clef_decisions_total", "source=\"memory\"");
+        let all = delta("clef_decisions_total", "");
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        ServerWindow {
+            hit: ratio(memory, all),
+            postgres: ratio(all - memory, all),
+            cpu: value(&after, "clef_process_cpu_seconds_total")
+                - value(&before, "clef_process_cpu_seconds_total"),
+        }
+    });
+    Ok(Window {
+        client_cpu: cpu1 - cpu0,
+        server,
+    })
+}
+
+async fn scrape_if(url: Option<&str>) -> anyhow::Result<Option<String>> {
+    match url {
+        Some(url) => Ok(Some(scrape(url).await?)),
+        None => Ok(None),
+    }
 }
 
 async fn scrape(url: &str) -> anyhow::Result<String> {
@@ -528,6 +568,14 @@ async fn scrape(url: &str) -> anyhow::Result<String> {
         Ok(response.error_for_status()?.text()?)
     })
     .await?
+}
+
+/// The value of a metric without labels (0 when absent).
+fn value(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(metric)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
 }
 
 /// The sum of a metric's series whose labels contain `label`.
@@ -657,6 +705,15 @@ mod tests {
             3.0
         );
         assert_eq!(sum(text, "clef_decisions_total", ""), 10.0);
+    }
+
+    #[test]
+    fn reads_the_value_of_a_metric_without_labels() {
+        let text = "# TYPE clef_process_cpu_seconds counter\n\
+            clef_process_cpu_seconds_totalx 9\n\
+            clef_process_cpu_seconds_total 12.5\n";
+        assert_eq!(value(text, "clef_process_cpu_seconds_total"), 12.5);
+        assert_eq!(value(text, "clef_nothing"), 0.0);
     }
 
     #[test]

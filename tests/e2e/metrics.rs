@@ -193,6 +193,14 @@ async fn the_metrics_endpoint_counts_rpcs_by_method_and_code_and_decisions_by_ou
         sample(&body, "clef_db_begin_seconds_count").unwrap() >= 1.0,
         "{body}"
     );
+    // The process's CPU time, which only grows.
+    let cpu = sample(&body, "clef_process_cpu_seconds_total").unwrap();
+    assert!(cpu > 0.0, "{body}");
+    let (_, again) = get(metrics, "/metrics").await;
+    assert!(
+        sample(&again, "clef_process_cpu_seconds_total").unwrap() >= cpu,
+        "{again}"
+    );
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
     // Every series the Grafana dashboard queries exists.
     let dashboard = std::fs::read_to_string(concat!(
