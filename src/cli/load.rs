@@ -542,8 +542,7 @@ async fn window(metrics: Option<String>, from: Instant, to: Instant) -> anyhow::
         ServerWindow {
             hit: ratio(memory, all),
             postgres: ratio(all - memory, all),
-            cpu: value(&after, "clef_process_cpu_seconds_total")
-                - value(&before, "clef_process_cpu_seconds_total"),
+            cpu: delta("clef_process_cpu_seconds_total", ""),
         }
     });
     Ok(Window {
@@ -570,19 +569,12 @@ async fn scrape(url: &str) -> anyhow::Result<String> {
     .await?
 }
 
-/// The value of a metric without labels (0 when absent).
-fn value(text: &str, metric: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(metric)?.strip_prefix(' '))
-        .find_map(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
-
-/// The sum of a metric's series whose labels contain `label`.
+/// The sum of a metric's series whose labels contain `label` (with `""`,
+/// every series, or the one value of a metric without labels).
 fn sum(text: &str, metric: &str, label: &str) -> f64 {
     text.lines()
         .filter_map(|l| l.strip_prefix(metric))
-        .filter(|rest| rest.starts_with('{') && rest.contains(label))
+        .filter(|rest| rest.starts_with(['{', ' ']) && rest.contains(label))
         .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -712,8 +704,8 @@ mod tests {
         let text = "# TYPE clef_process_cpu_seconds counter\n\
             clef_process_cpu_seconds_totalx 9\n\
             clef_process_cpu_seconds_total 12.5\n";
-        assert_eq!(value(text, "clef_process_cpu_seconds_total"), 12.5);
-        assert_eq!(value(text, "clef_nothing"), 0.0);
+        assert_eq!(sum(text, "clef_process_cpu_seconds_total", ""), 12.5);
+        assert_eq!(sum(text, "clef_nothing", ""), 0.0);
     }
 
     #[test]
