@@ -12,6 +12,7 @@ use crate::{
     domain::{
         account::AccountCode,
         decision::{Decision, Denial, Parcel, Visibility},
+        key,
         principal::{Actor, PrincipalKind},
         rights::RightDef,
         user::UserKey,
@@ -45,7 +46,7 @@ impl AuthzApi {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token)
-            .and_then(|k| self.engine.key_hash(k))
+            .and_then(key::parse_presented)
             .ok_or(Error::Unauthenticated)?;
         let actor = self
             .engine
@@ -67,7 +68,6 @@ impl AuthzApi {
 /// a caller's bug.
 /// Field names are only built for violations (this runs on every Check).
 fn subject(
-    engine: &Engine,
     s: &Option<pb::Subject>,
     prefix: &str,
     v: &mut Violations,
@@ -81,7 +81,7 @@ fn subject(
             );
             None
         }
-        Some(By::ConnectionKey(k)) => Some(engine.key_hash(k.trim()).map(SubjectRef::Key)),
+        Some(By::ConnectionKey(k)) => Some(key::parse_presented(k.trim()).map(SubjectRef::Key)),
         Some(By::UserId(u)) => match crate::domain::account::parse_id(u) {
             Ok(u) => Some(Some(SubjectRef::Id(u))),
             Err(why) => {
@@ -160,13 +160,8 @@ struct CheckArgs {
     min_revision: i64,
 }
 
-fn check_args(
-    engine: &Engine,
-    r: &pb::CheckRequest,
-    prefix: &str,
-    v: &mut Violations,
-) -> Option<CheckArgs> {
-    let subject = subject(engine, &r.subject, prefix, v);
+fn check_args(r: &pb::CheckRequest, prefix: &str, v: &mut Violations) -> Option<CheckArgs> {
+    let subject = subject(&r.subject, prefix, v);
     let account = lazy(
         v,
         prefix,
@@ -239,7 +234,7 @@ impl AuthorizationService for AuthzApi {
     ) -> Result<Response<pb::CheckResponse>, Status> {
         self.caller(&request).await?;
         let mut v = Violations::default();
-        let args = check_args(&self.engine, request.get_ref(), "", &mut v);
+        let args = check_args(request.get_ref(), "", &mut v);
         v.finish()?;
         let args = args.ok_or_else(|| Error::Internal("check arguments lost".into()))?;
         self.known_rights(&[args.right.as_str()], |_| "right".into())
@@ -266,7 +261,7 @@ impl AuthorizationService for AuthzApi {
         let args: Vec<Option<CheckArgs>> = checks
             .iter()
             .enumerate()
-            .map(|(i, c)| check_args(&self.engine, c, &format!("checks[{i}]."), &mut v))
+            .map(|(i, c)| check_args(c, &format!("checks[{i}]."), &mut v))
             .collect();
         v.finish()?;
         // Every item parsed (v.finish() above), so indexes are the items'.
@@ -288,7 +283,7 @@ impl AuthorizationService for AuthzApi {
         self.caller(&request).await?;
         let r = request.get_ref();
         let mut v = Violations::default();
-        let subject = subject(&self.engine, &r.subject, "", &mut v);
+        let subject = subject(&r.subject, "", &mut v);
         let right = tracking_right(&r.right, "right", &mut v);
         let min_revision = min_revision(r.min_revision, "", &mut v);
         let parcel = r.parcel.clone().unwrap_or_default();
@@ -348,7 +343,7 @@ impl AuthorizationService for AuthzApi {
         self.caller(&request).await?;
         let r = request.get_ref();
         let mut v = Violations::default();
-        let subject = subject(&self.engine, &r.subject, "", &mut v);
+        let subject = subject(&r.subject, "", &mut v);
         let right = tracking_right(&r.right, "right", &mut v);
         let min_revision = min_revision(r.min_revision, "", &mut v);
         v.finish()?;

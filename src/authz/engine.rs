@@ -28,9 +28,6 @@ use crate::{
     store::{Changes, CommitObserver, Loaded, Store, SubjectRef, CHANGES_CHANNEL},
 };
 
-/// Presented keys whose hash is memoised.
-const HASH_MEMO_CAPACITY: usize = 100_000;
-
 /// Invalidation stripes: a load is discarded when its subject's stripe saw
 /// an invalidation while it ran (one in this many of the others' does too).
 const STRIPES: usize = 1024;
@@ -94,9 +91,6 @@ pub struct Engine {
     user_keys: Cache<String, Uuid>,
     /// Account code → its state.
     accounts: Cache<String, AccountState>,
-    /// Presented key → its SHA-256. A pure function memoised (it never goes
-    /// stale): callers present the same keys again and again.
-    hashes: Cache<Box<str>, KeyHash>,
     /// Highest revision whose notification this replica has applied; every
     /// change up to it is reflected in the caches (notifications arrive in
     /// commit order, and revisions are assigned in commit order).
@@ -151,7 +145,6 @@ impl Engine {
             keys: Cache::new(config.lookup_capacity),
             user_keys: Cache::new(config.lookup_capacity),
             accounts: Cache::new(config.lookup_capacity),
-            hashes: Cache::new(HASH_MEMO_CAPACITY),
             seen: AtomicI64::new(0),
             live: AtomicBool::new(false),
             invalidations: AtomicU64::new(0),
@@ -517,17 +510,6 @@ impl Engine {
             }
         }
         Ok(unknown(&known))
-    }
-
-    /// The hash of a presented connection key, or `None` when it cannot be a
-    /// key (see `domain::key::parse_presented`).
-    pub fn key_hash(&self, presented: &str) -> Option<KeyHash> {
-        if let Some(hash) = self.hashes.get(presented) {
-            return Some(hash);
-        }
-        let hash = crate::domain::key::parse_presented(presented)?;
-        self.hashes.insert(presented.into(), hash);
-        Some(hash)
     }
 
     /// Decides whether `subject` holds `right` on `account`.
