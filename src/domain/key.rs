@@ -135,4 +135,20 @@ mod tests {
         assert_eq!(parse_presented(&key.to_uppercase()), None);
         assert_eq!(parse_presented(""), None);
     }
+
+    #[test]
+    fn a_key_with_multibyte_characters_is_not_a_key() {
+        // As long as a key in bytes, with a two-byte character across the
+        // end of the body and one inside it: refused, never a panic.
+        let across = format!(
+            "{PREFIX}{}é{}",
+            "a".repeat(BODY_LEN - 1),
+            "a".repeat(CHECK_LEN - 1)
+        );
+        let inside = format!("{PREFIX}é{}", "a".repeat(BODY_LEN + CHECK_LEN - 2));
+        for key in [across, inside] {
+            assert_eq!(key.len(), KEY_LEN);
+            assert_eq!(parse_presented(&key), None);
+        }
+    }
 }

@@ -110,6 +110,12 @@ async fn check_answers_every_scope_and_denial_reason() {
         reason(check(&mut d, by_key("not-a-key"), "900138", "shipping.ws", 0).await),
         R::UnknownSubject
     );
+    // A key's length in bytes, a two-byte character across the end of its body.
+    let multibyte = format!("clef_{}é{}", "a".repeat(51), "a".repeat(6));
+    assert_eq!(
+        reason(check(&mut d, by_key(&multibyte), "900138", "shipping.ws", 0).await),
+        R::UnknownSubject
+    );
     assert_eq!(
         reason(
             check(
