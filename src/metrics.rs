@@ -9,7 +9,7 @@
 //! committed, the outbox's backlog, the pool, Postgres's reachability, the
 //! process's CPU time.
 
-use std::sync::{atomic::AtomicU64, Mutex, OnceLock};
+use std::sync::{atomic::AtomicU64, OnceLock};
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
@@ -83,7 +83,6 @@ pub struct Metrics {
     pool: Family<StateLabels, Gauge>,
     postgres_up: Gauge,
     db_begin: Histogram,
-    process_cpu: Counter<f64, AtomicU64>,
     hot: Hot,
 }
 
@@ -110,7 +109,6 @@ impl Metrics {
             postgres_up: Gauge::default(),
             // 100 µs to ~3 s.
             db_begin: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
-            process_cpu: Counter::default(),
             registry: Registry::default(),
         };
         // Every status shown from the start (at 0), so that rates exist
@@ -201,11 +199,7 @@ impl Metrics {
             "Time to get a pooled connection and begin a transaction (waits for the pool show here)",
             m.db_begin.clone(),
         );
-        r.register(
-            "process_cpu_seconds",
-            "CPU time this process has used, user and system (what an RPC costs the server: its rate over the rate of RPCs)",
-            m.process_cpu.clone(),
-        );
+        r.register_collector(Box::new(ProcessCpu));
         Metrics { registry, ..m }
     }
 }
@@ -419,21 +413,33 @@ pub fn render(s: &Snapshot) -> String {
         .get_or_create(&StateLabels { state: "idle" })
         .set(s.pool_idle);
     m.postgres_up.set(i64::from(s.postgres_up));
-    {
-        // Two scrapes at once must not both add the same time.
-        static CPU: Mutex<()> = Mutex::new(());
-        let _one = CPU.lock();
-        if let Some(used) = cpu_seconds() {
-            let more = used - m.process_cpu.get();
-            if more > 0.0 {
-                m.process_cpu.inc_by(more);
-            }
-        }
-    }
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &m.registry);
     out
+}
+
+/// `process_cpu_seconds_total`, read from the kernel at each scrape.
+#[derive(Debug)]
+struct ProcessCpu;
+
+impl prometheus_client::collector::Collector for ProcessCpu {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::{encoding::EncodeMetric, metrics::counter::ConstCounter};
+        let Some(seconds) = cpu_seconds() else {
+            return Ok(());
+        };
+        let counter = ConstCounter::new(seconds);
+        counter.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "CPU time this process has used, user and system (what an RPC costs the server: its rate over the rate of RPCs)",
+            None,
+            counter.metric_type(),
+        )?)
+    }
 }
 
 /// The CPU time this process has used so far (user and system), in seconds.
