@@ -650,8 +650,6 @@ impl CommitObserver for Engine {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
     use crate::domain::principal::PrincipalKind;
 
@@ -676,7 +674,7 @@ mod tests {
             active: true,
             user_key: None,
             keys: Vec::new(),
-            accounts: HashMap::new(),
+            accounts: Default::default(),
         })
     }
 

@@ -1,5 +1,10 @@
 //! The rights catalog, scopes, and the delegation rule.
 
+use std::{
+    collections::HashSet,
+    sync::{OnceLock, RwLock},
+};
+
 use uuid::Uuid;
 
 use super::{user::UserKind, Error, Violations};
@@ -62,6 +67,30 @@ pub struct RightDef {
     pub label_en: String,
     pub kinds: Vec<UserKind>,
     pub scoped: bool,
+}
+
+/// The process's one copy of a right's code. Grants loaded for decisions
+/// name their rights through it: ten million grants point at a few dozen
+/// strings (the catalog's), which stay in the processor's cache, where
+/// each grant used to own its copy. Only codes read from the database come
+/// here, and a grant's code is in the catalog: the set is as small as the
+/// catalog's history, so its strings are kept for the life of the process.
+pub fn shared_code(code: &str) -> &'static str {
+    static CODES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let codes = CODES.get_or_init(Default::default);
+    if let Some(c) = codes.read().ok().and_then(|set| set.get(code).copied()) {
+        return c;
+    }
+    let Ok(mut set) = codes.write() else {
+        // Poisoned (a panic while inserting): this code goes unshared.
+        return Box::leak(code.into());
+    };
+    if let Some(c) = set.get(code) {
+        return c;
+    }
+    let c: &'static str = Box::leak(code.into());
+    set.insert(c);
+    c
 }
 
 impl RightDef {
@@ -277,6 +306,16 @@ pub struct Grant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_right_code_is_shared_by_everyone_who_names_it() {
+        let a = shared_code(&String::from("tracking.tool_cs"));
+        let b = shared_code(&String::from("tracking.tool_cs"));
+        assert_eq!(a, "tracking.tool_cs");
+        assert!(std::ptr::eq(a, b), "one copy per code");
+        assert_eq!(shared_code("shipping.ws"), "shipping.ws");
+        assert!(!std::ptr::eq(a, shared_code("shipping.ws")));
+    }
 
     fn holder(rights: &[(&str, Option<Scope>)]) -> Authority {
         Authority::Holder(

@@ -1,8 +1,6 @@
 //! Loading a subject's entitlements for the decision engine: one query,
 //! whatever the subject.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -10,10 +8,12 @@ use uuid::Uuid;
 use super::{db_error, Store};
 use crate::domain::{
     account::{AccountState, AccountStatus},
-    decision::{AccountEntitlement, Entitlements, GrantEntitlement, KeyEntitlement, Micros},
+    decision::{
+        AccountEntitlement, Accounts, Entitlements, GrantEntitlement, KeyEntitlement, Micros,
+    },
     key::KeyHash,
     principal::PrincipalKind,
-    rights::Scope,
+    rights::{shared_code, Scope},
     Error,
 };
 
@@ -131,7 +131,7 @@ impl Store {
                         })
                     })
                     .collect();
-                let accounts: HashMap<Box<str>, AccountEntitlement> = row
+                let accounts: Accounts = row
                     .accounts
                     .0
                     .into_iter()
@@ -139,14 +139,14 @@ impl Store {
                         let grants =
                             a.g.into_iter()
                                 .map(|g| GrantEntitlement {
-                                    right: g.r.into(),
+                                    right: shared_code(&g.r),
                                     scope: g.s.as_deref().and_then(Scope::from_db),
                                     expires_at: g.e,
                                     role: g.o.map(String::into_boxed_str),
                                 })
                                 .collect();
                         (
-                            a.c.into_boxed_str(),
+                            a.c,
                             AccountEntitlement {
                                 closed: a.closed,
                                 tags: a.t,
