@@ -108,13 +108,14 @@ impl Access {
         }
         let code = self.code.unwrap_or(tonic::Code::Cancelled as i32);
         let name = code_name(code);
-        let principal = self
-            .caller
-            .0
-            .get()
-            .map_or_else(|| "-".to_owned(), Uuid::to_string);
-        let seconds = self.start.elapsed().as_secs_f64();
-        crate::metrics::rpc(self.label, code, &name, seconds);
+        let mut uuid = Uuid::encode_buffer();
+        let principal: &str = match self.caller.0.get() {
+            Some(p) => p.hyphenated().encode_lower(&mut uuid),
+            None => "-",
+        };
+        let elapsed = self.start.elapsed();
+        let seconds = elapsed.as_secs_f64();
+        crate::metrics::rpc(self.label, code, name, seconds);
         let ms = seconds * 1000.0;
         self.span.record("rpc.grpc.status_code", code);
         if server_error(code) {
@@ -123,13 +124,14 @@ impl Access {
         if self.quiet {
             tracing::debug!(target: "clef::access", method = %self.method, code = %name, duration_ms = ms, principal = %principal, peer = %self.peer, "rpc");
         } else if tracing::enabled!(target: "clef::access", tracing::Level::INFO) {
-            let duration = format!("{ms:.3}");
+            let mut room = [0u8; 40];
+            let duration = millis(elapsed, &mut room);
             let line = crate::telemetry::AccessLine {
                 message: "rpc",
                 method: &self.method,
-                code: &name,
-                duration_ms: &duration,
-                principal: &principal,
+                code: name,
+                duration_ms: duration,
+                principal,
                 peer: &self.peer,
                 trace_id: &self.trace_id,
             };
@@ -140,17 +142,40 @@ impl Access {
     }
 }
 
-/// A status code as gRPC names it: `PERMISSION_DENIED`.
-fn code_name(code: i32) -> String {
-    let camel = format!("{:?}", tonic::Code::from_i32(code));
-    let mut out = String::with_capacity(camel.len() + 4);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
+/// A status code as gRPC names it: `PERMISSION_DENIED` (a number gRPC
+/// does not define is `UNKNOWN`, as tonic reads it).
+fn code_name(code: i32) -> &'static str {
+    use tonic::Code::*;
+    match tonic::Code::from_i32(code) {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
-    out
+}
+
+/// `elapsed` in milliseconds with three decimals (to the nearest
+/// microsecond), written into `room`.
+fn millis(elapsed: std::time::Duration, room: &mut [u8; 40]) -> &str {
+    use std::io::Write;
+    let micros = (elapsed.as_nanos() + 500) / 1000;
+    let mut w = &mut room[..];
+    let _ = write!(w, "{}.{:03}", micros / 1000, micros % 1000);
+    let n = 40 - w.len();
+    std::str::from_utf8(&room[..n]).unwrap_or("-")
 }
 
 /// The codes the conventions make a server span's error: the server's
@@ -349,6 +374,26 @@ mod tests {
         assert_eq!(code_name(7), "PERMISSION_DENIED");
         assert_eq!(code_name(0), "OK");
         assert_eq!(code_name(16), "UNAUTHENTICATED");
+        // Every code, as tonic's own names spell it in camel case.
+        for n in 0..17 {
+            let camel = format!("{:?}", tonic::Code::from_i32(n));
+            assert_eq!(code_name(n).replace('_', ""), camel.to_uppercase(), "{n}");
+        }
+        assert_eq!(code_name(99), "UNKNOWN");
+    }
+
+    #[test]
+    fn durations_are_written_in_milliseconds_to_the_microsecond() {
+        use std::time::Duration;
+        let mut room = [0u8; 40];
+        assert_eq!(millis(Duration::ZERO, &mut room), "0.000");
+        assert_eq!(millis(Duration::from_nanos(1_234_567), &mut room), "1.235");
+        assert_eq!(millis(Duration::from_nanos(999_499), &mut room), "0.999");
+        assert_eq!(millis(Duration::from_secs(30), &mut room), "30000.000");
+        assert_eq!(
+            millis(Duration::from_secs(u64::MAX), &mut room),
+            "18446744073709551615000.000"
+        );
     }
 
     #[test]

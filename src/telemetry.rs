@@ -60,6 +60,69 @@ mod tests {
     use super::*;
 
     #[test]
+    fn access_timestamps_are_rfc3339_in_micros() {
+        use chrono::{TimeZone, Utc};
+        let base = Utc.with_ymd_and_hms(2026, 12, 4, 23, 59, 59).unwrap();
+        let mut out = [0u8; TIMESTAMP_ROOM];
+        for micros in [
+            0,
+            7,
+            123_456,
+            999_999,
+            1_000_000,
+            86_400_000_001,
+            59_000_010,
+        ] {
+            let t = base + chrono::Duration::microseconds(micros);
+            let want = t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(timestamp(t, &mut out), want);
+            // Again, from the second kept.
+            assert_eq!(timestamp(t, &mut out), want);
+        }
+        let far = Utc.with_ymd_and_hms(12026, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(timestamp(far, &mut out), "+12026-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn an_access_line_reads_as_the_logs_write_theirs() {
+        let mut line = AccessLine {
+            message: "rpc",
+            method: "clef.v1.AuthorizationService/Check",
+            code: "OK",
+            duration_ms: "0.123",
+            principal: "0190b5c4-8f2e-7cc1-9a53-1f0e6d2c3b4a",
+            peer: "127.0.0.1:5000",
+            trace_id: "-",
+        };
+        let mut buf = Vec::new();
+        assert!(format_access(&mut buf, false, &line));
+        let text = String::from_utf8(buf).unwrap();
+        let (stamp, rest) = text.split_once("  ").unwrap();
+        assert_eq!(stamp.len(), TIMESTAMP_LEN);
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+            "{stamp}"
+        );
+        assert_eq!(
+            rest,
+            "INFO clef::access: rpc method=clef.v1.AuthorizationService/Check code=OK duration_ms=0.123 \
+             principal=0190b5c4-8f2e-7cc1-9a53-1f0e6d2c3b4a peer=127.0.0.1:5000 trace_id=-\n"
+        );
+        line.method = "a b\"c";
+        let mut buf = Vec::new();
+        assert!(format_access(&mut buf, false, &line));
+        assert!(String::from_utf8(buf)
+            .unwrap()
+            .contains(r#" method="a b\"c" code="#));
+        let mut buf = Vec::new();
+        assert!(format_access(&mut buf, true, &line));
+        let j: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(j["fields"]["method"], "a b\"c");
+        assert_eq!(j["target"], "clef::access");
+        assert_eq!(j["timestamp"].as_str().map(str::len), Some(TIMESTAMP_LEN));
+    }
+
+    #[test]
     fn a_chain_says_each_cause_once() {
         let e = anyhow::anyhow!("tcp connect error").context("tcp connect error: refused");
         let e = e.context("cannot reach the database");
@@ -93,17 +156,25 @@ const ACCESS_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Writes the access lines gathered so far to stderr.
 fn flush_access() {
+    flush_access_with(&mut Vec::new());
+}
+
+/// The same, swapping the pending lines with `spare` (empty, its capacity
+/// kept by the writer thread): neither buffer is given back and grown again
+/// at every flush (with a page fault per new page, on the RPCs' side).
+fn flush_access_with(spare: &mut Vec<u8>) {
     use std::io::Write;
     let Some(out) = ACCESS.get() else {
         return;
     };
-    let lines = match out.pending.lock() {
-        Ok(mut p) if !p.is_empty() => std::mem::take(&mut *p),
+    match out.pending.lock() {
+        Ok(mut p) if !p.is_empty() => std::mem::swap(&mut *p, spare),
         _ => return,
-    };
+    }
     let mut err = std::io::stderr().lock();
-    let _ = err.write_all(&lines);
+    let _ = err.write_all(spare);
     let _ = err.flush();
+    spare.clear();
 }
 
 static ACCESS: std::sync::OnceLock<AccessWriter> = std::sync::OnceLock::new();
@@ -122,7 +193,7 @@ pub struct AccessLine<'a> {
 
 #[derive(serde::Serialize)]
 struct JsonLine<'a> {
-    timestamp: String,
+    timestamp: &'a str,
     level: &'static str,
     fields: &'a AccessLine<'a>,
     target: &'static str,
@@ -137,59 +208,123 @@ struct JsonLine<'a> {
 /// `tracing` then. The filter (`RUST_LOG`, target `clef::access`) is the
 /// caller's to check.
 pub fn write_access(line: &AccessLine) -> bool {
-    use std::io::Write;
     let Some(out) = ACCESS.get() else {
         return false;
     };
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let mut buf = Vec::with_capacity(256);
-    if out.json {
+    thread_local! {
+        /// The line being written, its room kept from one RPC to the next.
+        static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+    }
+    LINE.with_borrow_mut(|buf| {
+        buf.clear();
+        if !format_access(buf, out.json, line) {
+            return false;
+        }
+        match out.pending.lock() {
+            Ok(mut p) => {
+                // Bounded: past 16 MiB unwritten (stderr blocked), lines
+                // wait for the writer rather than grow memory.
+                if p.len() > 16 << 20 {
+                    drop(p);
+                    flush_access();
+                    return out
+                        .pending
+                        .lock()
+                        .map(|mut p| p.extend_from_slice(buf))
+                        .is_ok();
+                }
+                p.extend_from_slice(buf);
+                true
+            }
+            Err(_) => false,
+        }
+    })
+}
+
+/// Appends `line` to `buf` as the logs' format writes it, newline included.
+fn format_access(buf: &mut Vec<u8>, json: bool, line: &AccessLine) -> bool {
+    use std::io::Write;
+    let mut stamp = [0u8; TIMESTAMP_ROOM];
+    let now = timestamp(chrono::Utc::now(), &mut stamp);
+    if json {
         let j = JsonLine {
             timestamp: now,
             level: "INFO",
             fields: line,
             target: "clef::access",
         };
-        if serde_json::to_writer(&mut buf, &j).is_err() {
+        if serde_json::to_writer(&mut *buf, &j).is_err() {
             return false;
         }
     } else {
+        buf.extend_from_slice(now.as_bytes());
+        buf.extend_from_slice(b"  INFO clef::access: ");
+        buf.extend_from_slice(line.message.as_bytes());
+        buf.extend_from_slice(b" method=");
         // Names and codes are plain; a method (the request's path) is
         // quoted and escaped unless it is plain too.
-        let plain = |s: &str| {
-            s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "./_-:[]".contains(c))
-        };
-        let method = if plain(line.method) {
-            line.method.to_owned()
+        let plain = line.method.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'_' | b'-' | b':' | b'[' | b']')
+        });
+        if plain {
+            buf.extend_from_slice(line.method.as_bytes());
         } else {
-            format!("{:?}", line.method)
-        };
-        let _ = write!(
-            buf,
-            "{now}  INFO clef::access: {} method={method} code={} duration_ms={} principal={} peer={} trace_id={}",
-            line.message, line.code, line.duration_ms, line.principal, line.peer, line.trace_id
-        );
+            let _ = write!(buf, "{:?}", line.method);
+        }
+        for (name, value) in [
+            (&b" code="[..], line.code),
+            (b" duration_ms=", line.duration_ms),
+            (b" principal=", line.principal),
+            (b" peer=", line.peer),
+            (b" trace_id=", line.trace_id),
+        ] {
+            buf.extend_from_slice(name);
+            buf.extend_from_slice(value.as_bytes());
+        }
     }
     buf.push(b'\n');
-    match out.pending.lock() {
-        Ok(mut p) => {
-            // Bounded: past 16 MiB unwritten (stderr blocked), lines wait
-            // for the writer rather than grow memory.
-            if p.len() > 16 << 20 {
-                drop(p);
-                flush_access();
-                return out
-                    .pending
-                    .lock()
-                    .map(|mut p| p.extend_from_slice(&buf))
-                    .is_ok();
-            }
-            p.extend_from_slice(&buf);
-            true
-        }
-        Err(_) => false,
+    true
+}
+
+/// `2026-12-04T21:05:06.123456Z`: RFC 3339, UTC, microseconds.
+const TIMESTAMP_LEN: usize = 27;
+/// Room for one (a year past 9999 takes a sign and more digits).
+const TIMESTAMP_ROOM: usize = 40;
+
+/// `now` as access lines give it, written into `out`. The date and time to
+/// the second are formatted once a second (per thread); each line writes
+/// its microseconds.
+fn timestamp(now: chrono::DateTime<chrono::Utc>, out: &mut [u8; TIMESTAMP_ROOM]) -> &str {
+    thread_local! {
+        /// The second last formatted, and `YYYY-MM-DDTHH:MM:SS.` for it.
+        static SECOND: std::cell::Cell<(i64, [u8; 20])> = const { std::cell::Cell::new((i64::MIN, [0; 20])) };
     }
+    let (secs, micros) = (now.timestamp(), now.timestamp_subsec_micros().min(999_999));
+    let (mut second, mut prefix) = SECOND.get();
+    if second != secs {
+        let text = now.format("%Y-%m-%dT%H:%M:%S.").to_string();
+        match <[u8; 20]>::try_from(text.as_bytes()) {
+            Ok(p) => {
+                (second, prefix) = (secs, p);
+                SECOND.set((second, prefix));
+            }
+            // A year past 9999: the general formatter, every time.
+            Err(_) => {
+                let full = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                let n = full.len().min(TIMESTAMP_ROOM);
+                out[..n].copy_from_slice(&full.as_bytes()[..n]);
+                return std::str::from_utf8(&out[..n]).unwrap_or("-");
+            }
+        }
+    }
+    out[..20].copy_from_slice(&prefix);
+    let mut m = micros;
+    for i in (20..26).rev() {
+        out[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+    }
+    out[26] = b'Z';
+    std::str::from_utf8(&out[..TIMESTAMP_LEN]).unwrap_or("-")
 }
 
 impl Drop for TelemetryGuard {
@@ -225,9 +360,12 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
     {
         std::thread::Builder::new()
             .name("clef-access-log".into())
-            .spawn(|| loop {
-                std::thread::sleep(ACCESS_FLUSH);
-                flush_access();
+            .spawn(|| {
+                let mut spare = Vec::with_capacity(64 * 1024);
+                loop {
+                    std::thread::sleep(ACCESS_FLUSH);
+                    flush_access_with(&mut spare);
+                }
             })?;
     }
     let fmt = if json {
