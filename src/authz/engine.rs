@@ -673,7 +673,7 @@ mod tests {
             kind: PrincipalKind::Advanced,
             active: true,
             user_key: None,
-            keys: Vec::new(),
+            keys: Default::default(),
             accounts: Default::default(),
         })
     }

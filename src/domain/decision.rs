@@ -2,6 +2,7 @@
 //! Pure: the engine (`authz`) loads and caches `Entitlements`; the rules that
 //! turn them into answers are here.
 
+use smallvec::SmallVec;
 use smol_str::SmolStr;
 use uuid::Uuid;
 
@@ -19,19 +20,21 @@ pub struct Entitlements {
     pub active: bool,
     /// Advanced users: the stored (undashed, upper-case) user key.
     pub user_key: Option<String>,
-    /// Live keys (not revoked, or revoked in the future during an overlap).
-    pub keys: Vec<KeyEntitlement>,
+    /// Live keys (not revoked, or revoked in the future during an overlap);
+    /// the first in the entry itself (a subject mostly has one).
+    pub keys: SmallVec<[KeyEntitlement; 1]>,
     /// Linked accounts by code.
     pub accounts: Accounts,
 }
 
 /// A subject's linked accounts, sorted by code, each code inline (an
-/// account code is at most 32 bytes; up to 23 live in the entry itself):
-/// a lookup is a binary search over one array, where a hash map kept its
-/// keys as strings elsewhere in memory, one processor-cache miss more per
-/// `Check` of a subject not asked about lately.
+/// account code is at most 32 bytes; up to 23 live in the entry itself),
+/// the first account in the entitlements themselves (most subjects have
+/// one): a lookup is a binary search over one array, where a hash map kept
+/// its keys as strings elsewhere in memory, each a processor-cache miss
+/// for a `Check` of a subject not asked about lately.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Accounts(Vec<(SmolStr, AccountEntitlement)>);
+pub struct Accounts(SmallVec<[(SmolStr, AccountEntitlement); 1]>);
 
 impl Accounts {
     fn find(&self, code: &str) -> Result<usize, usize> {
@@ -71,7 +74,7 @@ impl Accounts {
 /// A code met twice keeps its first account.
 impl<C: AsRef<str>> FromIterator<(C, AccountEntitlement)> for Accounts {
     fn from_iter<I: IntoIterator<Item = (C, AccountEntitlement)>>(iter: I) -> Self {
-        let mut all: Vec<(SmolStr, AccountEntitlement)> = iter
+        let mut all: SmallVec<[(SmolStr, AccountEntitlement); 1]> = iter
             .into_iter()
             .map(|(c, a)| (SmolStr::new(c), a))
             .collect();
@@ -360,7 +363,7 @@ mod tests {
             kind: PrincipalKind::Advanced,
             active: true,
             user_key: Some("K7QH2M9DXW4P".into()),
-            keys: vec![],
+            keys: Default::default(),
             accounts,
         }
     }
