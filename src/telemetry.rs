@@ -175,6 +175,11 @@ fn flush_access_with(spare: &mut Vec<u8>) {
     let _ = err.write_all(spare);
     let _ = err.flush();
     spare.clear();
+    // After a stall (stderr blocked, up to 16 MiB pending), not all of it
+    // kept for good.
+    if spare.capacity() > 1 << 20 {
+        spare.shrink_to(64 * 1024);
+    }
 }
 
 static ACCESS: std::sync::OnceLock<AccessWriter> = std::sync::OnceLock::new();
@@ -215,7 +220,13 @@ pub fn write_access(line: &AccessLine) -> bool {
         /// The line being written, its room kept from one RPC to the next.
         static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
     }
-    LINE.with_borrow_mut(|buf| {
+    // A thread whose locals are being torn down has no buffer: `false`,
+    // the caller logs through `tracing`.
+    LINE.try_with(|cell| {
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return false;
+        };
+        let buf = &mut *buf;
         buf.clear();
         if !format_access(buf, out.json, line) {
             return false;
@@ -239,6 +250,7 @@ pub fn write_access(line: &AccessLine) -> bool {
             Err(_) => false,
         }
     })
+    .unwrap_or(false)
 }
 
 /// Appends `line` to `buf` as the logs' format writes it, newline included.

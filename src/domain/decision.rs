@@ -264,15 +264,18 @@ impl Entitlements {
                 _ => false,
             },
         };
-        // The widest grant when it shows the parcel, else any live grant that
-        // does (a tag scope and a key scope held through different sources
-        // each show their own parcels).
+        // The widest grant when it shows the parcel, else the widest live
+        // grant that does, a direct one first (a tag scope and a key scope
+        // held through different sources each show their own parcels).
         let shown = if visible(g) {
             Some(g)
         } else {
             self.live(parcel.account_code, right, now)
                 .ok()
-                .and_then(|mut live| live.find(|g| visible(g)))
+                .and_then(|live| {
+                    live.filter(|g| visible(g))
+                        .max_by_key(|g| (Scope::width(g.scope), g.role.is_none()))
+                })
         };
         match shown {
             Some(g) => Decision::allow_by(g),
@@ -504,6 +507,37 @@ mod tests {
         e.accounts.insert("0002", linked("tracking.tool"));
         e.accounts.insert("0001", linked("shipping.ws"));
         assert_eq!(shown(&e), ["0002", long.as_str()]);
+    }
+
+    #[test]
+    fn a_parcel_the_widest_grant_does_not_show_is_answered_by_the_widest_that_does_direct_first() {
+        let key_grant = |role: Option<&str>| GrantEntitlement {
+            right: "tracking.tool",
+            scope: Some(Scope::UserKey),
+            expires_at: None,
+            role: role.map(Into::into),
+        };
+        let p = Parcel {
+            account_code: "900138",
+            user_key: Some("K7QH2M9DXW4P"),
+            tag: None,
+        };
+        // The widest grant is the tag scope, which does not show this
+        // parcel; a key scope held through a role and directly both do, in
+        // either order: the direct one answers.
+        for role_first in [true, false] {
+            let mut e = ent();
+            let a = e.accounts.get_mut("900138").unwrap();
+            let (first, second) = if role_first {
+                (key_grant(Some("desk")), key_grant(None))
+            } else {
+                (key_grant(None), key_grant(Some("desk")))
+            };
+            a.grants.extend([first, second]);
+            let d = e.parcel("tracking.tool", &p, 0);
+            assert!(d.allowed && !d.from_role, "{role_first}: {d:?}");
+            assert_eq!(d.scope, Some(Scope::UserKey));
+        }
     }
 
     #[test]
