@@ -45,11 +45,13 @@ impl Accounts {
         self.find(code).ok().map(|i| &self.0[i].1)
     }
 
+    #[cfg(test)]
     pub fn get_mut(&mut self, code: &str) -> Option<&mut AccountEntitlement> {
         self.find(code).ok().map(|i| &mut self.0[i].1)
     }
 
     /// Adds or replaces the account `code`.
+    #[cfg(test)]
     pub fn insert(&mut self, code: &str, account: AccountEntitlement) {
         match self.find(code) {
             Ok(i) => self.0[i].1 = account,
@@ -60,14 +62,6 @@ impl Accounts {
     /// In code order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &AccountEntitlement)> {
         self.0.iter().map(|(c, a)| (c.as_str(), a))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
